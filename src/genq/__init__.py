@@ -1,0 +1,56 @@
+"""genq: durable jobs for generative-AI apps.
+
+``app = genq.App()``, ``@app.function(...)``, then ``with app.local() as client``.
+"""
+
+from genq.app import App
+from genq.bridge import iterate_in_thread
+from genq.client import Artifact, AsyncClientBase, AsyncJob, Client, Job
+from genq.errors import (
+    Cancelled,
+    GenqError,
+    IdempotencyConflict,
+    InvalidInput,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
+    JobNotFound,
+    QueueFull,
+    ResultTimeout,
+    StoreLocked,
+    UnknownFunction,
+)
+from genq.local import LocalClient
+from genq.media import File, Image
+from genq.models import Event, EventType, JobStatus
+from genq.progress import Progress
+
+__all__ = [
+    "App",
+    "Artifact",
+    "AsyncClientBase",
+    "AsyncJob",
+    "Cancelled",
+    "Client",
+    "Event",
+    "EventType",
+    "File",
+    "GenqError",
+    "IdempotencyConflict",
+    "Image",
+    "InvalidInput",
+    "Job",
+    "JobCancelled",
+    "JobExpired",
+    "JobFailed",
+    "JobNotFound",
+    "JobStatus",
+    "LocalClient",
+    "Progress",
+    "QueueFull",
+    "ResultTimeout",
+    "StoreLocked",
+    "UnknownFunction",
+    "iterate_in_thread",
+]
+__version__ = "0.1.0"

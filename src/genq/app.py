@@ -1,0 +1,116 @@
+"""``genq.App``: the registry of functions, and the way to build jobs for them."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from genq.errors import UnknownFunction
+from genq.functions import FunctionSpec, Options
+from genq.models import Job, new_job_id
+from genq.store.base import SubmitPolicy
+
+if TYPE_CHECKING:
+    from genq.local import LocalRunner
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DB = ".genq/genq.sqlite3"
+
+
+class FunctionStats:
+    """Recent run times per function, for Retry-After estimates and metrics."""
+
+    def __init__(self) -> None:
+        self._mean: dict[str, float] = {}
+
+    def record(self, function: str, seconds: float) -> None:
+        old = self._mean.get(function)
+        self._mean[function] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def mean_duration(self, function: str) -> float | None:
+        return self._mean.get(function)
+
+
+class App:
+    """Register functions with ``@app.function(...)``; run them with ``app.local()``."""
+
+    def __init__(self, name: str = "genq") -> None:
+        self.name = name
+        self.functions: dict[str, FunctionSpec] = {}
+        self.stats = FunctionStats()
+
+    @overload
+    def function(self, fn: F, /) -> F: ...
+
+    @overload
+    def function(self, *, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def function(self, fn: F | None = None, /, *, name: str | None = None,  # type: ignore[misc]
+                 **options: Any) -> F | Callable[[F], F]:
+        """Register ``fn`` as a job function. Options: see ``genq.functions.Options``."""
+        opts = Options(**_normalise(options))
+
+        def register(f: F) -> F:
+            fname = name or f.__name__
+            if fname in self.functions:
+                raise ValueError(f"a function named {fname!r} is already registered")
+            self.functions[fname] = FunctionSpec(fname, f, opts)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def get_function(self, name: str) -> FunctionSpec:
+        spec = self.functions.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise UnknownFunction(f"no function named {name!r} (known: {known})",
+                                  function=name)
+        return spec
+
+    def new_job(self, function: str, data: dict[str, Any], *, owner: str = "local",
+                priority: int | None = None,
+                idempotency_key: str | None = None) -> tuple[Job, SubmitPolicy]:
+        """Validate input and build a job plus the policy its submission must obey."""
+        spec = self.get_function(function)
+        validated = spec.validate(data)
+        o = spec.options
+        now = time.time()
+        job = Job(
+            id=new_job_id(), function=function, input=validated, owner=owner,
+            priority=o.priority if priority is None else priority, created_at=now,
+            max_attempts=o.retries + 1,
+            expires_at=None if o.queue_timeout is None else now + o.queue_timeout,
+            cache_key=spec.cache_key(validated), idempotency_key=idempotency_key,
+        )
+        policy = spec.submit_policy()
+        mean = self.stats.mean_duration(function)
+        if mean is not None:
+            retry_after = max(1, math.ceil(mean / o.concurrency))
+            policy = SubmitPolicy(policy.max_queue, policy.cache_ttl, policy.dedupe, retry_after)
+        return job, policy
+
+    def local(self, path: str | os.PathLike[str] | None = None, *, workers: bool = True,
+              owner: str = "local", shutdown_grace: float = 10.0) -> LocalRunner:
+        """An embedded engine: a SQLite file plus in-process workers.
+
+        ``with app.local() as client`` gives the sync client (safe in scripts, inside a
+        running loop such as Jupyter, and from many threads); ``async with`` gives the
+        async one on the current loop. ``path`` defaults to $GENQ_DB or .genq/genq.sqlite3.
+        """
+        from genq.local import LocalRunner
+
+        db = Path(path or os.environ.get("GENQ_DB") or DEFAULT_DB)
+        return LocalRunner(self, db, workers=workers, owner=owner,
+                           shutdown_grace=shutdown_grace)
+
+
+def _normalise(options: dict[str, Any]) -> dict[str, Any]:
+    retry_on = options.get("retry_on")
+    if retry_on is not None and not isinstance(retry_on, tuple):
+        options["retry_on"] = tuple(retry_on) if isinstance(retry_on, list) else (retry_on,)
+    return options

@@ -1,0 +1,117 @@
+"""The blocking client: the async surface run on an event loop in a thread of its own.
+
+Because genq's loop lives in its own thread (an anyio blocking portal), the sync client
+works the same in a plain script, inside a running loop (a Jupyter cell, where
+``asyncio.run`` would fail) and from many threads at once. Iterators cross threads once
+per batch of events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from anyio.from_thread import BlockingPortal
+
+from genq.client.base import AsyncClientBase, AsyncJob
+from genq.models import Event
+from genq.models import Job as JobState
+
+T = TypeVar("T")
+
+
+def iterate_batches(portal: BlockingPortal,
+                    make: Callable[[], AsyncIterator[list[T]]]) -> Iterator[T]:
+    """Drive an async iterator of batches from a sync thread, flattening the batches."""
+    agen = make()
+
+    async def step() -> list[T] | None:
+        try:
+            return await agen.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    try:
+        while (batch := portal.call(step)) is not None:
+            yield from batch
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            portal.call(aclose)
+
+
+class Job:
+    """Blocking twin of ``AsyncJob``."""
+
+    def __init__(self, portal: BlockingPortal, job: AsyncJob) -> None:
+        self._portal = portal
+        self._job = job
+        self.id = job.id
+        self.function = job.function
+        self.reason = job.reason
+
+    def __repr__(self) -> str:
+        return f"<Job {self.function} {self.id}>"
+
+    def info(self) -> JobState:
+        return self._portal.call(self._job.info)
+
+    def events(self, after: int = 0) -> Iterator[Event]:
+        client = self._job._client
+        return iterate_batches(self._portal, lambda: client._follow(self.id, after))
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._portal.call(self._job.result, timeout)
+
+    def cancel(self) -> JobState:
+        return self._portal.call(self._job.cancel)
+
+
+class Client:
+    """Blocking twin of an async client, bound to the portal whose loop runs it."""
+
+    def __init__(self, portal: BlockingPortal, client: AsyncClientBase) -> None:
+        self._portal = portal
+        self.aio = client  # the async client, for code that runs on the portal's loop
+
+    def submit(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
+               priority: int | None = None, idempotency_key: str | None = None,
+               **kwargs: Any) -> Job:
+        async def go() -> AsyncJob:
+            return await self.aio.submit(function, inputs, priority=priority,
+                                         idempotency_key=idempotency_key, **kwargs)
+
+        return Job(self._portal, self._portal.call(go))
+
+    def job(self, job_id: str) -> Job:
+        return Job(self._portal, self.aio.job(job_id))
+
+    def get(self, job_id: str) -> JobState:
+        return self._portal.call(self.aio.get, job_id)
+
+    def cancel(self, job_id: str) -> JobState:
+        return self._portal.call(self.aio.cancel, job_id)
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        return self._portal.call(self.aio.result, job_id, timeout)
+
+    def run(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
+            timeout: float | None = None, **kwargs: Any) -> Any:
+        return self.submit(function, inputs, **kwargs).result(timeout)
+
+    def stream(self, function: str, inputs: Mapping[str, Any] | None = None, /,
+               **kwargs: Any) -> Iterator[Any]:
+        """Yield output chunks as produced; leaving early cancels the job."""
+        data = {**(inputs or {}), **kwargs}
+        return iterate_batches(self._portal,
+                               lambda: self.aio._stream_batches(function, data))
+
+    def map(self, function: str, inputs: Iterable[Mapping[str, Any]], *,
+            concurrency: int = 8, return_exceptions: bool = False) -> list[Any]:
+        items = list(inputs)
+
+        async def go() -> list[Any]:
+            return await self.aio.map(function, items, concurrency=concurrency,
+                                      return_exceptions=return_exceptions)
+
+        return self._portal.call(go)

@@ -1,0 +1,95 @@
+"""Runs one call of a registered function, whatever its kind, without blocking the loop.
+
+* ``def``: in a worker thread (abandoned on cancel; it stops at its next Progress call).
+* ``async def``: awaited on the loop; cancelled the asyncio way.
+* generator: iterated in a thread through ``SyncIteratorBridge`` (bounded buffer, closed
+  in its own thread when the consumer stops).
+* async generator: iterated on the loop and ``aclose``d when the consumer stops.
+
+Output chunks are handed to ``emit`` in batches, as they are produced.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from genq.bridge import SyncIteratorBridge
+from genq.functions import FunctionSpec, Kind
+from genq.progress import Progress
+
+Emit = Callable[[list[Any]], Awaitable[list[Any]]]  # returns the chunks as stored
+
+CLOSE_GRACE = 5.0  # seconds a stopped sync generator gets to run its finally blocks
+
+
+class GeneratorOutcome:
+    """What a generator produced: its ``return`` value, or its chunks."""
+
+    __slots__ = ("chunks", "return_value")
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        self.return_value: Any = None
+
+    def result(self) -> Any:
+        """The return value if any; else the joined text if every chunk is a str; else chunks."""
+        if self.return_value is not None:
+            return self.return_value
+        if self.chunks and all(isinstance(c, str) for c in self.chunks):
+            return "".join(self.chunks)
+        return self.chunks
+
+
+async def execute(spec: FunctionSpec, kwargs: dict[str, Any], *, progress: Progress,
+                  emit: Emit, limiter: anyio.CapacityLimiter | None = None) -> Any:
+    """Run the call; returns its result (a GeneratorOutcome for generators)."""
+    if spec.progress_param is not None:
+        kwargs = {**kwargs, spec.progress_param: progress}
+    fn = spec.fn
+    if spec.kind is Kind.COROUTINE:
+        return await fn(**kwargs)
+    if spec.kind is Kind.FUNCTION:
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, **kwargs), abandon_on_cancel=True, limiter=limiter
+        )
+    outcome = GeneratorOutcome()
+    if spec.kind is Kind.GENERATOR:
+        await _drive_sync_generator(fn(**kwargs), spec.options.stream_buffer, progress,
+                                    emit, outcome)
+    else:
+        await _drive_async_generator(fn(**kwargs), emit, outcome)
+    return outcome
+
+
+async def _drive_sync_generator(gen: Any, buffer: int, progress: Progress, emit: Emit,
+                                outcome: GeneratorOutcome) -> None:
+    bridge: SyncIteratorBridge[Any] = SyncIteratorBridge(gen, buffer=buffer)
+    batches = bridge.batches()
+    finished = False
+    try:
+        async for batch in batches:
+            outcome.chunks.extend(await emit(batch))
+        finished = True
+        outcome.return_value = bridge.return_value
+    finally:
+        if not finished:
+            progress.cancel("stopped")
+        with anyio.CancelScope(shield=True):
+            await batches.aclose()  # type: ignore[attr-defined]
+            if not finished:
+                await bridge.wait_closed(CLOSE_GRACE)
+
+
+async def _drive_async_generator(agen: AsyncIterator[Any], emit: Emit,
+                                 outcome: GeneratorOutcome) -> None:
+    try:
+        async for chunk in agen:
+            outcome.chunks.extend(await emit([chunk]))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await agen.aclose()  # type: ignore[attr-defined]

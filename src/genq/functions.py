@@ -1,0 +1,118 @@
+"""A registered function: what to call, how (its kind), and the limits that apply to it."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from genq.schema import input_model, progress_parameter, validate_input
+from genq.store.base import SubmitPolicy
+
+
+class Kind(StrEnum):
+    FUNCTION = "function"
+    COROUTINE = "coroutine"
+    GENERATOR = "generator"
+    ASYNC_GENERATOR = "async_generator"
+
+    @property
+    def streams(self) -> bool:
+        return self in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
+
+
+def kind_of(fn: Callable[..., Any]) -> Kind:
+    if inspect.isasyncgenfunction(fn):
+        return Kind.ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(fn):
+        return Kind.COROUTINE
+    if inspect.isgeneratorfunction(fn):
+        return Kind.GENERATOR
+    return Kind.FUNCTION
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Limits and policies of one function. Times are in seconds."""
+
+    concurrency: int = 1  # runs at once, per worker process
+    timeout: float | None = None  # execution time limit per attempt
+    queue_timeout: float | None = None  # a job still queued after this expires
+    max_queue: int | None = 10_000  # submissions beyond this many queued get QueueFull
+    priority: int = 0  # default priority of submissions (higher runs first)
+    retries: int = 0  # extra attempts after the first, for ``retry_on`` exceptions
+    retry_on: tuple[type[BaseException], ...] = ()
+    retry_backoff: float = 1.0  # first delay; doubles per attempt, with full jitter
+    retry_backoff_max: float = 60.0
+    cache: bool | float = False  # True: reuse results forever; a number: for that long
+    dedupe: bool | None = None  # join an identical queued/running job; default: with cache
+    stream_buffer: int = 1024  # chunks a sync generator may run ahead of its consumer
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.retries < 0:
+            raise ValueError("retries cannot be negative")
+        for limit in ("timeout", "queue_timeout"):
+            value = getattr(self, limit)
+            if value is not None and value <= 0:
+                raise ValueError(f"{limit} must be positive")
+
+    @property
+    def cache_ttl(self) -> float | None:
+        if self.cache is False:
+            return None
+        if self.cache is True:
+            return float("inf")
+        return float(self.cache)
+
+    @property
+    def uses_cache_key(self) -> bool:
+        return self.cache_ttl is not None or bool(self.dedupe)
+
+
+@dataclass(slots=True)
+class FunctionSpec:
+    name: str
+    fn: Callable[..., Any]
+    options: Options
+    kind: Kind = field(init=False)
+    model: type[BaseModel] = field(init=False)
+    progress_param: str | None = field(init=False)
+    description: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = kind_of(self.fn)
+        self.model = input_model(self.fn, self.name)
+        self.progress_param = progress_parameter(self.fn)
+        self.description = inspect.getdoc(self.fn) or ""
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The JSON form of valid input; raises InvalidInput naming the bad fields."""
+        return validate_input(self.model, self.name, data).model_dump(mode="json")
+
+    def call_kwargs(self, stored_input: dict[str, Any]) -> dict[str, Any]:
+        """Typed keyword arguments for a call, rebuilt from the stored JSON input."""
+        model = self.model.model_validate(stored_input)
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def cache_key(self, validated: dict[str, Any]) -> str | None:
+        if not self.options.uses_cache_key:
+            return None
+        canonical = json.dumps([self.name, validated], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def submit_policy(self) -> SubmitPolicy:
+        o = self.options
+        dedupe = o.cache_ttl is not None if o.dedupe is None else o.dedupe
+        return SubmitPolicy(max_queue=o.max_queue, cache_ttl=o.cache_ttl, dedupe=dedupe,
+                            retry_after=max(1, int(o.timeout or 1)) if o.timeout else 1)
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()

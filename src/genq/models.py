@@ -1,0 +1,141 @@
+"""Plain data shared by every layer: job status, jobs, events, artifacts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+
+
+class EventType(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    OUTPUT = "output"
+    LOG = "log"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self.value in TERMINAL_STATUSES
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Job:
+    """One call of a registered function, from submission to its terminal state."""
+
+    id: str
+    function: str
+    input: dict[str, Any]
+    owner: str = "local"
+    status: JobStatus = JobStatus.QUEUED
+    priority: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    not_before: float = 0.0  # retries wait until this time before they can be claimed
+    expires_at: float | None = None  # queue timeout: still queued after this -> expired
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cache_key: str | None = None
+    idempotency_key: str | None = None
+    worker_id: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    last_event_id: int = 0
+
+    def copy(self) -> Job:
+        return replace(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "function": self.function,
+            "input": self.input,
+            "owner": self.owner,
+            "status": self.status.value,
+            "priority": self.priority,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "result": self.result,
+            "error": self.error,
+            "last_event_id": self.last_event_id,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One entry of a job's append-only log. ``id`` increases by one per job from 1."""
+
+    job_id: str
+    id: int
+    type: EventType
+    data: dict[str, Any]
+    ts: float
+
+    @property
+    def terminal(self) -> bool:
+        return self.type.terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "id": self.id, "type": self.type.value,
+                "data": self.data, "ts": self.ts}
+
+
+@dataclass(slots=True, frozen=True)
+class ArtifactRef:
+    """A stored binary result or output chunk (an image, a file), referenced from JSON."""
+
+    id: str
+    job_id: str
+    name: str
+    content_type: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": {"id": self.id, "job_id": self.job_id, "name": self.name,
+                             "content_type": self.content_type, "size": self.size}}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> ArtifactRef | None:
+        """The reference inside a JSON result, or None when ``value`` is not one."""
+        if isinstance(value, dict) and set(value) == {"artifact"}:
+            a = value["artifact"]
+            if isinstance(a, dict) and {"id", "job_id", "content_type"} <= set(a):
+                return cls(str(a["id"]), str(a["job_id"]), str(a.get("name", a["id"])),
+                           str(a["content_type"]),
+                           int(a.get("size", 0)))
+        return None

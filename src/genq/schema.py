@@ -1,0 +1,61 @@
+"""Input schemas from function signatures: the one definition the API, UI and clients use."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from genq.errors import InvalidInput
+from genq.progress import Progress
+
+
+def progress_parameter(fn: Callable[..., Any]) -> str | None:
+    """The name of the parameter genq injects a Progress into, if any."""
+    hints = _hints(fn)
+    for name, param in inspect.signature(fn).parameters.items():
+        if hints.get(name) is Progress or isinstance(param.default, Progress):
+            return name
+    return None
+
+
+def input_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
+    """A pydantic model of ``fn``'s parameters (without the Progress one); extra keys fail."""
+    hints = _hints(fn)
+    skip = progress_parameter(fn)
+    fields: dict[str, Any] = {}
+    for pname, param in inspect.signature(fn).parameters.items():
+        if pname == skip:
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{name}: *args and **kwargs cannot form an input schema")
+        annotation = hints.get(pname, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[pname] = (annotation, default)
+    return create_model(
+        f"{name}_input", __config__=ConfigDict(extra="forbid"), **fields
+    )
+
+
+def validate_input(model: type[BaseModel], function: str, data: dict[str, Any]) -> BaseModel:
+    """Validate, or raise InvalidInput whose message names each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "(input)",
+             "message": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidInput(f"invalid input for {function!r}: {summary}",
+                           function=function, errors=errors) from None
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except (NameError, TypeError):
+        return dict(getattr(fn, "__annotations__", {}))

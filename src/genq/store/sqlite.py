@@ -1,0 +1,841 @@
+"""The embedded store: one SQLite file in WAL mode, owned by one process.
+
+Shape, and why:
+
+* **Write-behind with group commit.** Every change is an ``_Op`` handed to one writer
+  thread, which drains whatever has accumulated and commits it in a single transaction.
+  Thousands of submissions or output chunks share one commit, so durability costs one
+  fsync-free WAL append per batch instead of one per row, and the event loop never waits
+  on disk. Calls that promise durability (submit, finish, cancel) await their op's commit.
+* **Live jobs in memory.** Queued and running jobs are mirrored in memory with a ready
+  heap per function, so claims, positions and limits are answered without a query. The
+  file is the truth at start-up: ``open`` rebuilds the mirror and recovers jobs that were
+  running when the previous process died.
+* **One owner process.** An exclusive lock file refuses a second process, since two
+  mirrors of one file would diverge. Several machines (or processes) share work through
+  the Redis store instead.
+* Reads of history (events, finished jobs) run on the loop's thread against a second,
+  read-only connection: they are indexed and bounded (``limit``), cheaper than a thread
+  hop, and WAL readers never wait on the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import heapq
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genq.errors import IdempotencyConflict, JobNotFound, QueueFull, ResultTimeout, StoreLocked
+from genq.models import TERMINAL_STATUSES, ArtifactRef, Event, EventType, Job, JobStatus
+from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    not_before REAL NOT NULL,
+    expires_at REAL,
+    result TEXT,
+    error TEXT,
+    cache_key TEXT,
+    idempotency_key TEXT,
+    worker_id TEXT,
+    lease_until REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_cache_key ON jobs(cache_key, finished_at)
+    WHERE cache_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs(owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "id, function, owner, status, priority, input, created_at, started_at, finished_at, "
+    "attempts, max_attempts, not_before, expires_at, result, error, cache_key, "
+    "idempotency_key, worker_id, lease_until, cancel_requested"
+)
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_UPDATE_JOB = (
+    "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
+    "result=?, error=?, worker_id=?, lease_until=?, cancel_requested=? WHERE id=?"
+)
+_INSERT_EVENT = "INSERT INTO events (job_id, id, type, ts, data) VALUES (?, ?, ?, ?, ?)"
+
+_MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
+_MAX_BATCH_OPS = 5_000  # ops per transaction
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _job_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id, job.function, job.owner, job.status.value, job.priority, _dumps(job.input),
+        job.created_at, job.started_at, job.finished_at, job.attempts, job.max_attempts,
+        job.not_before, job.expires_at, _dumps(job.result),
+        None if job.error is None else _dumps(job.error), job.cache_key, job.idempotency_key,
+        job.worker_id, job.lease_until, int(job.cancel_requested),
+    )
+
+
+def _update_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.status.value, job.started_at, job.finished_at, job.attempts, job.not_before,
+        _dumps(job.result), None if job.error is None else _dumps(job.error), job.worker_id,
+        job.lease_until, int(job.cancel_requested), job.id,
+    )
+
+
+def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    (id_, function, owner, status, priority, input_, created_at, started_at, finished_at,
+     attempts, max_attempts, not_before, expires_at, result, error, cache_key,
+     idempotency_key, worker_id, lease_until, cancel_requested) = row
+    return Job(
+        id=id_, function=function, input=json.loads(input_), owner=owner,
+        status=JobStatus(status), priority=priority, created_at=created_at,
+        started_at=started_at, finished_at=finished_at, attempts=attempts,
+        max_attempts=max_attempts, not_before=not_before, expires_at=expires_at,
+        result=None if result is None else json.loads(result),
+        error=None if error is None else json.loads(error), cache_key=cache_key,
+        idempotency_key=idempotency_key, worker_id=worker_id, lease_until=lease_until,
+        cancel_requested=bool(cancel_requested),
+    )
+
+
+@dataclass(slots=True)
+class _Op:
+    """One unit of work for the writer thread: statements committed together."""
+
+    statements: list[tuple[str, Any, bool]]  # (sql, params, executemany?)
+    job_id: str | None = None  # whose followers to wake once committed
+    future: asyncio.Future[None] | None = None  # resolved once committed
+    terminal: Job | None = None  # the job became terminal with this op
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Queued jobs of one function: a ready heap plus counts per priority."""
+
+    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-priority, seq, id)
+    by_priority: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def depth(self) -> int:
+        return sum(self.by_priority.values())
+
+
+class _Writer:
+    """The single thread that writes to the database, committing ops in batches."""
+
+    def __init__(self, path: Path, on_committed: Callable[[list[_Op], BaseException | None], None],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._path = path
+        self._on_committed = on_committed
+        self._loop = loop
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, op: _Op) -> None:
+        self._ops.put(op)
+
+    def stop(self) -> None:
+        self._ops.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            stopping = False
+            while not stopping:
+                first = self._ops.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < _MAX_BATCH_OPS:
+                    try:
+                        op = self._ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stopping = True
+                        break
+                    batch.append(op)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        try:
+            self._apply(conn, batch)
+            error: BaseException | None = None
+        except sqlite3.Error:
+            # Isolate the failing op so one bad write cannot sink its batch-mates.
+            for op in batch:
+                try:
+                    self._apply(conn, [op])
+                    self._deliver([op], None)
+                except sqlite3.Error as exc:
+                    self._deliver([op], exc)
+            return
+        self._deliver(batch, error)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        conn.execute("BEGIN")
+        try:
+            for op in batch:
+                for sql, params, many in op.statements:
+                    if many:
+                        conn.executemany(sql, params)
+                    else:
+                        conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _deliver(self, batch: list[_Op], error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._on_committed, batch, error)
+
+
+class SQLiteStore:
+    """The default store: a durable SQLite file, for one process on one machine."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_file: int | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._writer: _Writer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._live: dict[str, Job] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._queued_seq: dict[str, int] = {}  # valid heap entry of each queued job
+        self._delayed: list[tuple[float, str]] = []  # (not_before, id) of retries waiting
+        self._expiry: list[tuple[float, str]] = []  # (expires_at, id) of queued jobs
+        self._seq = 0
+        self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
+        self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
+        self._signals: dict[str, asyncio.Event] = {}  # job id -> set when new events commit
+        self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
+        self._work_callbacks: list[Callable[[], None]] = []
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._pending = 0
+        self._drained = asyncio.Event()
+        self._writer_error: BaseException | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        setup = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            setup.execute("PRAGMA journal_mode=WAL")
+            setup.executescript(_SCHEMA)
+        finally:
+            setup.close()
+        self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA query_only=ON")
+        self._writer = _Writer(self.path, self._on_committed, self._loop)
+        self._writer.start()
+        await self._load_live_jobs()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.stop)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        for waiter in self._terminal_waiters.values():
+            waiter.cancel()
+        self._terminal_waiters.clear()
+        for signal in self._signals.values():
+            signal.set()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"the database {self.path} is in use by another process (pid {owner}); "
+                "one process owns a SQLite store, use the Redis store to share work",
+                path=str(self.path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_file = fd
+
+    async def _load_live_jobs(self) -> None:
+        """Rebuild the in-memory mirror and recover jobs a crashed process left running."""
+        reader = self._require_reader()
+        rows = reader.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') "
+            "ORDER BY created_at"
+        ).fetchall()
+        last_ids = dict(reader.execute(
+            "SELECT e.job_id, max(e.id) FROM events e JOIN jobs j ON j.id = e.job_id "
+            "WHERE j.status IN ('queued', 'running') GROUP BY e.job_id"
+        ).fetchall())
+        orphans: list[Job] = []
+        for row in rows:
+            job = _row_to_job(row)
+            job.last_event_id = last_ids.get(job.id, 0)
+            self._live[job.id] = job
+            self._index_live(job)
+            if job.status is JobStatus.QUEUED:
+                self._enqueue(job)
+            else:
+                orphans.append(job)
+        for job in orphans:
+            await self._recover_orphan(job)
+
+    async def _recover_orphan(self, job: Job) -> None:
+        """A job the previous process was running when it died: retry, fail or cancel it."""
+        if job.cancel_requested:
+            await self.finish(job.id, JobStatus.CANCELLED,
+                              data={"reason": "cancelled; its worker stopped before finishing"})
+        elif job.attempts < job.max_attempts:
+            self._to_queue(job, delay=0.0)
+            await self._write(job, [(EventType.RETRYING, {
+                "reason": "worker lost", "attempt": job.attempts,
+                "next_attempt": job.attempts + 1, "delay": 0.0,
+            })], wait=True)
+        else:
+            await self.finish(job.id, JobStatus.FAILED, error={
+                "type": "WorkerLost",
+                "message": "the worker running this job stopped (crash or kill) "
+                           "and the job has no retries left",
+            })
+
+    # -- writing ---------------------------------------------------------------------
+    def _require_reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the store is not open")
+        return self._reader
+
+    def _submit_op(self, op: _Op) -> None:
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        self._pending += 1
+        if self._pending > _MAX_PENDING_OPS:
+            self._drained.clear()
+        self._writer.put(op)
+
+    def _on_committed(self, batch: list[_Op], error: BaseException | None) -> None:
+        self._pending -= len(batch)
+        if self._pending <= _MAX_PENDING_OPS // 2:
+            self._drained.set()
+        for op in batch:
+            if op.future is not None and not op.future.done():
+                if error is None:
+                    op.future.set_result(None)
+                else:
+                    op.future.set_exception(error)
+            if op.terminal is not None and error is None:
+                self._on_terminal_committed(op.terminal)
+            if op.job_id is not None:
+                signal = self._signals.pop(op.job_id, None)
+                if signal is not None:
+                    signal.set()
+
+    def _on_terminal_committed(self, job: Job) -> None:
+        live = self._live.get(job.id)
+        if live is not None and live.status.terminal:
+            del self._live[job.id]
+            self._unindex_live(live)
+        waiter = self._terminal_waiters.pop(job.id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(job)
+
+    async def _write(self, job: Job, events: Sequence[NewEvent], *, wait: bool,
+                     insert: bool = False, update: bool = True) -> None:
+        """Persist ``job`` (insert or update) and append ``events`` to its log."""
+        now = time.time()
+        rows = []
+        for etype, data in events:
+            job.last_event_id += 1
+            rows.append((job.id, job.last_event_id, etype.value, now, _dumps(data)))
+        statements: list[tuple[str, Any, bool]] = []
+        if insert:
+            statements.append((_INSERT_JOB, _job_params(job), False))
+        elif update:
+            statements.append((_UPDATE_JOB, _update_params(job), False))
+        if rows:
+            statements.append((_INSERT_EVENT, rows, True))
+        future = self._require_loop().create_future() if wait else None
+        terminal = job.copy() if job.status.terminal else None
+        self._submit_op(_Op(statements, job.id, future, terminal))
+        if future is not None:
+            await future
+        elif self._pending > _MAX_PENDING_OPS:
+            await self._drained.wait()
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the store is not open")
+        return self._loop
+
+    # -- in-memory queue bookkeeping -------------------------------------------------
+    def _index_live(self, job: Job) -> None:
+        if job.cache_key is not None:
+            self._inflight.setdefault((job.owner, job.cache_key), job.id)
+        if job.idempotency_key is not None:
+            self._idempotent[(job.owner, job.idempotency_key)] = job.id
+
+    def _unindex_live(self, job: Job) -> None:
+        if job.cache_key is not None and self._inflight.get((job.owner, job.cache_key)) == job.id:
+            del self._inflight[(job.owner, job.cache_key)]
+        if job.idempotency_key is not None:
+            self._idempotent.pop((job.owner, job.idempotency_key), None)
+
+    def _queue(self, function: str) -> _Queue:
+        q = self._queues.get(function)
+        if q is None:
+            q = self._queues[function] = _Queue()
+        return q
+
+    def _enqueue(self, job: Job) -> None:
+        """Put a queued job in its function's ready heap (or the delayed heap)."""
+        self._seq += 1
+        self._queued_seq[job.id] = self._seq
+        q = self._queue(job.function)
+        q.by_priority[job.priority] += 1
+        if job.not_before > time.time():
+            heapq.heappush(self._delayed, (job.not_before, job.id))
+            self._require_loop().call_at(
+                self._require_loop().time() + (job.not_before - time.time()), self._notify_work
+            )
+        else:
+            heapq.heappush(q.ready, (-job.priority, self._seq, job.id))
+        if job.expires_at is not None:
+            heapq.heappush(self._expiry, (job.expires_at, job.id))
+
+    def _dequeue(self, job: Job) -> None:
+        """Forget a job's queue entries (they go stale in the heaps and are skipped)."""
+        if self._queued_seq.pop(job.id, None) is not None:
+            q = self._queue(job.function)
+            q.by_priority[job.priority] -= 1
+            if q.by_priority[job.priority] <= 0:
+                del q.by_priority[job.priority]
+
+    def _to_queue(self, job: Job, delay: float) -> None:
+        job.status = JobStatus.QUEUED
+        job.not_before = time.time() + delay if delay > 0 else 0.0
+        job.worker_id = None
+        job.lease_until = None
+        self._enqueue(job)
+        self._notify_work()
+
+    def _promote_delayed(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, job_id = heapq.heappop(self._delayed)
+            job = self._live.get(job_id)
+            seq = self._queued_seq.get(job_id)
+            if job is not None and seq is not None and job.status is JobStatus.QUEUED:
+                heapq.heappush(self._queue(job.function).ready, (-job.priority, seq, job_id))
+
+    def _peek_ready(self, function: str) -> tuple[int, int, str] | None:
+        q = self._queues.get(function)
+        if q is None:
+            return None
+        while q.ready:
+            entry = q.ready[0]
+            if self._queued_seq.get(entry[2]) == entry[1]:
+                return entry
+            heapq.heappop(q.ready)  # stale: claimed, cancelled, expired or re-queued
+        return None
+
+    def _notify_work(self) -> None:
+        for callback in list(self._work_callbacks):
+            callback()
+
+    # -- submission and reads --------------------------------------------------------
+    async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
+        if job.idempotency_key is not None:
+            existing = await self._find_idempotent(job.owner, job.idempotency_key)
+            if existing is not None:
+                if existing.function != job.function or existing.input != job.input:
+                    raise IdempotencyConflict(
+                        f"idempotency key {job.idempotency_key!r} was already used for a "
+                        "different function or input",
+                        idempotency_key=job.idempotency_key, job_id=existing.id,
+                    )
+                return Submitted(existing, created=False, reason="idempotent")
+        if job.cache_key is not None:
+            if policy.dedupe:
+                live_id = self._inflight.get((job.owner, job.cache_key))
+                if live_id is not None and live_id in self._live:
+                    return Submitted(self._live[live_id].copy(), False, "deduplicated")
+            if policy.cache_ttl is not None:
+                cached = self._find_cached(job.cache_key, policy.cache_ttl)
+                if cached is not None:
+                    return Submitted(await self._create_cached(job, cached), False, "cached")
+        q = self._queue(job.function)
+        depth = q.depth
+        if policy.max_queue is not None and depth >= policy.max_queue:
+            raise QueueFull(
+                f"the queue of {job.function!r} is full ({depth} of {policy.max_queue} jobs "
+                "waiting); retry later",
+                function=job.function, max_queue=policy.max_queue, retry_after=policy.retry_after,
+            )
+        position = 1 + sum(n for p, n in q.by_priority.items() if p >= job.priority)
+        job.status = JobStatus.QUEUED
+        self._live[job.id] = job
+        self._index_live(job)
+        self._enqueue(job)
+        await self._write(job, [(EventType.QUEUED, {"position": position})],
+                          wait=True, insert=True)
+        self._notify_work()
+        return Submitted(job.copy(), created=True)
+
+    async def _find_idempotent(self, owner: str, key: str) -> Job | None:
+        live_id = self._idempotent.get((owner, key))
+        if live_id is not None and live_id in self._live:
+            return self._live[live_id].copy()
+        row = self._require_reader().execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner=? AND idempotency_key=?", (owner, key)
+        ).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def _find_cached(self, cache_key: str, ttl: float) -> Job | None:
+        row = self._require_reader().execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE cache_key=? AND status='succeeded' "
+            "AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
+            (cache_key, time.time() - ttl),
+        ).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    async def _create_cached(self, job: Job, cached: Job) -> Job:
+        now = time.time()
+        job.status = JobStatus.SUCCEEDED
+        job.started_at = job.finished_at = now
+        job.result = cached.result
+        await self._write(job, [(EventType.SUCCEEDED, {"result": cached.result,
+                                                        "cached_from": cached.id})],
+                          wait=True, insert=True)
+        return job.copy()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        live = self._live.get(job_id)
+        if live is not None:
+            return live.copy()
+        row = self._require_reader().execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        job = _row_to_job(row)
+        last = self._require_reader().execute(
+            "SELECT max(id) FROM events WHERE job_id=?", (job_id,)
+        ).fetchone()
+        job.last_event_id = last[0] or 0
+        return job
+
+    async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
+                        status: JobStatus | None = None, limit: int = 50,
+                        before: float | None = None) -> list[Job]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("owner", owner), ("function", function)):
+            if value is not None:
+                where.append(f"{column}=?")
+                params.append(value)
+        if before is not None:
+            where.append("created_at<?")
+            params.append(before)
+        # Rows of live jobs may lag their in-memory state, so status is filtered after
+        # overlaying it; over-fetch a little for that.
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if status is not None and not status.terminal:
+            ids = [j for j in self._live.values() if j.status is status
+                   and (owner is None or j.owner == owner)
+                   and (function is None or j.function == function)
+                   and (before is None or j.created_at < before)]
+            ids.sort(key=lambda j: j.created_at, reverse=True)
+            return [j.copy() for j in ids[:limit]]
+        if status is not None:
+            sql += (" AND " if where else " WHERE ") + "status=?"
+            params.append(status.value)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit + len(self._live))
+        jobs = []
+        for row in self._require_reader().execute(sql, params):
+            job = _row_to_job(row)
+            live = self._live.get(job.id)
+            if live is not None:
+                job = live.copy()
+            if status is None or job.status is status:
+                jobs.append(job)
+            if len(jobs) >= limit:
+                break
+        return jobs
+
+    async def queue_position(self, job_id: str) -> int | None:
+        job = self._live.get(job_id)
+        seq = self._queued_seq.get(job_id)
+        if job is None or seq is None:
+            return None
+        mine = (-job.priority, seq)
+        ahead = sum(
+            1 for other_id, other_seq in self._queued_seq.items()
+            if (other := self._live.get(other_id)) is not None
+            and other.function == job.function and (-other.priority, other_seq) < mine
+        )
+        return ahead + 1
+
+    async def queue_depth(self, function: str) -> int:
+        q = self._queues.get(function)
+        return 0 if q is None else q.depth
+
+    # -- events ----------------------------------------------------------------------
+    async def append_events(self, job_id: str, events: Sequence[NewEvent]) -> int:
+        job = self._live.get(job_id)
+        if job is None or job.status.terminal:
+            raise JobNotFound(f"job {job_id} is not running", job_id=job_id)
+        if events:
+            await self._write(job, events, wait=False, update=False)
+        return job.last_event_id
+
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        rows = self._require_reader().execute(
+            "SELECT id, type, ts, data FROM events WHERE job_id=? AND id>? ORDER BY id LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [Event(job_id, id_, EventType(t), json.loads(d), ts) for id_, t, ts, d in rows]
+
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        if job_id not in self._live and await self.get_job(job_id) is None:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        while True:
+            signal = self._signals.get(job_id)
+            if signal is None:
+                signal = self._signals[job_id] = asyncio.Event()
+            events = await self.read_events(job_id, after)
+            if events:
+                yield events
+                after = events[-1].id
+                if events[-1].terminal:
+                    return
+                continue
+            if job_id not in self._live or self._reader is None:
+                return  # terminal and committed, and nothing after ``after``
+            await signal.wait()
+
+    async def wait_terminal(self, job_id: str, timeout: float | None = None) -> Job:
+        live = self._live.get(job_id)
+        if live is None:
+            job = await self.get_job(job_id)
+            if job is None:
+                raise JobNotFound(f"no job {job_id}", job_id=job_id)
+            return job
+        waiter = self._terminal_waiters.get(job_id)
+        if waiter is None:
+            waiter = self._terminal_waiters[job_id] = self._require_loop().create_future()
+        try:
+            return (await asyncio.wait_for(asyncio.shield(waiter), timeout)).copy()
+        except TimeoutError:
+            raise ResultTimeout(
+                f"job {job_id} did not finish within {timeout} s (it is still "
+                f"{self._live[job_id].status.value})", job_id=job_id, timeout=timeout,
+            ) from None
+
+    # -- the worker's side -----------------------------------------------------------
+    async def claim(self, functions: Iterable[str], worker_id: str, lease: float) -> Job | None:
+        now = time.time()
+        self._promote_delayed(now)
+        while True:
+            best: tuple[int, int, str] | None = None
+            for function in functions:
+                entry = self._peek_ready(function)
+                if entry is not None and (best is None or entry < best):
+                    best = entry
+            if best is None:
+                return None
+            job = self._live[best[2]]
+            heapq.heappop(self._queue(job.function).ready)
+            self._dequeue(job)
+            if job.expires_at is not None and job.expires_at <= now:
+                await self._expire(job)
+                continue
+            job.status = JobStatus.RUNNING
+            job.attempts += 1
+            job.started_at = now
+            job.worker_id = worker_id
+            job.lease_until = now + lease
+            await self._write(job, [(EventType.STARTED, {
+                "attempt": job.attempts, "max_attempts": job.max_attempts, "worker": worker_id,
+            })], wait=False)
+            return job.copy()
+
+    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
+        self._work_callbacks.append(callback)
+        return lambda: self._work_callbacks.remove(callback)
+
+    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
+        self._cancel_callbacks.append(callback)
+        return lambda: self._cancel_callbacks.remove(callback)
+
+    async def extend_leases(self, worker_id: str, job_ids: Iterable[str], lease: float) -> None:
+        until = time.time() + lease
+        for job_id in job_ids:
+            job = self._live.get(job_id)
+            if job is not None and job.worker_id == worker_id and not job.status.terminal:
+                job.lease_until = until
+                await self._write(job, [], wait=False)
+
+    async def finish(self, job_id: str, status: JobStatus, *, result: Any = None,
+                     error: dict[str, Any] | None = None,
+                     data: dict[str, Any] | None = None) -> Job:
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status} is not a terminal status")
+        job = self._live.get(job_id)
+        if job is None or job.status.terminal:
+            existing = await self.get_job(job_id)
+            if existing is None:
+                raise JobNotFound(f"no job {job_id}", job_id=job_id)
+            return existing
+        self._dequeue(job)
+        job.status = status
+        job.finished_at = time.time()
+        job.result = result
+        job.error = error
+        job.lease_until = None
+        payload = dict(data or {})
+        if status is JobStatus.SUCCEEDED:
+            payload["result"] = result
+        elif error is not None:
+            payload["error"] = error
+        await self._write(job, [(EventType(status.value), payload)], wait=True)
+        return job.copy()
+
+    async def retry(self, job_id: str, delay: float, error: dict[str, Any]) -> Job:
+        job = self._require_live(job_id)
+        self._to_queue(job, delay)
+        await self._write(job, [(EventType.RETRYING, {
+            "attempt": job.attempts, "next_attempt": job.attempts + 1,
+            "delay": round(delay, 3), "error": error,
+        })], wait=True)
+        return job.copy()
+
+    async def requeue(self, job_id: str, reason: str) -> Job:
+        job = self._require_live(job_id)
+        job.attempts = max(0, job.attempts - 1)
+        self._to_queue(job, 0.0)
+        await self._write(job, [(EventType.RETRYING, {
+            "reason": reason, "attempt": job.attempts, "next_attempt": job.attempts + 1,
+            "delay": 0.0,
+        })], wait=True)
+        return job.copy()
+
+    def _require_live(self, job_id: str) -> Job:
+        job = self._live.get(job_id)
+        if job is None or job.status.terminal:
+            raise JobNotFound(f"job {job_id} is not live", job_id=job_id)
+        return job
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
+        job = self._live.get(job_id)
+        if job is None or job.status.terminal:
+            existing = await self.get_job(job_id)
+            if existing is None:
+                raise JobNotFound(f"no job {job_id}", job_id=job_id)
+            return existing
+        if job.status is JobStatus.QUEUED:
+            return await self.finish(job_id, JobStatus.CANCELLED, data={"reason": reason})
+        if not job.cancel_requested:
+            job.cancel_requested = True
+            await self._write(job, [], wait=True)
+            for callback in list(self._cancel_callbacks):
+                callback(job_id)
+        return job.copy()
+
+    async def housekeep(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, job_id = heapq.heappop(self._expiry)
+            job = self._live.get(job_id)
+            if job is not None and job.status is JobStatus.QUEUED:
+                await self._expire(job)
+
+    async def _expire(self, job: Job) -> None:
+        await self.finish(job.id, JobStatus.EXPIRED, data={
+            "reason": "queue timeout: the job waited longer than its function allows",
+        })
+
+    # -- artifacts -------------------------------------------------------------------
+    async def put_artifact(self, job_id: str, name: str, content_type: str,
+                           data: bytes) -> ArtifactRef:
+        ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
+        future = self._require_loop().create_future()
+        self._submit_op(_Op([(
+            "INSERT INTO artifacts (id, job_id, name, content_type, size, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (ref.id, job_id, name, content_type, ref.size, data), False,
+        )], future=future))
+        await future
+        return ref
+
+    async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:
+        row = self._require_reader().execute(
+            "SELECT id, job_id, name, content_type, size, data FROM artifacts WHERE id=?",
+            (artifact_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return ArtifactRef(*row[:5]), bytes(row[5])

@@ -1,0 +1,252 @@
+"""The worker: claims jobs, enforces limits, runs them, and records how each one ended.
+
+Per job: a cancel scope (cancellation and shutdown), an optional execution timeout, a
+bound Progress and a JobLog. What happened is decided once, in ``_settle``: success,
+retry with backoff, failure, cancellation, or (on shutdown past the grace period)
+back to the queue so that no accepted work is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import socket
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from genq.encoding import NotSerializable, encode
+from genq.errors import Cancelled
+from genq.executor import GeneratorOutcome, execute
+from genq.functions import FunctionSpec
+from genq.joblog import JobLog
+from genq.models import EventType, Job, JobStatus
+from genq.progress import Progress
+
+if TYPE_CHECKING:
+    from genq.app import App
+    from genq.store.base import Store
+
+
+@dataclass(slots=True)
+class _Active:
+    job: Job
+    scope: anyio.CancelScope
+    progress: Progress
+    stop_reason: str | None = None  # "cancelled" | "shutdown"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    kind: str  # succeeded | failed | timeout | cancelled | shutdown
+    value: Any = None
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(24):06x}"
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, never above cap."""
+    delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Worker:
+    def __init__(self, app: App, store: Store, *, worker_id: str | None = None,
+                 functions: list[str] | None = None, lease: float = 30.0) -> None:
+        self.app = app
+        self.store = store
+        self.id = worker_id or default_worker_id()
+        names = functions if functions is not None else list(app.functions)
+        self._specs: dict[str, FunctionSpec] = {n: app.get_function(n) for n in names}
+        self._lease = lease
+        self._running: Counter[str] = Counter()
+        self._active: dict[str, _Active] = {}
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._idle = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        total = sum(s.options.concurrency for s in self._specs.values())
+        self._threads = anyio.CapacityLimiter(max(4, total))
+
+    @property
+    def active_jobs(self) -> list[str]:
+        return list(self._active)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Claim and run jobs until ``stop``; returns once every job has been settled."""
+        unsubscribe_work = self.store.subscribe_work(self._notify)
+        unsubscribe_cancels = self.store.subscribe_cancels(self._on_cancel_requested)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._maintain)
+                task_status.started()
+                await self._claim_loop(tg)
+                await self._idle.wait()
+                tg.cancel_scope.cancel()  # the maintenance loop
+        finally:
+            unsubscribe_work()
+            unsubscribe_cancels()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let running jobs finish for ``grace`` s, then interrupt them.
+
+        Interrupted jobs go back to the queue (their attempt is not counted) with a
+        ``retrying`` event saying why, so a restart picks them up.
+        """
+        self._stopping = True
+        self._notify()
+        if not self._active:
+            self._idle.set()
+            return
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        for active in list(self._active.values()):
+            active.stop_reason = "shutdown"
+            active.progress.cancel("worker shutting down")
+            active.scope.cancel()
+        await self._idle.wait()
+
+    # -- claiming --------------------------------------------------------------------
+    def _notify(self) -> None:
+        self._wake.set()
+
+    async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
+        while not self._stopping:
+            self._wake = anyio.Event()
+            free = [n for n, s in self._specs.items() if self._running[n] < s.options.concurrency]
+            job = await self.store.claim(free, self.id, self._lease) if free else None
+            if job is None:
+                with anyio.move_on_after(1.0):
+                    await self._wake.wait()
+                continue
+            self._running[job.function] += 1
+            self._idle = anyio.Event()
+            tg.start_soon(self._run_job, job)
+        if not self._active:
+            self._idle.set()
+
+    async def _maintain(self) -> None:
+        """Heartbeat leases and let the store expire and reclaim jobs."""
+        interval = min(1.0, self._lease / 3)
+        while True:
+            await anyio.sleep(interval)
+            if self._active:
+                await self.store.extend_leases(self.id, list(self._active), self._lease)
+            await self.store.housekeep(time.time())
+
+    def _on_cancel_requested(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active is not None and active.stop_reason is None:
+            active.stop_reason = "cancelled"
+            active.progress.cancel("job cancelled")
+            active.scope.cancel()
+
+    # -- running one job -------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
+        spec = self._specs[job.function]
+        log = JobLog(self.store, job.id)
+        progress = Progress().bind(
+            asyncio.get_running_loop(), lambda state: log.add(EventType.PROGRESS, state),
+            lambda message, level: log.add(EventType.LOG, {"message": message, "level": level}),
+        )
+        active = _Active(job, anyio.CancelScope(), progress)
+        self._active[job.id] = active
+        started = time.monotonic()
+        try:
+            if job.cancel_requested:
+                active.stop_reason = "cancelled"
+                outcome = _Outcome("cancelled")
+            else:
+                outcome = await self._execute(spec, job, active, log)
+            progress.close()
+            with anyio.CancelScope(shield=True):
+                await self._settle(spec, job, outcome, log)
+        finally:
+            self.app.stats.record(job.function, time.monotonic() - started)
+            del self._active[job.id]
+            self._running[job.function] -= 1
+            if not self._active and self._stopping:
+                self._idle.set()
+            self._notify()
+
+    async def _execute(self, spec: FunctionSpec, job: Job, active: _Active,
+                       log: JobLog) -> _Outcome:
+        async def emit(chunks: list[Any]) -> list[Any]:
+            stored = [c if type(c) is str else await encode(c, self.store, job.id, "output")
+                      for c in chunks]
+            await log.add_many([(EventType.OUTPUT, {"chunk": c}) for c in stored])
+            return stored
+
+        timeout = spec.options.timeout
+        try:
+            with active.scope:
+                kwargs = spec.call_kwargs(job.input)
+                with anyio.move_on_after(math.inf if timeout is None else timeout) as timer:
+                    value = await execute(spec, kwargs, progress=active.progress, emit=emit,
+                                          limiter=self._threads)
+                    return _Outcome("succeeded", value)
+                active.progress.cancel("timed out")
+                if timer.cancelled_caught:
+                    return _Outcome("timeout")
+        except Cancelled:
+            pass
+        except Exception as exc:
+            return _Outcome("failed", error=exc)
+        return _Outcome(active.stop_reason or "cancelled")
+
+    async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
+                      log: JobLog) -> None:
+        store = self.store
+        with contextlib.suppress(Exception):
+            await log.drain()
+        if outcome.kind == "succeeded":
+            value = outcome.value
+            if isinstance(value, GeneratorOutcome):
+                value = value.result()
+            try:
+                result = await encode(value, store, job.id, "result")
+            except NotSerializable as exc:
+                outcome = _Outcome("failed", error=exc)
+            else:
+                await store.finish(job.id, JobStatus.SUCCEEDED, result=result)
+                return
+        if outcome.kind == "shutdown":
+            await store.requeue(job.id, "worker shut down before the job finished")
+            return
+        if outcome.kind == "cancelled":
+            await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
+            return
+        if outcome.kind == "timeout":
+            error = {"type": "Timeout", "message":
+                     f"the job exceeded its timeout of {spec.options.timeout} s"}
+            retryable = any(issubclass(TimeoutError, t) for t in spec.options.retry_on)
+        else:
+            failure = outcome.error
+            assert failure is not None
+            error = {"type": type(failure).__name__, "message": str(failure),
+                     "traceback": "".join(traceback.format_exception(failure))}
+            retryable = isinstance(failure, spec.options.retry_on)
+        latest = await store.get_job(job.id)
+        if latest is not None and latest.cancel_requested:
+            await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
+        elif retryable and job.attempts < job.max_attempts:
+            delay = backoff_delay(job.attempts, spec.options.retry_backoff,
+                                  spec.options.retry_backoff_max)
+            await store.retry(job.id, delay, error)
+        else:
+            await store.finish(job.id, JobStatus.FAILED, error=error)
+
+
