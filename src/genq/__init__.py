@@ -5,7 +5,7 @@
 
 from genq.app import App
 from genq.bridge import iterate_in_thread
-from genq.client import Artifact, AsyncClientBase, AsyncJob, Client, Job
+from genq.client import Artifact, AsyncClient, AsyncClientBase, AsyncJob, Client, Job, SyncClient
 from genq.errors import (
     Cancelled,
     GenqError,
@@ -28,6 +28,7 @@ from genq.progress import Progress
 __all__ = [
     "App",
     "Artifact",
+    "AsyncClient",
     "AsyncClientBase",
     "AsyncJob",
     "Cancelled",
@@ -50,6 +51,7 @@ __all__ = [
     "QueueFull",
     "ResultTimeout",
     "StoreLocked",
+    "SyncClient",
     "UnknownFunction",
     "iterate_in_thread",
 ]

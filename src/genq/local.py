@@ -16,8 +16,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from genq.app import App
 from genq.client.base import AsyncClientBase
-from genq.client.sync import Client
+from genq.client.sync import SyncClient
 from genq.errors import JobNotFound
+from genq.metrics import Metrics
 from genq.models import Event, Job
 from genq.store.base import Store
 from genq.store.sqlite import SQLiteStore
@@ -71,10 +72,11 @@ class LocalClient(AsyncClientBase):
 class Engine:
     """Store + worker with one life cycle: ``serve`` runs until ``stop`` is called."""
 
-    def __init__(self, app: App, store: Store, *, workers: bool, shutdown_grace: float) -> None:
+    def __init__(self, app: App, store: Store, *, workers: bool, shutdown_grace: float,
+                 metrics: Metrics | None = None) -> None:
         self.app = app
         self.store = store
-        self.worker = Worker(app, store) if workers else None
+        self.worker = Worker(app, store, metrics=metrics) if workers else None
         self.shutdown_grace = shutdown_grace
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
@@ -145,10 +147,15 @@ class LocalRunner:
                 await self._engine.stop()
         finally:
             tg, self._tg, self._engine = self._tg, None, None
-            await tg.__aexit__(exc_type, exc, tb)
+            # Only cancellation belongs to the task group; an error raised in the
+            # ``async with`` body propagates as itself, not wrapped in an ExceptionGroup.
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                await tg.__aexit__(exc_type, exc, tb)
+            else:
+                await tg.__aexit__(None, None, None)
 
     # -- sync ------------------------------------------------------------------------
-    def __enter__(self) -> Client:
+    def __enter__(self) -> SyncClient:
         engine = self._new_engine()
         self._portal_cm = start_blocking_portal()
         portal = self._portal = self._portal_cm.__enter__()
@@ -158,7 +165,7 @@ class LocalRunner:
             self._portal_cm.__exit__(None, None, None)
             self._engine = None
             raise
-        return Client(portal, LocalClient(self.app, engine.store, self.owner))
+        return SyncClient(portal, LocalClient(self.app, engine.store, self.owner))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

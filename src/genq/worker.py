@@ -33,6 +33,7 @@ from genq.progress import Progress
 
 if TYPE_CHECKING:
     from genq.app import App
+    from genq.metrics import Metrics
     from genq.store.base import Store
 
 
@@ -64,13 +65,15 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 class Worker:
     def __init__(self, app: App, store: Store, *, worker_id: str | None = None,
-                 functions: list[str] | None = None, lease: float = 30.0) -> None:
+                 functions: list[str] | None = None, lease: float = 30.0,
+                 metrics: Metrics | None = None) -> None:
         self.app = app
         self.store = store
         self.id = worker_id or default_worker_id()
         names = functions if functions is not None else list(app.functions)
         self._specs: dict[str, FunctionSpec] = {n: app.get_function(n) for n in names}
         self._lease = lease
+        self.metrics = metrics
         self._running: Counter[str] = Counter()
         self._active: dict[str, _Active] = {}
         self._wake = anyio.Event()
@@ -83,6 +86,9 @@ class Worker:
     @property
     def active_jobs(self) -> list[str]:
         return list(self._active)
+
+    def running_by_function(self) -> dict[str, int]:
+        return {name: n for name, n in self._running.items() if n}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Claim and run jobs until ``stop``; returns once every job has been settled."""
@@ -173,7 +179,9 @@ class Worker:
                 outcome = await self._execute(spec, job, active, log)
             progress.close()
             with anyio.CancelScope(shield=True):
-                await self._settle(spec, job, outcome, log)
+                final = await self._settle(spec, job, outcome, log)
+            if self.metrics is not None and final.status.terminal:
+                self.metrics.job_done(final)
         finally:
             self.app.stats.record(job.function, time.monotonic() - started)
             del self._active[job.id]
@@ -208,7 +216,8 @@ class Worker:
         return _Outcome(active.stop_reason or "cancelled")
 
     async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
-                      log: JobLog) -> None:
+                      log: JobLog) -> Job:
+        """Record how the run ended; returns the job as stored afterwards."""
         store = self.store
         with contextlib.suppress(Exception):
             await log.drain()
@@ -221,14 +230,11 @@ class Worker:
             except NotSerializable as exc:
                 outcome = _Outcome("failed", error=exc)
             else:
-                await store.finish(job.id, JobStatus.SUCCEEDED, result=result)
-                return
+                return await store.finish(job.id, JobStatus.SUCCEEDED, result=result)
         if outcome.kind == "shutdown":
-            await store.requeue(job.id, "worker shut down before the job finished")
-            return
+            return await store.requeue(job.id, "worker shut down before the job finished")
         if outcome.kind == "cancelled":
-            await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
-            return
+            return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
         if outcome.kind == "timeout":
             error = {"type": "Timeout", "message":
                      f"the job exceeded its timeout of {spec.options.timeout} s"}
@@ -241,12 +247,11 @@ class Worker:
             retryable = isinstance(failure, spec.options.retry_on)
         latest = await store.get_job(job.id)
         if latest is not None and latest.cancel_requested:
-            await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
-        elif retryable and job.attempts < job.max_attempts:
+            return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
+        if retryable and job.attempts < job.max_attempts:
             delay = backoff_delay(job.attempts, spec.options.retry_backoff,
                                   spec.options.retry_backoff_max)
-            await store.retry(job.id, delay, error)
-        else:
-            await store.finish(job.id, JobStatus.FAILED, error=error)
+            return await store.retry(job.id, delay, error)
+        return await store.finish(job.id, JobStatus.FAILED, error=error)
 
 

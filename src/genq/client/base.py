@@ -193,4 +193,6 @@ class AsyncClientBase(abc.ABC):
             return Artifact(ref, await self._artifact(ref.id))
         if isinstance(value, list):
             return [await self._decode(v) for v in value]
+        if isinstance(value, dict):  # encode() stores binaries nested in dicts too
+            return {k: await self._decode(v) for k, v in value.items()}
         return value

@@ -67,7 +67,7 @@ class Job:
         return self._portal.call(self._job.cancel)
 
 
-class Client:
+class SyncClient:
     """Blocking twin of an async client, bound to the portal whose loop runs it."""
 
     def __init__(self, portal: BlockingPortal, client: AsyncClientBase) -> None:

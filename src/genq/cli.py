@@ -1,0 +1,360 @@
+"""The ``genq`` command: serve an app, run and watch jobs from a terminal.
+
+Exit codes, for scripts: 0 success; 1 the job failed; 2 bad usage or invalid input;
+3 unknown job or function; 4 the job was cancelled; 5 the job expired in the queue;
+6 the server could not be reached; 7 the queue is full; 130 interrupted (Ctrl-C, after
+asking the server to cancel the job).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from genq import errors
+from genq.app import App
+from genq.client.base import Artifact
+from genq.client.http import Client, ConnectionLost
+from genq.client.sync import Job as SyncJob
+from genq.client.sync import SyncClient
+from genq.models import Event, EventType
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL, EXIT_INTERRUPTED = (
+    4, 5, 6, 7, 130)
+DEFAULT_URL = "http://127.0.0.1:7860"
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="genq: durable jobs for generative-AI apps.")
+out = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="GENQ_URL",
+                                        help="Server to talk to.")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="GENQ_API_KEY",
+                                               help="API key for the server.")]
+
+
+def load_app(target: str) -> App:
+    """``module:attr`` or ``path/to/file.py:attr`` (attr defaults to ``app``)."""
+    module_name, _, attr = target.partition(":")
+    attr = attr or "app"
+    sys.path.insert(0, os.getcwd())
+    if module_name.endswith(".py"):
+        import importlib.util
+
+        path = Path(module_name).resolve()
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise typer.BadParameter(f"cannot load {module_name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        import importlib
+
+        module = importlib.import_module(module_name)
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{target} is not a genq.App")
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+def serve(
+    app_target: Annotated[str, typer.Argument(metavar="APP", help="module:app to serve")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    db: Annotated[Path | None, typer.Option(help="SQLite file (default $GENQ_DB or "
+                                                 ".genq/genq.sqlite3).")] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(
+        help="File of key=owner lines (also $GENQ_API_KEYS).")] = None,
+    insecure_public: Annotated[bool, typer.Option(
+        "--insecure-public", help="Allow a non-loopback address without API keys.")] = False,
+    workers: Annotated[bool, typer.Option(help="Run workers in this process.")] = True,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the API (and workers) for an app."""
+    run_server(load_app(app_target), host=host, port=port, db=db, api_keys_file=api_keys_file,
+               insecure_public=insecure_public, workers=workers, heartbeat=heartbeat,
+               log_level=log_level)
+
+
+@cli.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    db: Annotated[Path | None, typer.Option(help="SQLite file.")] = None,
+) -> None:
+    """Serve the demo app (image rendering with progress, streaming text)."""
+    from genq.demo import app
+
+    run_server(app, host=host, port=port, db=db, api_keys_file=None, insecure_public=False,
+               workers=True, heartbeat=15.0, log_level="info")
+
+
+def run_server(app: App, *, host: str, port: int, db: Path | None,
+               api_keys_file: Path | None, insecure_public: bool, workers: bool,
+               heartbeat: float, log_level: str) -> None:
+    import uvicorn
+
+    from genq.app import DEFAULT_DB
+    from genq.server import ApiKeys, ServerSettings, create_server
+    from genq.store.sqlite import SQLiteStore
+
+    keys = ApiKeys.from_env(api_keys_file)
+    if not keys.enabled and not _is_loopback(host) and not insecure_public:
+        err.print(f"[red]refusing to listen on {host} without API keys[/red]: anyone who "
+                  "can reach it could run jobs. Set GENQ_API_KEYS or --api-keys-file, or "
+                  "pass --insecure-public if this network is trusted.")
+        raise typer.Exit(EXIT_USAGE)
+    path = db or Path(os.environ.get("GENQ_DB") or DEFAULT_DB)
+    settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys)
+    server = create_server(app, SQLiteStore(path), settings)
+    err.print(f"genq: serving {len(app.functions)} functions from {path} on "
+              f"http://{host}:{port}")
+    uvicorn.run(server, host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+
+
+# -- talking to jobs ------------------------------------------------------------------
+def parse_inputs(args: list[str], schema: dict[str, Any]) -> dict[str, Any]:
+    """``--name value`` pairs typed by the input schema (JSON for non-string fields)."""
+    props: dict[str, Any] = schema.get("properties", {})
+    inputs: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise typer.BadParameter(f"expected --name value, got {arg!r}")
+        name = arg[2:].replace("-", "_")
+        if "=" in name:
+            name, raw = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        if props.get(name, {}).get("type") == "string":
+            inputs[name] = raw
+        else:
+            try:
+                inputs[name] = json.loads(raw)
+            except ValueError:
+                inputs[name] = raw
+    return inputs
+
+
+@contextmanager
+def _client(url: str, api_key: str | None, app_target: str | None,
+            db: Path | None) -> Iterator[tuple[SyncClient, dict[str, dict[str, Any]]]]:
+    """A local engine when an app is named, else the server at ``url``; plus schemas."""
+    if app_target is not None:
+        app = load_app(app_target)
+        with app.local(db) as local:
+            yield local, {n: s.input_schema() for n, s in app.functions.items()}
+        return
+    with Client(url, api_key=api_key, retry_for=10.0) as remote:
+        schemas = {f["name"]: f["input_schema"] for f in remote.functions()}
+        yield remote, schemas
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Turn genq errors into a message on stderr and a documented exit code."""
+    try:
+        yield
+    except errors.InvalidInput as exc:
+        err.print(f"[red]invalid input[/red]: {exc.message}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (errors.UnknownFunction, errors.JobNotFound) as exc:
+        err.print(f"[red]not found[/red]: {exc.message}")
+        raise typer.Exit(EXIT_NOT_FOUND) from None
+    except errors.QueueFull as exc:
+        err.print(f"[yellow]queue full[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
+        raise typer.Exit(EXIT_QUEUE_FULL) from None
+    except ConnectionLost as exc:
+        err.print(f"[red]server unreachable[/red]: {exc.message}")
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    except errors.GenqError as exc:
+        err.print(f"[red]error[/red]: {exc.message}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(
+        metavar="[APP] FUNCTION", help="module:app and function, or only the function "
+                                       "with --url")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite file when running an APP "
+                                                 "locally.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Save a binary result here.")] = None,
+    priority: Annotated[int | None, typer.Option(help="Job priority.")] = None,
+) -> None:
+    """Submit a job (inputs as --name value) and follow it to the end."""
+    extra = list(ctx.args)
+    if extra and not extra[0].startswith("--"):
+        app_target, function = target, extra.pop(0)
+    else:
+        app_target, function = None, target
+    with _exit_codes(), _client(url, api_key, app_target, db) as (client, schemas):
+        if function not in schemas:
+            raise errors.UnknownFunction(f"no function named {function!r} (known: "
+                                         f"{', '.join(sorted(schemas)) or 'none'})")
+        inputs = parse_inputs(extra, schemas[function])
+        job = client.submit(function, inputs, priority=priority)
+        err.print(f"[dim]job {job.id}[/dim]")
+        raise typer.Exit(_follow(client, job, output))
+
+
+@cli.command()
+def watch(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
+          output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -> None:
+    """Follow a job's events from the beginning until it ends."""
+    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
+        raise typer.Exit(_follow(client, client.job(job_id), output))
+
+
+@cli.command()
+def result(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
+           output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+           wait: Annotated[float | None, typer.Option(help="Seconds to wait.")] = None) -> None:
+    """Print (or save with -o) a job's result, waiting for it if needed."""
+    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
+        raise typer.Exit(_print_result(client.job(job_id), output, wait))
+
+
+@cli.command()
+def cancel(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
+    """Cancel a queued or running job."""
+    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
+        job = client.cancel(job_id)
+        out.print(f"{job.id} {job.status.value}"
+                  + (" (cancellation requested)" if job.status.value == "running" else ""))
+
+
+@cli.command()
+def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
+         function: Annotated[str | None, typer.Option(help="Only this function.")] = None,
+         status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+         limit: Annotated[int, typer.Option(help="How many.")] = 20) -> None:
+    """List your most recent jobs."""
+    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
+        table = Table("id", "function", "status", "attempts", "created")
+        import datetime as dt
+
+        for job in client.list_jobs(function=function, status=status, limit=limit):
+            created = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(job.id, job.function, job.status.value, str(job.attempts), created)
+        out.print(table)
+
+
+def _follow(client: SyncClient, job: SyncJob, output: Path | None) -> int:
+    """Render events live; Ctrl-C cancels the job. Returns the exit code."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                   console=err, transient=True)
+    task: TaskID | None = None
+    streamed = False
+    try:
+        with bar:
+            for event in job.events():
+                task, wrote = _render(event, bar, task)
+                streamed = streamed or wrote
+        if streamed:
+            out.print()
+        return _print_result(job, output, None, quiet=streamed)
+    except KeyboardInterrupt:
+        err.print(f"\n[yellow]interrupted: cancelling job {job.id}[/yellow]")
+        try:
+            client.cancel(job.id)
+        except errors.GenqError as exc:
+            err.print(f"[red]could not cancel[/red]: {exc.message}")
+        return EXIT_INTERRUPTED
+
+
+def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | None, bool]:
+    data = event.data
+    if event.type is EventType.QUEUED:
+        err.print(f"[dim]queued, position {data.get('position')}[/dim]")
+    elif event.type is EventType.STARTED:
+        err.print(f"[dim]started (attempt {data.get('attempt')})[/dim]")
+    elif event.type is EventType.PROGRESS:
+        total = data.get("total") or 1.0
+        done = data.get("current") if data.get("total") else (data.get("fraction") or 0.0)
+        desc = data.get("description") or "working"
+        if task is None:
+            task = bar.add_task(desc, total=total)
+        bar.update(task, completed=done, total=total, description=desc)
+    elif event.type is EventType.OUTPUT:
+        chunk = data.get("chunk")
+        if isinstance(chunk, str):
+            out.file.write(chunk)
+            out.file.flush()
+            return task, True
+        out.print_json(json.dumps(chunk))
+    elif event.type is EventType.LOG:
+        err.print(f"[dim]{data.get('level', 'info')}: {data.get('message')}[/dim]")
+    elif event.type is EventType.RETRYING:
+        reason = data.get("reason") or (data.get("error") or {}).get("message", "")
+        err.print(f"[yellow]retrying (attempt {data.get('next_attempt')}) in "
+                  f"{data.get('delay')} s: {reason}[/yellow]")
+    return task, False
+
+
+def _print_result(job: SyncJob, output: Path | None, wait: float | None,
+                  quiet: bool = False) -> int:
+    try:
+        value = job.result(timeout=wait)
+    except errors.JobFailed as exc:
+        error = exc.detail.get("error", {})
+        err.print(f"[red]failed[/red]: {error.get('type')}: {error.get('message')}")
+        return EXIT_FAILED
+    except errors.JobCancelled:
+        err.print("[yellow]cancelled[/yellow]")
+        return EXIT_CANCELLED
+    except errors.JobExpired:
+        err.print("[yellow]expired in the queue[/yellow]")
+        return EXIT_EXPIRED
+    if isinstance(value, Artifact):
+        target = output or Path(value.name)
+        value.save(target)
+        err.print(f"saved {value.content_type} ({len(value.data)} bytes) to {target}")
+    elif not quiet:
+        out.print_json(json.dumps(value)) if not isinstance(value, str) else out.print(value)
+    return EXIT_OK
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The HTTP clients: ``AsyncClient(url)`` and ``Client(url)``, same surface as app.local().
+
+Robustness is the point:
+
+* **Event streams resume.** A dropped SSE connection (reset, proxy timeout, 5xx, a
+  server restart) is reopened with ``Last-Event-ID`` after a backoff that honours the
+  server's ``retry:`` hint, so the caller sees every event exactly once, in order.
+  A stream silent for longer than ``stream_idle_timeout`` (several missed heartbeats)
+  is treated as dead and reopened.
+* **Submits retry safely.** Every submit carries an ``Idempotency-Key`` (a fresh one
+  unless you pass your own), so resending after a lost response never runs a job twice.
+* **Other calls** retry on connection errors and 502/503/504 with backoff, honouring
+  ``Retry-After``. A full queue (429) is not retried: it raises ``QueueFull`` with
+  ``retry_after`` so the caller decides.
+
+Timeouts (seconds): ``connect`` 5, ``read`` 30 per request, ``stream_idle_timeout`` 45
+(the server's heartbeat is 15 s by default); ``retry_for`` 120 caps how long one call
+keeps retrying. ``result(timeout=...)`` long-polls in slices of at most 30 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from httpx_sse import aconnect_sse
+
+from genq import errors
+from genq.client.base import AsyncClientBase
+from genq.client.sync import SyncClient
+from genq.models import Event, EventType, Job, JobStatus
+
+_ERRORS_BY_CODE: dict[str, type[errors.GenqError]] = {
+    cls.code: cls for cls in (
+        errors.UnknownFunction, errors.InvalidInput, errors.QueueFull, errors.JobNotFound,
+        errors.IdempotencyConflict, errors.StoreLocked,
+    )
+}
+_RETRY_STATUSES = {502, 503, 504}
+_POLL_SLICE = 30.0
+
+
+class ConnectionLost(errors.GenqError):
+    """The server could not be reached for longer than ``retry_for`` seconds."""
+
+    code = "connection_lost"
+    status = 503
+
+
+class RemoteError(errors.GenqError):
+    """An error answered by the server that has no more specific class here."""
+
+
+def _backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
+    delay: float = min(cap, base * 2.0 ** attempt)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _job_from_json(data: Mapping[str, Any]) -> Job:
+    return Job(
+        id=data["id"], function=data["function"], input=data.get("input", {}),
+        status=JobStatus(data["status"]), priority=data.get("priority", 0),
+        created_at=data.get("created_at", 0.0), started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"), attempts=data.get("attempts", 0),
+        max_attempts=data.get("max_attempts", 1), result=data.get("result"),
+        error=data.get("error"), last_event_id=data.get("last_event_id", 0),
+    )
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()["error"]
+        code, message = body.pop("code"), body.pop("message")
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(f"HTTP {response.status_code}: {response.text[:200]}",
+                          status=response.status_code) from None
+    cls = _ERRORS_BY_CODE.get(code)
+    if cls is None:
+        err = RemoteError(message, **body)
+        err.code, err.status = code, response.status_code
+        raise err
+    if cls is errors.QueueFull and "retry-after" in response.headers:
+        body["retry_after"] = int(response.headers["retry-after"])
+    raise cls(message, **body)
+
+
+class AsyncClient(AsyncClientBase):
+    def __init__(self, url: str, *, api_key: str | None = None, connect_timeout: float = 5.0,
+                 read_timeout: float = 30.0, stream_idle_timeout: float = 45.0,
+                 retry_for: float = 120.0, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        headers = {"User-Agent": "genq-client"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.url = url.rstrip("/")
+        self.retry_for = retry_for
+        self.stream_idle_timeout = stream_idle_timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- transport -------------------------------------------------------------------
+    async def _request(self, method: str, path: str, *, json_body: Any = None,
+                       params: Mapping[str, Any] | None = None,
+                       headers: Mapping[str, str] | None = None,
+                       timeout: float | None = None) -> httpx.Response:
+        """One call, retried on connection errors and 502/503/504 for ``retry_for`` s."""
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method, path, json=json_body, params=params, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                )
+            except httpx.TransportError as exc:
+                failure: str = f"{type(exc).__name__}: {exc}"
+                wait = _backoff(attempt)
+            else:
+                if response.status_code not in _RETRY_STATUSES:
+                    _raise_for_error(response)
+                    return response
+                failure = f"HTTP {response.status_code}"
+                wait = _retry_after(response) or _backoff(attempt)
+            if time.monotonic() + wait > deadline:
+                raise ConnectionLost(f"{method} {self.url}{path} failed for "
+                                     f"{self.retry_for:.0f} s; last error: {failure}")
+            attempt += 1
+            await anyio.sleep(wait)
+
+    async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
+                      idempotency_key: str | None) -> tuple[Job, str]:
+        body: dict[str, Any] = {"function": function, "input": inputs}
+        if priority is not None:
+            body["priority"] = priority
+        key = idempotency_key or uuid.uuid4().hex
+        response = await self._request("POST", "/api/jobs", json_body=body,
+                                       headers={"Idempotency-Key": key})
+        data = response.json()
+        return _job_from_json(data), data.get("submitted", "new")
+
+    async def get(self, job_id: str) -> Job:
+        return _job_from_json((await self._request("GET", f"/api/jobs/{job_id}")).json())
+
+    async def _cancel(self, job_id: str) -> Job:
+        response = await self._request("POST", f"/api/jobs/{job_id}/cancel")
+        return _job_from_json(response.json())
+
+    async def _wait(self, job_id: str, timeout: float | None) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ = _POLL_SLICE if deadline is None else min(
+                _POLL_SLICE, max(0.0, deadline - time.monotonic()))
+            response = await self._request("GET", f"/api/jobs/{job_id}/result",
+                                           params={"wait": slice_}, timeout=slice_ + 10)
+            if response.status_code == 200:
+                return _job_from_json(response.json())
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.ResultTimeout(
+                    f"job {job_id} did not finish within {timeout} s "
+                    f"(it is still {response.json()['status']})", job_id=job_id)
+
+    async def _artifact(self, artifact_id: str) -> bytes:
+        return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
+
+    async def list_jobs(self, *, function: str | None = None, status: str | None = None,
+                        limit: int = 50, before: float | None = None) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("function", function), ("status", status), ("before", before)):
+            if value is not None:
+                params[name] = value
+        data = (await self._request("GET", "/api/jobs", params=params)).json()
+        return [_job_from_json(j) for j in data["jobs"]]
+
+    async def functions(self) -> list[dict[str, Any]]:
+        data = (await self._request("GET", "/api/functions")).json()
+        functions: list[dict[str, Any]] = data["functions"]
+        return functions
+
+    async def _follow(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+        """SSE, reopened from the last id seen whenever the connection drops."""
+        last_id = after
+        attempt = 0
+        retry_hint: float | None = None
+        failing_since: float | None = None
+        while True:
+            try:
+                async for event in self._sse_once(job_id, last_id):
+                    if isinstance(event, float):
+                        retry_hint = event
+                        continue
+                    attempt, failing_since = 0, None
+                    if event.id <= last_id:
+                        continue  # never deliver twice, whatever the server resends
+                    last_id = event.id
+                    yield [event]
+                    if event.terminal:
+                        return
+                failure = "the stream ended before the job did"
+            except (httpx.TransportError, _StreamIdle) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            except errors.GenqError as exc:
+                if exc.status not in _RETRY_STATUSES:
+                    raise
+                failure = str(exc)
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > self.retry_for:
+                raise ConnectionLost(f"the event stream of job {job_id} could not be "
+                                     f"resumed for {self.retry_for:.0f} s: {failure}")
+            await anyio.sleep(max(retry_hint or 0.0, _backoff(attempt)))
+            attempt += 1
+
+    async def _sse_once(self, job_id: str, after: int) -> AsyncIterator[Event | float]:
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        timeout = httpx.Timeout(self.stream_idle_timeout, connect=self._http.timeout.connect)
+        async with aconnect_sse(self._http, "GET", f"/api/jobs/{job_id}/events",
+                                headers=headers, timeout=timeout) as source:
+            if source.response.status_code != 200:
+                await source.response.aread()
+                if source.response.status_code in _RETRY_STATUSES:
+                    raise RemoteError(f"HTTP {source.response.status_code}",
+                                      status=source.response.status_code)
+                _raise_for_error(source.response)
+            try:
+                async for sse in source.aiter_sse():
+                    if sse.retry is not None:
+                        yield sse.retry / 1000
+                    if not sse.id or not sse.data:
+                        continue
+                    payload = json.loads(sse.data)
+                    yield Event(job_id, int(sse.id), EventType(payload["type"]),
+                                payload["data"], payload.get("ts", 0.0))
+            except httpx.ReadTimeout as exc:
+                raise _StreamIdle(f"no data or heartbeat for {self.stream_idle_timeout} s"
+                                  ) from exc
+
+
+class _StreamIdle(Exception):
+    pass
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return min(60.0, float(value))
+    return None
+
+
+class Client(SyncClient):
+    """Blocking HTTP client: ``with genq.Client(url, api_key=...) as client``.
+
+    Runs an ``AsyncClient`` on an event loop in a thread of its own, so it is safe in
+    scripts, in Jupyter cells and from many threads.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
+        portal: BlockingPortal = self._portal_cm.__enter__()
+
+        async def build() -> AsyncClient:
+            return AsyncClient(url, **options)
+
+        super().__init__(portal, portal.call(build))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._portal_cm is None:
+            return
+        aio = self.aio
+        assert isinstance(aio, AsyncClient)
+        try:
+            self._portal.call(aio.aclose)
+        finally:
+            cm, self._portal_cm = self._portal_cm, None
+            cm.__exit__(None, None, None)
+
+    def list_jobs(self, **filters: Any) -> list[Job]:
+        aio = self.aio
+        assert isinstance(aio, AsyncClient)
+        return self._portal.call(lambda: aio.list_jobs(**filters))
+
+    def functions(self) -> list[dict[str, Any]]:
+        aio = self.aio
+        assert isinstance(aio, AsyncClient)
+        return self._portal.call(aio.functions)

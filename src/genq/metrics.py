@@ -1,0 +1,46 @@
+"""Prometheus metrics of one process, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from genq.models import Job
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+                    300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.submitted = Counter("genq_jobs_submitted", "Jobs accepted, by function",
+                                 ["function"], registry=self.registry)
+        self.rejected = Counter("genq_jobs_rejected", "Submissions refused, by reason code",
+                                ["function", "code"], registry=self.registry)
+        self.finished = Counter("genq_jobs_finished", "Jobs that reached a terminal status",
+                                ["function", "status"], registry=self.registry)
+        self.queue_wait = Histogram("genq_job_queue_seconds", "Time from submit to start",
+                                    ["function"], buckets=_LATENCY_BUCKETS,
+                                    registry=self.registry)
+        self.run_time = Histogram("genq_job_run_seconds", "Time from start to finish",
+                                  ["function"], buckets=_LATENCY_BUCKETS,
+                                  registry=self.registry)
+        self.streams = Gauge("genq_event_streams", "Connected event-stream clients",
+                             registry=self.registry)
+
+        self.queue_depth = Gauge("genq_queue_depth", "Queued jobs, by function",
+                                 ["function"], registry=self.registry)
+        self.running = Gauge("genq_jobs_running", "Jobs running in this process, by function",
+                             ["function"], registry=self.registry)
+
+    def job_done(self, job: Job) -> None:
+        """Count a terminal job and observe its queue wait and run time."""
+        self.finished.labels(job.function, job.status.value).inc()
+        if job.started_at is not None:
+            self.queue_wait.labels(job.function).observe(max(0.0, job.started_at - job.created_at))
+            if job.finished_at is not None:
+                self.run_time.labels(job.function).observe(
+                    max(0.0, job.finished_at - job.started_at))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,360 @@
+"""The REST + SSE API: a Starlette app over one store, with in-process workers.
+
+Every error a caller can cause is answered with JSON ``{"error": {"code", "message",
+...}}`` and the status of its ``GenqError`` class; see docs/api.md for the table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from genq.app import App
+from genq.errors import GenqError, JobNotFound, QueueFull
+from genq.local import Engine
+from genq.metrics import Metrics
+from genq.models import Job, JobStatus
+from genq.server.auth import ApiKeys
+from genq.server.openapi import openapi_document
+from genq.store.base import Store
+
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
+MAX_RESULT_WAIT = 60.0  # seconds one long-poll of /result may hold the connection
+
+
+class BadRequest(GenqError):
+    code = "bad_request"
+    status = 400
+
+
+class PayloadTooLarge(GenqError):
+    code = "payload_too_large"
+    status = 413
+
+
+@dataclass
+class ServerSettings:
+    heartbeat: float = 15.0  # seconds between SSE comment lines on an idle stream
+    retry_ms: int = 1000  # the SSE ``retry:`` hint sent to clients
+    max_body: int = DEFAULT_MAX_BODY
+    workers: bool = True
+    shutdown_grace: float = 10.0
+    keys: ApiKeys = field(default_factory=ApiKeys)
+
+
+@dataclass
+class ServerState:
+    app: App
+    store: Store
+    settings: ServerSettings
+    metrics: Metrics
+    engine: Engine
+
+
+def create_server(app: App, store: Store, settings: ServerSettings | None = None) -> Starlette:
+    """The ASGI app. Its lifespan opens the store and runs the workers."""
+    settings = settings or ServerSettings()
+    metrics = Metrics()
+    engine = Engine(app, store, workers=settings.workers,
+                    shutdown_grace=settings.shutdown_grace, metrics=metrics)
+    state = ServerState(app, store, settings, metrics, engine)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.serve)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await engine.stop()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi_endpoint),
+        Route("/api/functions", list_functions),
+        Route("/api/functions/{name}", get_function),
+        Route("/api/jobs", submit_job, methods=["POST"]),
+        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs/{job_id}", get_job),
+        Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}/result", job_result),
+        Route("/api/jobs/{job_id}/events", job_events),
+        Route("/api/artifacts/{artifact_id}", get_artifact),
+    ]
+    server = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        GenqError: genq_error_handler, HTTPException: http_error_handler,
+    })
+    server.state.genq = state
+    return server
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.genq
+    return state
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status,
+                    headers=headers, media_type="application/json")
+
+
+async def genq_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GenqError)
+    headers = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return _json({"error": exc.to_dict()}, exc.status, headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _json({"error": {"code": code, "message": exc.detail}}, exc.status_code)
+
+
+async def _owned_job(request: Request, owner: str) -> Job:
+    job_id = request.path_params["job_id"]
+    job = await _state(request).store.get_job(job_id)
+    if job is None or job.owner != owner:  # another owner's job does not exist for you
+        raise JobNotFound(f"no job {job_id}", job_id=job_id)
+    return job
+
+
+async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
+    view = job.to_dict()
+    del view["owner"]
+    view["queue_position"] = (await state.store.queue_position(job.id)
+                              if job.status is JobStatus.QUEUED else None)
+    return view
+
+
+# -- endpoints ---------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    state = _state(request)
+    worker = state.engine.worker
+    return _json({"status": "ok", "functions": len(state.app.functions),
+                  "worker": None if worker is None else
+                  {"id": worker.id, "running": len(worker.active_jobs)}})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    state = _state(request)
+    running = state.engine.worker.running_by_function() if state.engine.worker else {}
+    for name in state.app.functions:
+        state.metrics.queue_depth.labels(name).set(await state.store.queue_depth(name))
+        state.metrics.running.labels(name).set(running.get(name, 0))
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return _json(openapi_document(_state(request).app))
+
+
+def _function_view(app: App, name: str) -> dict[str, Any]:
+    spec = app.get_function(name)
+    o = spec.options
+    return {
+        "name": name, "description": spec.description, "kind": spec.kind.value,
+        "streams": spec.kind.streams, "input_schema": spec.input_schema(),
+        "options": {"concurrency": o.concurrency, "timeout": o.timeout,
+                    "queue_timeout": o.queue_timeout, "max_queue": o.max_queue,
+                    "retries": o.retries, "cache": o.cache_ttl is not None},
+    }
+
+
+async def list_functions(request: Request) -> Response:
+    state = _state(request)
+    state.settings.keys.owner_for(request)
+    return _json({"functions": [_function_view(state.app, n) for n in state.app.functions]})
+
+
+async def get_function(request: Request) -> Response:
+    state = _state(request)
+    state.settings.keys.owner_for(request)
+    return _json(_function_view(state.app, request.path_params["name"]))
+
+
+async def _read_json_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}",
+                              limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes",
+                                  limit=limit)
+    try:
+        return json.loads(body or b"{}")
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+async def submit_job(request: Request) -> Response:
+    """POST /api/jobs {"function": name, "input": {...}, "priority": n}."""
+    state = _state(request)
+    owner = state.settings.keys.owner_for(request)
+    body = await _read_json_body(request, state.settings.max_body)
+    if not isinstance(body, dict) or not isinstance(body.get("function"), str):
+        raise BadRequest('the body must be an object {"function": name, "input": {...}}')
+    function = body["function"]
+    inputs = body.get("input", {})
+    priority = body.get("priority")
+    if not isinstance(inputs, dict):
+        raise BadRequest('"input" must be an object of parameter values')
+    if priority is not None and not isinstance(priority, int):
+        raise BadRequest('"priority" must be an integer')
+    try:
+        job, policy = state.app.new_job(function, inputs, owner=owner, priority=priority,
+                                        idempotency_key=request.headers.get("idempotency-key"))
+        submitted = await state.store.create_job(job, policy)
+    except GenqError as exc:
+        if function in state.app.functions:
+            state.metrics.rejected.labels(function, exc.code).inc()
+        raise
+    if submitted.created:
+        state.metrics.submitted.labels(function).inc()
+    view = await _job_view(state, submitted.job)
+    view["submitted"] = submitted.reason
+    return _json(view, 201 if submitted.created else 200,
+                 {"Location": f"/api/jobs/{submitted.job.id}"})
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {name!r} must be between {low} and {high}",
+                         field=name)
+    return value
+
+
+async def list_jobs(request: Request) -> Response:
+    """GET /api/jobs?function=&status=&limit=&before= (newest first; ``next`` pages)."""
+    state = _state(request)
+    owner = state.settings.keys.owner_for(request)
+    q = request.query_params
+    status = None
+    if q.get("status"):
+        try:
+            status = JobStatus(q["status"])
+        except ValueError:
+            raise BadRequest(f"unknown status {q['status']!r}; one of "
+                             + ", ".join(s.value for s in JobStatus), field="status") from None
+    limit = _int_param(request, "limit", 50, 1, 500)
+    before = None
+    if q.get("before"):
+        try:
+            before = float(q["before"])
+        except ValueError:
+            raise BadRequest("query parameter 'before' must be a timestamp",
+                             field="before") from None
+    jobs = await state.store.list_jobs(owner=owner, function=q.get("function") or None,
+                                       status=status, limit=limit, before=before)
+    views = [await _job_view(state, j) for j in jobs]
+    cursor = jobs[-1].created_at if len(jobs) == limit else None
+    return _json({"jobs": views, "next": cursor})
+
+
+async def get_job(request: Request) -> Response:
+    state = _state(request)
+    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    return _json(await _job_view(state, job))
+
+
+async def cancel_job(request: Request) -> Response:
+    state = _state(request)
+    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    return _json(await _job_view(state, await state.store.cancel(job.id)))
+
+
+async def job_result(request: Request) -> Response:
+    """GET /api/jobs/{id}/result?wait=S: the job once terminal (200), else 202 after S s."""
+    state = _state(request)
+    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    try:
+        wait = float(request.query_params.get("wait", "0"))
+    except ValueError:
+        raise BadRequest("query parameter 'wait' must be a number of seconds",
+                         field="wait") from None
+    if not job.status.terminal and wait > 0 and math.isfinite(wait):
+        with anyio.move_on_after(min(wait, MAX_RESULT_WAIT)):
+            job = await state.store.wait_terminal(job.id)
+    view = await _job_view(state, job)
+    return _json(view, 200 if job.status.terminal else 202)
+
+
+def _resume_point(request: Request) -> int:
+    raw = (request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+           or request.query_params.get("after") or "0")
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise BadRequest("Last-Event-ID must be an event id (an integer)",
+                         field="last_event_id") from None
+
+
+async def job_events(request: Request) -> Response:
+    """GET /api/jobs/{id}/events: SSE from Last-Event-ID on; ``?format=json`` for a page."""
+    state = _state(request)
+    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    after = _resume_point(request)
+    if request.query_params.get("format") == "json":
+        limit = _int_param(request, "limit", 1000, 1, 10_000)
+        events = await state.store.read_events(job.id, after, limit)
+        return _json({"events": [e.to_dict() for e in events]})
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        state.metrics.streams.inc()
+        try:
+            yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
+            async for batch in state.store.follow(job.id, after):
+                for event in batch:
+                    yield ServerSentEvent(
+                        json.dumps({"type": event.type.value, "data": event.data,
+                                    "ts": event.ts}, separators=(",", ":")),
+                        id=str(event.id), event=event.type.value,
+                    )
+        finally:
+            state.metrics.streams.dec()
+
+    return EventSourceResponse(stream(), ping=state.settings.heartbeat,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                               send_timeout=30)
+
+
+async def get_artifact(request: Request) -> Response:
+    state = _state(request)
+    owner = state.settings.keys.owner_for(request)
+    artifact_id = request.path_params["artifact_id"]
+    found = await state.store.get_artifact(artifact_id)
+    job = None if found is None else await state.store.get_job(found[0].job_id)
+    if found is None or job is None or job.owner != owner:
+        raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
+    ref, data = found
+    return Response(data, media_type=ref.content_type, headers={
+        "Content-Disposition": f'inline; filename="{ref.name}"',
+        "Cache-Control": "private, max-age=31536000, immutable",
+    })
