@@ -33,6 +33,16 @@ class Metrics:
         self.running = Gauge("genq_jobs_running", "Jobs running in this process, by function",
                              ["function"], registry=self.registry)
 
+        self.connected_streams = 0
+
+    def stream_opened(self) -> None:
+        self.connected_streams += 1
+        self.streams.set(self.connected_streams)
+
+    def stream_closed(self) -> None:
+        self.connected_streams -= 1
+        self.streams.set(self.connected_streams)
+
     def job_done(self, job: Job) -> None:
         """Count a terminal job and observe its queue wait and run time."""
         self.finished.labels(job.function, job.status.value).inc()

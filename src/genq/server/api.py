@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from genq.local import Engine
 from genq.metrics import Metrics
 from genq.models import Job, JobStatus
 from genq.server.auth import ApiKeys
+from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.store.base import Store
 
@@ -61,6 +63,13 @@ class ServerState:
     settings: ServerSettings
     metrics: Metrics
     engine: Engine
+    activity: Activity = field(default_factory=Activity)
+    feed: JobFeed = field(default_factory=JobFeed)
+    started_at: float = field(default_factory=time.time)
+
+    def on_job_changed(self, job: Job) -> None:
+        self.activity.observe(job)
+        self.feed.publish(job)
 
 
 def create_server(app: App, store: Store, settings: ServerSettings | None = None) -> Starlette:
@@ -70,6 +79,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     engine = Engine(app, store, workers=settings.workers,
                     shutdown_grace=settings.shutdown_grace, metrics=metrics)
     state = ServerState(app, store, settings, metrics, engine)
+    store.subscribe_jobs(state.on_job_changed)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -94,6 +104,8 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/jobs/{job_id}/result", job_result),
         Route("/api/jobs/{job_id}/events", job_events),
         Route("/api/artifacts/{artifact_id}", get_artifact),
+        Route("/api/events", all_events),
+        Route("/api/stats", stats),
     ]
     server = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         GenqError: genq_error_handler, HTTPException: http_error_handler,
@@ -327,22 +339,15 @@ async def job_events(request: Request) -> Response:
         return _json({"events": [e.to_dict() for e in events]})
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        state.metrics.streams.inc()
-        try:
-            yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
-            async for batch in state.store.follow(job.id, after):
-                for event in batch:
-                    yield ServerSentEvent(
-                        json.dumps({"type": event.type.value, "data": event.data,
-                                    "ts": event.ts}, separators=(",", ":")),
-                        id=str(event.id), event=event.type.value,
-                    )
-        finally:
-            state.metrics.streams.dec()
+        async for batch in state.store.follow(job.id, after):
+            for event in batch:
+                yield ServerSentEvent(
+                    json.dumps({"type": event.type.value, "data": event.data, "ts": event.ts},
+                               separators=(",", ":")),
+                    id=str(event.id), event=event.type.value,
+                )
 
-    return EventSourceResponse(stream(), ping=state.settings.heartbeat,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                               send_timeout=30)
+    return _sse_response(request, stream())
 
 
 async def get_artifact(request: Request) -> Response:
@@ -358,3 +363,60 @@ async def get_artifact(request: Request) -> Response:
         "Content-Disposition": f'inline; filename="{ref.name}"',
         "Cache-Control": "private, max-age=31536000, immutable",
     })
+
+
+def _sse_response(request: Request, events: AsyncIterator[ServerSentEvent]) -> Response:
+    state = _state(request)
+
+    async def counted() -> AsyncIterator[ServerSentEvent]:
+        state.metrics.stream_opened()
+        try:
+            yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
+            async for event in events:
+                yield event
+        finally:
+            state.metrics.stream_closed()
+
+    return EventSourceResponse(counted(), ping=state.settings.heartbeat,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                               send_timeout=30)
+
+
+async def all_events(request: Request) -> Response:
+    """GET /api/events: SSE of status changes of all my jobs (for dashboards).
+
+    Not resumable: it starts with a ``resync`` event, on which a client reloads the job
+    list, then sends one ``job`` event per status change.
+    """
+    state = _state(request)
+    owner = state.settings.keys.owner_for(request)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent("{}", event="resync")
+        async for job in state.feed.follow(owner):
+            view = job.to_dict()
+            del view["owner"]
+            yield ServerSentEvent(json.dumps(view, separators=(",", ":")), event="job")
+
+    return _sse_response(request, stream())
+
+
+async def stats(request: Request) -> Response:
+    """GET /api/stats: queue depth, running jobs, throughput, latency, failures, workers."""
+    state = _state(request)
+    state.settings.keys.owner_for(request)
+    worker = state.engine.worker
+    running = worker.running_by_function() if worker is not None else {}
+    functions = {}
+    for name, spec in state.app.functions.items():
+        functions[name] = {
+            "queue_depth": await state.store.queue_depth(name),
+            "running": running.get(name, 0), "concurrency": spec.options.concurrency,
+            **state.activity.summary(name),
+        }
+    workers = [] if worker is None else [{"id": worker.id, "running": len(worker.active_jobs),
+                                          "healthy": True}]
+    return _json({"functions": functions, "workers": workers,
+                  "streams": state.metrics.connected_streams,
+                  "uptime": time.time() - state.started_at})
+

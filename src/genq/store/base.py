@@ -89,6 +89,10 @@ class Store(Protocol):
     def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
         """Call ``callback(job_id)`` when cancellation of a running job is requested."""
 
+    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
+        """Call ``callback(job)`` after each durable change of a job's status (queued,
+        started, retrying, terminal): the feed of dashboards. Not called per output chunk."""
+
     async def extend_leases(self, worker_id: str, job_ids: Iterable[str], lease: float) -> None: ...
 
     async def finish(

@@ -101,6 +101,9 @@ _UPDATE_JOB = (
 )
 _INSERT_EVENT = "INSERT INTO events (job_id, id, type, ts, data) VALUES (?, ?, ?, ?, ?)"
 
+_STATUS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRYING,
+                            EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED,
+                            EventType.EXPIRED})
 _MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
 _MAX_BATCH_OPS = 5_000  # ops per transaction
 
@@ -151,6 +154,7 @@ class _Op:
     job_id: str | None = None  # whose followers to wake once committed
     future: asyncio.Future[None] | None = None  # resolved once committed
     terminal: Job | None = None  # the job became terminal with this op
+    announce: Job | None = None  # the job's status changed with this op
 
 
 @dataclass(slots=True)
@@ -266,6 +270,7 @@ class SQLiteStore:
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
         self._work_callbacks: list[Callable[[], None]] = []
         self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._job_callbacks: list[Callable[[Job], None]] = []
         self._pending = 0
         self._drained = asyncio.Event()
         self._writer_error: BaseException | None = None
@@ -388,6 +393,9 @@ class SQLiteStore:
                     op.future.set_exception(error)
             if op.terminal is not None and error is None:
                 self._on_terminal_committed(op.terminal)
+            if op.announce is not None and error is None:
+                for callback in list(self._job_callbacks):
+                    callback(op.announce)
             if op.job_id is not None:
                 signal = self._signals.pop(op.job_id, None)
                 if signal is not None:
@@ -419,7 +427,10 @@ class SQLiteStore:
             statements.append((_INSERT_EVENT, rows, True))
         future = self._require_loop().create_future() if wait else None
         terminal = job.copy() if job.status.terminal else None
-        self._submit_op(_Op(statements, job.id, future, terminal))
+        announce = None
+        if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
+            announce = terminal or job.copy()
+        self._submit_op(_Op(statements, job.id, future, terminal, announce))
         if future is not None:
             await future
         elif self._pending > _MAX_PENDING_OPS:
@@ -731,6 +742,10 @@ class SQLiteStore:
     def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
         self._cancel_callbacks.append(callback)
         return lambda: self._cancel_callbacks.remove(callback)
+
+    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
+        self._job_callbacks.append(callback)
+        return lambda: self._job_callbacks.remove(callback)
 
     async def extend_leases(self, worker_id: str, job_ids: Iterable[str], lease: float) -> None:
         until = time.time() + lease
