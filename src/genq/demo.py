@@ -4,11 +4,13 @@
   image model (there is no GPU here), reporting progress row by row and cached by input.
 * ``primes``: a blocking sync generator streaming primes as a sieve finds them.
 * ``countdown``: a long job to try cancellation, reconnects and restarts on.
+* ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Annotated
@@ -16,6 +18,7 @@ from typing import Annotated
 from pydantic import Field
 
 import genq
+from genq.downloads import DownloadError, download
 from genq.png import encode_rgb
 
 app = genq.App("demo")
@@ -71,3 +74,17 @@ async def countdown(seconds: Annotated[int, Field(ge=1, le=3600)] = 30,
         await anyio.sleep(1)
     progress(1.0, desc="done")
     return f"counted {seconds} seconds"
+
+
+@app.function(concurrency=2, retries=5, retry_on=(DownloadError,), retry_backoff=2.0)
+def download_model(url: Annotated[str, Field(pattern=r"^https?://")],
+                   sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None,
+                   filename: Annotated[str | None, Field(pattern=r"^[\w.-]+$")] = None,
+                   progress: genq.Progress = genq.Progress()) -> dict[str, object]:
+    """Download a file into $GENQ_DOWNLOADS (default .genq/downloads), resuming after drops
+    and restarts, and verify its sha256."""
+    name = filename or url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    if not name.strip(".") or "/" in name:
+        name = "download"
+    folder = os.environ.get("GENQ_DOWNLOADS", ".genq/downloads")
+    return download(url, os.path.join(folder, name), sha256=sha256, progress=progress).to_dict()

@@ -74,8 +74,10 @@ class Progress:
 
     def __call__(self, fraction: float | None = None, desc: str | None = None, *,
                  current: float | None = None, total: float | None = None,
-                 unit: str | None = None) -> None:
-        """Report ``fraction`` in [0, 1] (or ``current`` of ``total``) and a description."""
+                 unit: str | None = None, rate: float | None = None,
+                 eta: float | None = None) -> None:
+        """Report ``fraction`` in [0, 1] (or ``current`` of ``total``) and a description,
+        optionally with a ``rate`` (units per second) and an ``eta`` (seconds left)."""
         if fraction is None and current is not None and total:
             fraction = current / total
         state: dict[str, Any] = {"fraction": None if fraction is None
@@ -88,6 +90,10 @@ class Progress:
             state["total"] = total
         if unit is not None:
             state["unit"] = unit
+        if rate is not None:
+            state["rate"] = round(rate, 3)
+        if eta is not None:
+            state["eta"] = round(eta, 3)
         self._report(state)
 
     def tqdm(self, iterable: Iterable[T], desc: str | None = None, total: int | None = None,

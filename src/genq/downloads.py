@@ -1,0 +1,216 @@
+"""Resumable, verified HTTP downloads: the model-download workload done right.
+
+``download(url, dest)`` streams to ``dest.part`` and records what it is fetching in
+``dest.part.json`` (URL, validator, size). After a dropped connection it resumes from
+the last byte written with ``Range`` (guarded by ``If-Range`` so a changed file starts
+over instead of being spliced), and so does a later call — a retried or restarted job —
+for the same destination. The bytes are hashed as they arrive (the kept part is hashed
+once on resume) and checked against ``sha256`` before the file is moved into place
+atomically. It is blocking code: run it inside a sync genq function, where it reports
+bytes, rate and ETA through ``Progress`` and stops at cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from genq.progress import Progress
+
+CHUNK = 1 << 20
+
+
+class DownloadError(Exception):
+    """The download could not be completed (after its retries)."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The finished file's sha256 is not the expected one (the part file is removed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    path: str
+    size: int
+    sha256: str
+    transferred: int  # bytes received over the network by this call
+    resumed: int  # how many times this call continued from a partial file
+    attempts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "transferred": self.transferred, "resumed": self.resumed,
+                "attempts": self.attempts}
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _backoff(attempt: int, base: float, cap: float = 30.0) -> float:
+    delay: float = min(cap, base * 2.0 ** attempt)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _hash_file(path: Path, digest: Any) -> int:
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+    return size
+
+
+class _Part:
+    """The partial file plus the sidecar that says what it is a part of."""
+
+    def __init__(self, dest: Path, url: str) -> None:
+        self.path = dest.with_name(dest.name + ".part")
+        self.meta_path = dest.with_name(dest.name + ".part.json")
+        self.url = url
+
+    def load(self) -> dict[str, Any]:
+        """The sidecar if it belongs to this URL and a part exists; else start clean."""
+        try:
+            meta: dict[str, Any] = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("url") != self.url or not self.path.exists():
+            self.discard()
+            return {"url": self.url}
+        return meta
+
+    def save(self, meta: dict[str, Any]) -> None:
+        self.meta_path.write_text(json.dumps(meta))
+
+    def discard(self) -> None:
+        for p in (self.path, self.meta_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one request achieved, kept even when it fails part-way."""
+
+    offset: int  # bytes already in the part file when it started
+    digest: Any  # sha256 of the part file so far
+    received: int = 0
+    resumed: bool = False
+
+
+def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
+             progress: Progress | None = None, connect_timeout: float = 10.0,
+             read_timeout: float = 30.0, retries: int = 10, backoff: float = 0.5,
+             client: httpx.Client | None = None) -> DownloadResult:
+    """Download ``url`` to ``dest``, resuming partial data; verify ``sha256`` if given."""
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = _Part(target, url)
+    own_client = client is None
+    http = client or httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+                                  follow_redirects=True)
+    report = progress or Progress()
+    transferred = resumed = 0
+    started = time.monotonic()
+    try:
+        for attempt_no in range(retries + 1):
+            report.check()
+            meta = part.load()
+            digest = hashlib.sha256()
+            offset = _hash_file(part.path, digest) if part.path.exists() else 0
+            attempt = _Attempt(offset, digest)
+            try:
+                _fetch(http, part, meta, attempt, report, started, transferred)
+            except _Retryable as exc:
+                if attempt_no == retries:
+                    raise DownloadError(f"download of {url} failed after {attempt_no + 1} "
+                                        f"attempts: {exc}") from None
+                time.sleep(_backoff(attempt_no, backoff))
+                continue
+            finally:
+                transferred += attempt.received
+                resumed += attempt.resumed
+            actual = attempt.digest.hexdigest()
+            if sha256 is not None and actual.lower() != sha256.lower():
+                part.discard()
+                raise ChecksumMismatch(f"sha256 of {url} is {actual}, expected {sha256}")
+            size = part.path.stat().st_size
+            os.replace(part.path, target)
+            part.discard()
+            return DownloadResult(str(target), size, actual, transferred, resumed,
+                                  attempt_no + 1)
+        raise AssertionError("unreachable")
+    finally:
+        if own_client:
+            http.close()
+
+
+def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Attempt,
+           report: Progress, started: float, before: int) -> None:
+    """One request, appending to the part file; raises _Retryable when it can go on."""
+    headers = {"Accept-Encoding": "identity"}
+    validator = meta.get("etag") or meta.get("last_modified")
+    if attempt.offset and validator:
+        headers["Range"] = f"bytes={attempt.offset}-"
+        headers["If-Range"] = validator
+    try:
+        with http.stream("GET", part.url, headers=headers) as response:
+            status = response.status_code
+            if status == 416 and attempt.offset and attempt.offset == meta.get("size"):
+                attempt.resumed = True  # the part is already whole
+                return
+            if status >= 500 or status == 429:
+                raise _Retryable(f"HTTP {status}")
+            if status not in (200, 206):
+                raise DownloadError(f"HTTP {status} for {part.url}")
+            attempt.resumed = status == 206
+            if not attempt.resumed:  # a full body: no range support, or the file changed
+                attempt.offset = 0
+                attempt.digest = hashlib.sha256()
+            total = _total_size(response, attempt.offset)
+            meta.update(url=part.url, etag=response.headers.get("etag"),
+                        last_modified=response.headers.get("last-modified"), size=total)
+            part.save(meta)
+            with part.path.open("r+b" if attempt.resumed else "wb") as f:
+                f.seek(attempt.offset)
+                f.truncate()
+                for block in response.iter_bytes(CHUNK):
+                    report.check()
+                    f.write(block)
+                    attempt.digest.update(block)
+                    attempt.received += len(block)
+                    _report(report, attempt.offset + attempt.received, total,
+                            before + attempt.received, started)
+            done = attempt.offset + attempt.received
+            if total is not None and done < total:
+                raise _Retryable(f"connection closed at byte {done} of {total}")
+    except httpx.TransportError as exc:
+        raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+
+
+def _total_size(response: httpx.Response, offset: int) -> int | None:
+    content_range = response.headers.get("content-range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("content-length")
+    return None if length is None else offset + int(length)
+
+
+def _report(progress: Progress, done: int, total: int | None, transferred: int,
+            started: float) -> None:
+    elapsed = time.monotonic() - started
+    rate = transferred / elapsed if elapsed > 0 else None
+    eta = (total - done) / rate if rate and total else None
+    progress(current=done, total=total, unit="B", rate=rate, eta=eta,
+             desc=f"downloading ({done / 1e6:.1f} of "
+                  + (f"{total / 1e6:.1f} MB)" if total else "? MB)"))
