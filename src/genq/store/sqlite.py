@@ -301,7 +301,8 @@ class SQLiteStore:
             self._reader.close()
             self._reader = None
         for waiter in self._terminal_waiters.values():
-            waiter.cancel()
+            if not waiter.done():  # waiters learn why instead of seeing a stray cancellation
+                waiter.set_exception(RuntimeError("the store was closed"))
         self._terminal_waiters.clear()
         for signal in self._signals.values():
             signal.set()
@@ -473,7 +474,7 @@ class SQLiteStore:
             )
         else:
             heapq.heappush(q.ready, (-job.priority, self._seq, job.id))
-        if job.expires_at is not None:
+        if job.expires_at is not None and job.started_at is None:
             heapq.heappush(self._expiry, (job.expires_at, job.id))
 
     def _dequeue(self, job: Job) -> None:
@@ -515,6 +516,12 @@ class SQLiteStore:
         for callback in list(self._work_callbacks):
             callback()
 
+    @staticmethod
+    def _queue_timed_out(job: Job, now: float) -> bool:
+        """Past its queue timeout. Only a job that never started can expire: a retry, or a
+        job re-queued by a shutdown or a crash, has already waited its turn."""
+        return job.expires_at is not None and job.started_at is None and job.expires_at <= now
+
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
         if job.idempotency_key is not None:
@@ -530,8 +537,9 @@ class SQLiteStore:
         if job.cache_key is not None:
             if policy.dedupe:
                 live_id = self._inflight.get((job.owner, job.cache_key))
-                if live_id is not None and live_id in self._live:
-                    return Submitted(self._live[live_id].copy(), False, "deduplicated")
+                live = None if live_id is None else self._live.get(live_id)
+                if live is not None and not live.status.terminal:
+                    return Submitted(live.copy(), False, "deduplicated")
             if policy.cache_ttl is not None:
                 cached = self._find_cached(job.cache_key, policy.cache_ttl)
                 if cached is not None:
@@ -675,6 +683,8 @@ class SQLiteStore:
         if job_id not in self._live and await self.get_job(job_id) is None:
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
         while True:
+            if self._reader is None:
+                return  # the store closed
             signal = self._signals.get(job_id)
             if signal is None:
                 signal = self._signals[job_id] = asyncio.Event()
@@ -685,7 +695,7 @@ class SQLiteStore:
                 if events[-1].terminal:
                     return
                 continue
-            if job_id not in self._live or self._reader is None:
+            if job_id not in self._live:
                 return  # terminal and committed, and nothing after ``after``
             await signal.wait()
 
@@ -702,9 +712,11 @@ class SQLiteStore:
         try:
             return (await asyncio.wait_for(asyncio.shield(waiter), timeout)).copy()
         except TimeoutError:
+            current = self._live.get(job_id)
+            state = "finishing" if current is None else current.status.value
             raise ResultTimeout(
-                f"job {job_id} did not finish within {timeout} s (it is still "
-                f"{self._live[job_id].status.value})", job_id=job_id, timeout=timeout,
+                f"job {job_id} did not finish within {timeout} s (it is still {state})",
+                job_id=job_id, timeout=timeout,
             ) from None
 
     # -- the worker's side -----------------------------------------------------------
@@ -722,7 +734,7 @@ class SQLiteStore:
             job = self._live[best[2]]
             heapq.heappop(self._queue(job.function).ready)
             self._dequeue(job)
-            if job.expires_at is not None and job.expires_at <= now:
+            if self._queue_timed_out(job, now):
                 await self._expire(job)
                 continue
             job.status = JobStatus.RUNNING
@@ -825,7 +837,8 @@ class SQLiteStore:
         while self._expiry and self._expiry[0][0] <= now:
             _, job_id = heapq.heappop(self._expiry)
             job = self._live.get(job_id)
-            if job is not None and job.status is JobStatus.QUEUED:
+            if (job is not None and job.status is JobStatus.QUEUED
+                    and self._queue_timed_out(job, now)):
                 await self._expire(job)
 
     async def _expire(self, job: Job) -> None:

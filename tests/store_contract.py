@@ -1,0 +1,821 @@
+"""The contract every ``genq.store.base.Store`` implementation must honour.
+
+A backend's test module subclasses ``StoreContract`` and provides one fixture,
+``store_factory``: an async callable that returns a new, opened, empty store, and that
+closes every store it made when the test ends::
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        async def store_factory(self, anyio_backend) -> AsyncIterator[StoreFactory]:
+            ...
+
+Everything here goes through the public Store protocol only, and asserts what a user
+of genq would notice: the order in which jobs run, the positions they are told, the
+errors they get, and an event log with no gap, no duplicate and nothing lost.
+
+Writes that the protocol does not promise to be durable on return (``append_events``,
+``claim``) are observed through ``follow``, which only delivers committed events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from genq.errors import IdempotencyConflict, JobNotFound, QueueFull, ResultTimeout
+from genq.models import Event, EventType, Job, JobStatus, new_job_id
+from genq.store.base import Store, SubmitPolicy
+
+StoreFactory = Callable[[], Awaitable[Store]]
+
+WAIT = 10.0  # generous limit for anything that should happen "soon"
+LEASE = 30.0
+OPEN = SubmitPolicy()
+
+
+def make_job(function: str = "render", **fields: Any) -> Job:
+    fields.setdefault("input", {"prompt": "a cat"})
+    return Job(id=new_job_id(), function=function, **fields)
+
+
+async def submit(store: Store, function: str = "render", policy: SubmitPolicy = OPEN,
+                 **fields: Any) -> Job:
+    submitted = await store.create_job(make_job(function, **fields), policy)
+    assert submitted.created and submitted.reason == "new"
+    return submitted.job
+
+
+async def claim_one(store: Store, function: str = "render", worker: str = "w1") -> Job:
+    job = await store.claim([function], worker, LEASE)
+    assert job is not None, f"expected a claimable {function!r} job"
+    return job
+
+
+async def events_until(store: Store, job_id: str, last_id: int, after: int = 0) -> list[Event]:
+    """Committed events after ``after`` up to (at least) ``last_id``, via ``follow``."""
+    seen: list[Event] = []
+    if last_id <= after:
+        return seen
+    with anyio.fail_after(WAIT):
+        stream = store.follow(job_id, after)
+        try:
+            async for batch in stream:
+                seen.extend(batch)
+                if seen[-1].id >= last_id or seen[-1].terminal:
+                    break
+        finally:
+            await _aclose(stream)
+    return seen
+
+
+async def follow_all(store: Store, job_id: str, after: int = 0) -> list[list[Event]]:
+    """Every batch ``follow`` yields until it ends on its own."""
+    batches: list[list[Event]] = []
+    with anyio.fail_after(WAIT):
+        async for batch in store.follow(job_id, after):
+            batches.append(batch)
+    return batches
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def shape(events: list[Event]) -> list[tuple[int, str]]:
+    return [(e.id, e.type.value) for e in events]
+
+
+@pytest.mark.anyio
+class StoreContract:
+    """Tests every Store must pass. Subclasses provide the ``store_factory`` fixture."""
+
+    @pytest.fixture
+    async def store_factory(self, anyio_backend: Any) -> AsyncIterator[StoreFactory]:
+        raise NotImplementedError("a backend's test class must provide store_factory")
+        yield  # pragma: no cover
+
+    @pytest.fixture
+    async def store(self, store_factory: StoreFactory) -> Store:
+        return await store_factory()
+
+    # -- submission ------------------------------------------------------------------
+    async def test_create_job_logs_queued_event_with_position(self, store: Store) -> None:
+        first = await submit(store, input={"prompt": "one"}, owner="alice")
+        second = await submit(store, input={"prompt": "two"}, owner="alice")
+
+        assert first.status is JobStatus.QUEUED and first.attempts == 0
+        stored = await store.get_job(first.id)
+        assert stored is not None
+        assert (stored.function, stored.input, stored.owner) == ("render", {"prompt": "one"},
+                                                                  "alice")
+        assert stored.status is JobStatus.QUEUED and stored.last_event_id == 1
+        # Durable on return: the queued event is readable at once.
+        [queued] = await store.read_events(first.id)
+        assert (queued.id, queued.type, queued.data["position"]) == (1, EventType.QUEUED, 1)
+        [queued] = await store.read_events(second.id)
+        assert queued.data["position"] == 2
+        assert await store.queue_position(first.id) == 1
+        assert await store.queue_position(second.id) == 2
+        assert await store.get_job(new_job_id()) is None
+        assert await store.queue_position(new_job_id()) is None
+
+    async def test_positions_follow_priority(self, store: Store) -> None:
+        low1 = await submit(store)
+        low2 = await submit(store)
+        high1 = await submit(store, priority=5)
+        low3 = await submit(store)
+        high2 = await submit(store, priority=5)
+        other = await submit(store, "caption")
+
+        told = {j.id: (await store.read_events(j.id))[0].data["position"]
+                for j in (low1, low2, high1, low3, high2, other)}
+        # Each job is told its place at submission: behind everything of equal or
+        # higher priority, ahead of everything lower; other functions do not count.
+        assert [told[j.id] for j in (low1, low2, high1, low3, high2, other)] == [
+            1, 2, 1, 4, 2, 1]
+        now = [await store.queue_position(j.id) for j in (high1, high2, low1, low2, low3)]
+        assert now == [1, 2, 3, 4, 5]
+        assert await store.queue_position(other.id) == 1
+
+        claimed = await claim_one(store)
+        assert claimed.id == high1.id
+        assert await store.queue_position(high1.id) is None  # running: not queued
+        now = [await store.queue_position(j.id) for j in (high2, low1, low2, low3)]
+        assert now == [1, 2, 3, 4]
+
+    async def test_queue_depth_counts_queued_jobs_per_function(self, store: Store) -> None:
+        assert await store.queue_depth("render") == 0
+        jobs = [await submit(store) for _ in range(3)]
+        await submit(store, "caption")
+        assert await store.queue_depth("render") == 3
+        assert await store.queue_depth("caption") == 1
+        await claim_one(store)
+        assert await store.queue_depth("render") == 2
+        await store.cancel(jobs[2].id)
+        assert await store.queue_depth("render") == 1
+        assert await store.queue_depth("nothing") == 0
+
+    async def test_max_queue_refuses_with_retry_after(self, store: Store) -> None:
+        policy = SubmitPolicy(max_queue=2, retry_after=7)
+        await submit(store, "upscale", policy)
+        await submit(store, "upscale", policy)
+        refused = make_job("upscale")
+        with pytest.raises(QueueFull) as caught:
+            await store.create_job(refused, policy)
+        err = caught.value
+        assert err.retry_after == 7 and err.status == 429
+        assert "upscale" in str(err) and "2" in str(err)
+        assert err.to_dict()["code"] == "queue_full"
+        assert err.detail["function"] == "upscale"
+        # Nothing was stored for the refused job, and the queue is as it was.
+        assert await store.get_job(refused.id) is None
+        assert await store.queue_depth("upscale") == 2
+        # Other functions have their own queues.
+        await submit(store, "caption", policy)
+        # Once one starts, there is room again.
+        await claim_one(store, "upscale")
+        await submit(store, "upscale", policy)
+        assert await store.queue_depth("upscale") == 2
+
+    async def test_idempotency_key_returns_the_same_job(self, store: Store) -> None:
+        first = await submit(store, idempotency_key="req-1", owner="alice")
+        again = make_job(idempotency_key="req-1", owner="alice")
+        answer = await store.create_job(again, OPEN)
+        assert (answer.created, answer.reason, answer.job.id) == (False, "idempotent", first.id)
+        assert await store.get_job(again.id) is None  # no second job
+        assert await store.queue_depth("render") == 1
+        assert len(await store.read_events(first.id)) == 1  # and no second queued event
+
+        # Still the same job once it has finished.
+        await claim_one(store)
+        await store.finish(first.id, JobStatus.SUCCEEDED, result="done")
+        answer = await store.create_job(make_job(idempotency_key="req-1", owner="alice"), OPEN)
+        assert answer.job.id == first.id and answer.job.status is JobStatus.SUCCEEDED
+        assert answer.job.result == "done"
+
+        # Keys are per owner.
+        bob = await store.create_job(make_job(idempotency_key="req-1", owner="bob"), OPEN)
+        assert bob.created and bob.job.id != first.id
+
+    async def test_idempotency_key_reused_for_other_input_conflicts(self, store: Store) -> None:
+        first = await submit(store, idempotency_key="req-2")
+        with pytest.raises(IdempotencyConflict) as caught:
+            await store.create_job(make_job(idempotency_key="req-2",
+                                            input={"prompt": "a dog"}), OPEN)
+        assert caught.value.status == 409 and caught.value.detail["job_id"] == first.id
+        assert "req-2" in str(caught.value)
+        with pytest.raises(IdempotencyConflict):
+            await store.create_job(make_job("caption", idempotency_key="req-2"), OPEN)
+        assert await store.queue_depth("render") == 1
+        assert await store.queue_depth("caption") == 0
+
+    async def test_cache_hit_creates_a_succeeded_job(self, store: Store) -> None:
+        policy = SubmitPolicy(cache_ttl=3600.0)
+        original = await submit(store, policy=policy, cache_key="k1")
+        await claim_one(store)
+        await store.finish(original.id, JobStatus.SUCCEEDED, result={"image": "cat.png"})
+
+        repeat = make_job(cache_key="k1")
+        answer = await store.create_job(repeat, policy)
+        assert (answer.created, answer.reason) == (False, "cached")
+        hit = answer.job
+        assert hit.id == repeat.id != original.id  # a job of its own, already finished
+        assert hit.status is JobStatus.SUCCEEDED and hit.result == {"image": "cat.png"}
+        assert await store.queue_depth("render") == 0
+        assert await store.claim(["render"], "w1", LEASE) is None
+        [event] = await store.read_events(hit.id)
+        assert event.type is EventType.SUCCEEDED
+        assert event.data["cached_from"] == original.id
+        assert event.data["result"] == {"image": "cat.png"}
+        stored = await store.get_job(hit.id)
+        assert stored is not None and stored.status is JobStatus.SUCCEEDED
+        assert stored.result == {"image": "cat.png"}
+        with anyio.fail_after(WAIT):
+            done = await store.wait_terminal(hit.id, timeout=WAIT)
+        assert done.status is JobStatus.SUCCEEDED
+        assert [shape(b) for b in await follow_all(store, hit.id)] == [[(1, "succeeded")]]
+
+        # A different key, or no cache policy, is new work.
+        assert (await store.create_job(make_job(cache_key="k2"), policy)).created
+        assert (await store.create_job(make_job(cache_key="k1"), OPEN)).created
+
+    async def test_cache_never_serves_a_failed_job(self, store: Store) -> None:
+        policy = SubmitPolicy(cache_ttl=3600.0)
+        failed = await submit(store, policy=policy, cache_key="k")
+        await claim_one(store)
+        await store.finish(failed.id, JobStatus.FAILED, error={"type": "OOM", "message": "x"})
+        answer = await store.create_job(make_job(cache_key="k"), policy)
+        assert answer.created and answer.job.status is JobStatus.QUEUED
+
+    async def test_dedupe_joins_the_live_job(self, store: Store) -> None:
+        policy = SubmitPolicy(dedupe=True)
+        live = await submit(store, policy=policy, cache_key="same", owner="alice")
+
+        answer = await store.create_job(make_job(cache_key="same", owner="alice"), policy)
+        assert (answer.created, answer.reason, answer.job.id) == (False, "deduplicated", live.id)
+        assert await store.queue_depth("render") == 1
+
+        await claim_one(store)  # still joined while running
+        answer = await store.create_job(make_job(cache_key="same", owner="alice"), policy)
+        assert answer.reason == "deduplicated" and answer.job.id == live.id
+        assert answer.job.status is JobStatus.RUNNING
+
+        other_owner = await store.create_job(make_job(cache_key="same", owner="bob"), policy)
+        assert other_owner.created
+
+        await store.finish(live.id, JobStatus.FAILED, error={"type": "E", "message": "m"})
+        after = await store.create_job(make_job(cache_key="same", owner="alice"), policy)
+        assert after.created and after.job.id != live.id  # a finished job is not joined
+
+    async def test_dedupe_never_hands_out_a_finished_job(self, store: Store) -> None:
+        policy = SubmitPolicy(dedupe=True)
+        live = await submit(store, policy=policy, cache_key="same")
+        await claim_one(store)
+
+        async def fail() -> None:
+            await store.finish(live.id, JobStatus.FAILED, error={"type": "OOM", "message": ""})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail)
+            await anyio.lowlevel.checkpoint()  # the failure is being recorded
+            answer = await store.create_job(make_job(cache_key="same"), policy)
+        # Joining the job while it still runs is fine; being handed its failure is not.
+        assert answer.created or answer.job.status is JobStatus.RUNNING
+        if answer.created:
+            assert answer.job.status is JobStatus.QUEUED and answer.job.id != live.id
+
+    # -- claiming --------------------------------------------------------------------
+    async def test_claim_takes_priority_then_fifo(self, store: Store) -> None:
+        a = await submit(store)
+        b = await submit(store)
+        c = await submit(store, priority=5)
+        d = await submit(store, priority=5)
+        e = await submit(store, priority=-1)
+        f = await submit(store)
+        order = []
+        while (job := await store.claim(["render"], "w1", LEASE)) is not None:
+            order.append(job.id)
+        assert order == [c.id, d.id, a.id, b.id, f.id, e.id]
+
+    async def test_claim_considers_only_the_given_functions(self, store: Store) -> None:
+        caption = await submit(store, "caption", priority=9)
+        render = await submit(store, "render")
+        assert await store.claim([], "w1", LEASE) is None
+        assert await store.claim(["unknown"], "w1", LEASE) is None
+        got = await claim_one(store, "render")
+        assert got.id == render.id
+        assert await store.claim(["render"], "w1", LEASE) is None
+        waiting = await store.get_job(caption.id)
+        assert waiting is not None and waiting.status is JobStatus.QUEUED
+        both = await store.claim(["render", "caption"], "w1", LEASE)
+        assert both is not None and both.id == caption.id
+
+    async def test_claim_starts_the_job(self, store: Store) -> None:
+        job = await submit(store, max_attempts=3)
+        before = time.time()
+        claimed = await store.claim(["render"], "worker-7", LEASE)
+        assert claimed is not None and claimed.id == job.id
+        assert claimed.status is JobStatus.RUNNING and claimed.attempts == 1
+        assert claimed.worker_id == "worker-7"
+        assert claimed.started_at is not None and claimed.started_at >= before - 1
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status is JobStatus.RUNNING
+        assert stored.attempts == 1
+        events = await events_until(store, job.id, 2)
+        assert shape(events) == [(1, "queued"), (2, "started")]
+        assert events[1].data["attempt"] == 1
+        assert await store.queue_position(job.id) is None
+        assert await store.queue_depth("render") == 0
+
+    # -- the event log ---------------------------------------------------------------
+    async def test_append_events_assigns_consecutive_ids(self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)  # events 1 (queued) and 2 (started)
+        expected = 2
+        for size in (1, 3, 50, 1, 7):
+            batch = [(EventType.OUTPUT, {"chunk": f"c{expected + i + 1}"}) for i in range(size)]
+            last = await store.append_events(job.id, batch)
+            expected += size
+            assert last == expected
+        assert await store.append_events(job.id, []) == expected  # nothing to add
+        await store.append_events(job.id, [(EventType.PROGRESS, {"fraction": 0.5}),
+                                           (EventType.LOG, {"message": "half way"})])
+        expected += 2
+        final = await store.finish(job.id, JobStatus.SUCCEEDED, result="ok")
+        expected += 1
+        assert final.last_event_id == expected
+
+        events = await store.read_events(job.id)
+        assert [e.id for e in events] == list(range(1, expected + 1))
+        outputs = [e for e in events if e.type is EventType.OUTPUT]
+        assert [e.data["chunk"] for e in outputs] == [f"c{e.id}" for e in outputs]
+        assert len(outputs) == 62
+        assert [e.type for e in events[-3:]] == [EventType.PROGRESS, EventType.LOG,
+                                                 EventType.SUCCEEDED]
+        assert all(e.job_id == job.id for e in events)
+
+        with pytest.raises(JobNotFound):  # the log of a finished job is closed
+            await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "late"})])
+
+    async def test_read_events_after_returns_exactly_the_later_ones(self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(20)])
+        await store.finish(job.id, JobStatus.SUCCEEDED)
+        everything = await store.read_events(job.id)
+        assert len(everything) == 23
+        for k in (0, 1, 2, 10, 22, 23, 50):
+            later = await store.read_events(job.id, after=k)
+            assert later == everything[k:]
+        assert await store.read_events(job.id, after=5, limit=4) == everything[5:9]
+        assert await store.read_events(new_job_id()) == []
+
+    async def test_follow_delivers_live_events_without_gap_or_duplicate(
+            self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        followers: list[list[list[Event]]] = [[], [], []]
+
+        async def follow(into: list[list[Event]]) -> None:
+            async for batch in store.follow(job.id):
+                into.append(batch)
+
+        async def write() -> None:
+            for i in range(80):
+                await store.append_events(job.id, [
+                    (EventType.OUTPUT, {"chunk": f"{i}.{j}"}) for j in range(1 + i % 7)])
+                if i % 3 == 0:
+                    await anyio.lowlevel.checkpoint()
+                if i % 20 == 0:
+                    await anyio.sleep(0.005)
+            await store.finish(job.id, JobStatus.SUCCEEDED, result="fin")
+
+        with anyio.fail_after(WAIT * 2):
+            async with anyio.create_task_group() as tg:
+                for into in followers:
+                    tg.start_soon(follow, into)
+                await anyio.sleep(0.01)  # followers are waiting before the writer starts
+                tg.start_soon(write)
+            # every follower ended on its own, after the terminal event
+
+        expected_chunks = [f"{i}.{j}" for i in range(80) for j in range(1 + i % 7)]
+        total = 2 + len(expected_chunks) + 1
+        for batches in followers:
+            assert all(batches), "follow never yields an empty batch"
+            events = [e for b in batches for e in b]
+            assert [e.id for e in events] == list(range(1, total + 1))
+            assert [e.data["chunk"] for e in events if e.type is EventType.OUTPUT] \
+                == expected_chunks
+            assert events[-1].type is EventType.SUCCEEDED and events[-1].data["result"] == "fin"
+
+    async def test_follow_from_the_middle(self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(10)])
+        await events_until(store, job.id, 12)  # committed: 1 queued, 2 started, 3..12 output
+
+        got: list[Event] = []
+
+        async def follow_from(after: int) -> None:
+            async for batch in store.follow(job.id, after):
+                got.extend(batch)
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow_from, 7)
+                await anyio.sleep(0.01)
+                await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i})
+                                                   for i in range(10, 15)])
+                await store.finish(job.id, JobStatus.SUCCEEDED)
+        assert [e.id for e in got] == list(range(8, 19))
+        assert [e.data.get("chunk") for e in got[:-1]] == list(range(5, 15))
+
+        # The same from a finished log, from several places.
+        everything = await store.read_events(job.id)
+        for k in (0, 7, 17):
+            batches = await follow_all(store, job.id, after=k)
+            assert [e for b in batches for e in b] == everything[k:]
+        assert await follow_all(store, job.id, after=18) == []  # nothing more: ends at once
+
+    async def test_follow_of_an_unknown_job_raises(self, store: Store) -> None:
+        with pytest.raises(JobNotFound):
+            await follow_all(store, new_job_id())
+
+    async def test_wait_terminal_returns_the_finished_job(self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        results: list[Job] = []
+
+        async def waiter() -> None:
+            results.append(await store.wait_terminal(job.id, timeout=WAIT))
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                tg.start_soon(waiter)
+                await anyio.sleep(0.02)
+                assert results == []  # still running
+                await store.finish(job.id, JobStatus.SUCCEEDED, result=[1, 2, 3])
+        assert [(j.id, j.status, j.result) for j in results] == [
+            (job.id, JobStatus.SUCCEEDED, [1, 2, 3])] * 2
+        # Already finished: answered at once.
+        done = await store.wait_terminal(job.id, timeout=0.01)
+        assert done.status is JobStatus.SUCCEEDED and done.result == [1, 2, 3]
+        with pytest.raises(JobNotFound):
+            await store.wait_terminal(new_job_id(), timeout=1)
+
+    async def test_wait_terminal_times_out(self, store: Store) -> None:
+        queued = await submit(store)
+        with pytest.raises(ResultTimeout) as caught:
+            await store.wait_terminal(queued.id, timeout=0.05)
+        assert isinstance(caught.value, TimeoutError)
+        assert caught.value.status == 408 and queued.id in str(caught.value)
+        # Timing out of waiting does not touch the job.
+        still = await store.get_job(queued.id)
+        assert still is not None and still.status is JobStatus.QUEUED
+        running = await claim_one(store)
+        with pytest.raises(ResultTimeout):
+            await store.wait_terminal(running.id, timeout=0.05)
+        still = await store.get_job(running.id)
+        assert still is not None and still.status is JobStatus.RUNNING
+
+    # -- ending a run ----------------------------------------------------------------
+    @pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                        JobStatus.CANCELLED, JobStatus.EXPIRED])
+    async def test_finish_records_the_terminal_state(self, store: Store,
+                                                     status: JobStatus) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "partial"})])
+        result = {"text": "hello"} if status is JobStatus.SUCCEEDED else None
+        error = {"type": "ValueError", "message": "bad"} if status is JobStatus.FAILED else None
+        finished = await store.finish(job.id, status, result=result, error=error,
+                                      data={"reason": "because"})
+
+        assert finished.status is status and finished.finished_at is not None
+        assert finished.result == result and finished.error == error
+        assert finished.last_event_id == 4
+        stored = await store.get_job(job.id)
+        assert stored is not None
+        assert (stored.status, stored.result, stored.error) == (status, result, error)
+        assert stored.finished_at is not None and stored.last_event_id == 4
+        events = await store.read_events(job.id)
+        assert shape(events) == [(1, "queued"), (2, "started"), (3, "output"),
+                                 (4, status.value)]
+        terminal = events[-1]
+        assert terminal.terminal and terminal.data["reason"] == "because"
+        if status is JobStatus.SUCCEEDED:
+            assert terminal.data["result"] == {"text": "hello"}
+        if status is JobStatus.FAILED:
+            assert terminal.data["error"] == error
+        assert await store.queue_position(job.id) is None
+        assert await store.claim(["render"], "w1", LEASE) is None
+        assert (await store.wait_terminal(job.id, timeout=1)).status is status
+
+    async def test_finish_is_once(self, store: Store) -> None:
+        job = await submit(store)
+        await claim_one(store)
+        await store.finish(job.id, JobStatus.SUCCEEDED, result=1)
+        again = await store.finish(job.id, JobStatus.FAILED, error={"type": "X", "message": ""})
+        assert again.status is JobStatus.SUCCEEDED and again.result == 1
+        assert shape(await store.read_events(job.id))[-1] == (3, "succeeded")
+        assert len(await store.read_events(job.id)) == 3
+        with pytest.raises(ValueError, match="terminal"):
+            await store.finish(job.id, JobStatus.RUNNING)
+        with pytest.raises(JobNotFound):
+            await store.finish(new_job_id(), JobStatus.SUCCEEDED)
+
+    async def test_retry_waits_for_its_delay(self, store: Store) -> None:
+        job = await submit(store, max_attempts=3)
+        await claim_one(store)
+        delay = 0.4
+        retried_at = time.time()
+        error = {"type": "ConnectionError", "message": "blip"}
+        back = await store.retry(job.id, delay, error)
+        assert back.status is JobStatus.QUEUED and back.attempts == 1
+
+        assert await store.claim(["render"], "w1", LEASE) is None  # not before the delay
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status is JobStatus.QUEUED
+
+        # Polled on purpose: claimability must not depend on any notification.
+        with anyio.fail_after(WAIT):
+            while (again := await store.claim(["render"], "w2", LEASE)) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        assert time.time() >= retried_at + delay - 0.05
+        assert again.id == job.id and again.attempts == 2 and again.worker_id == "w2"
+        events = await events_until(store, job.id, 4)
+        assert shape(events) == [(1, "queued"), (2, "started"), (3, "retrying"),
+                                 (4, "started")]
+        retrying = events[2].data
+        assert (retrying["attempt"], retrying["next_attempt"]) == (1, 2)
+        assert retrying["error"] == error
+        assert retrying["delay"] == pytest.approx(delay, abs=0.01)
+        assert events[3].data["attempt"] == 2
+
+    async def test_work_is_announced_when_a_retry_delay_ends(self, store: Store) -> None:
+        job = await submit(store, max_attempts=2)
+        await claim_one(store)
+        woken = anyio.Event()
+
+        def on_work() -> None:
+            woken.set()
+
+        unsubscribe = store.subscribe_work(on_work)
+        try:
+            await store.retry(job.id, 0.2, {"type": "E", "message": ""})
+            # Like a worker: claim whenever told, and only when told.
+            with anyio.fail_after(WAIT):
+                while True:
+                    await woken.wait()
+                    woken = anyio.Event()
+                    if (claimed := await store.claim(["render"], "w1", LEASE)) is not None:
+                        break
+            assert claimed.id == job.id and claimed.attempts == 2
+        finally:
+            unsubscribe()
+
+    async def test_requeue_does_not_use_up_an_attempt(self, store: Store) -> None:
+        job = await submit(store, max_attempts=1)
+        first = await claim_one(store)
+        assert first.attempts == 1
+        back = await store.requeue(job.id, "worker shut down before the job finished")
+        assert back.status is JobStatus.QUEUED and back.attempts == 0
+        assert await store.queue_position(job.id) == 1
+        again = await claim_one(store)  # claimable at once
+        assert again.id == job.id and again.attempts == 1
+        events = await events_until(store, job.id, 4)
+        assert shape(events) == [(1, "queued"), (2, "started"), (3, "retrying"),
+                                 (4, "started")]
+        assert events[2].data["reason"] == "worker shut down before the job finished"
+        assert events[3].data["attempt"] == 1
+
+    # -- cancellation ----------------------------------------------------------------
+    async def test_cancel_of_a_queued_job_is_immediate(self, store: Store) -> None:
+        doomed = await submit(store)
+        kept = await submit(store)
+        cancelled = await store.cancel(doomed.id, "changed my mind")
+        assert cancelled.status is JobStatus.CANCELLED and cancelled.finished_at is not None
+        events = await store.read_events(doomed.id)
+        assert shape(events) == [(1, "queued"), (2, "cancelled")]
+        assert events[1].data["reason"] == "changed my mind"
+        assert await store.queue_depth("render") == 1
+        assert await store.queue_position(kept.id) == 1
+        assert (await store.wait_terminal(doomed.id, timeout=1)).status is JobStatus.CANCELLED
+        claimed = await claim_one(store)
+        assert claimed.id == kept.id
+        # Cancelling again changes nothing.
+        again = await store.cancel(doomed.id)
+        assert again.status is JobStatus.CANCELLED and len(await store.read_events(doomed.id)) == 2
+        with pytest.raises(JobNotFound):
+            await store.cancel(new_job_id())
+
+    async def test_cancel_of_a_running_job_asks_its_worker(self, store: Store) -> None:
+        asked: list[str] = []
+        told = anyio.Event()
+
+        def on_cancel(job_id: str) -> None:
+            asked.append(job_id)
+            told.set()
+
+        unsubscribe = store.subscribe_cancels(on_cancel)
+        try:
+            job = await submit(store)
+            await claim_one(store)
+            answer = await store.cancel(job.id, "user pressed stop")
+            assert answer.status is JobStatus.RUNNING and answer.cancel_requested
+            with anyio.fail_after(WAIT):
+                await told.wait()  # the worker is told to stop the job
+            assert asked == [job.id]
+            stored = await store.get_job(job.id)
+            assert stored is not None and stored.cancel_requested
+            assert stored.status is JobStatus.RUNNING  # until its worker stops it
+            done = await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
+            assert done.status is JobStatus.CANCELLED
+            assert shape(await store.read_events(job.id))[-1] == (3, "cancelled")
+        finally:
+            unsubscribe()
+        other = await submit(store)
+        await claim_one(store)
+        await store.cancel(other.id)
+        await anyio.sleep(0.05)
+        assert asked == [job.id]  # unsubscribed: not told any more
+
+    # -- housekeeping ----------------------------------------------------------------
+    async def test_housekeep_expires_jobs_past_their_queue_timeout(self, store: Store) -> None:
+        now = time.time()
+        soon = await submit(store, expires_at=now + 100)
+        never = await submit(store)
+        later = await submit(store, expires_at=now + 1000)
+        started = await submit(store, "caption", expires_at=now + 100)
+        await claim_one(store, "caption")
+
+        await store.housekeep(now + 200)
+
+        expired = await store.get_job(soon.id)
+        assert expired is not None and expired.status is JobStatus.EXPIRED
+        events = await store.read_events(soon.id)
+        assert shape(events) == [(1, "queued"), (2, "expired")]
+        assert (await store.wait_terminal(soon.id, timeout=1)).status is JobStatus.EXPIRED
+        for live, status in ((never, JobStatus.QUEUED), (later, JobStatus.QUEUED),
+                             (started, JobStatus.RUNNING)):
+            stored = await store.get_job(live.id)
+            assert stored is not None and stored.status is status
+        assert await store.queue_depth("render") == 2
+        assert await store.queue_position(never.id) == 1
+
+    async def test_a_job_past_its_queue_timeout_never_starts(self, store: Store) -> None:
+        stale = await submit(store, expires_at=time.time() - 1)
+        fresh = await submit(store)
+        claimed = await claim_one(store)
+        assert claimed.id == fresh.id
+        await store.housekeep(time.time())
+        expired = await store.get_job(stale.id)
+        assert expired is not None and expired.status is JobStatus.EXPIRED
+        assert expired.attempts == 0
+
+    async def test_a_retry_is_not_expired_by_the_queue_timeout(self, store: Store) -> None:
+        """The queue timeout bounds the wait before a job first starts. A job that started
+        in time and is then retried or re-queued has waited its turn: it must run again."""
+        now = time.time()
+        retried = await submit(store, max_attempts=2, expires_at=now + 100)
+        requeued = await submit(store, "caption", expires_at=now + 100)
+        await claim_one(store)
+        await claim_one(store, "caption")
+        await store.retry(retried.id, 0.0, {"type": "E", "message": "transient"})
+        await store.requeue(requeued.id, "worker shut down")
+        await store.housekeep(now + 200)
+        for job in (retried, requeued):
+            stored = await store.get_job(job.id)
+            assert stored is not None and stored.status is JobStatus.QUEUED
+        assert (await claim_one(store)).id == retried.id
+        assert (await claim_one(store, "caption")).id == requeued.id
+
+        # The same when the queue timeout has really passed by the time of the retry.
+        soon = await submit(store, "upscale", max_attempts=2, expires_at=time.time() + 0.3)
+        await claim_one(store, "upscale")
+        await store.retry(soon.id, 0.0, {"type": "E", "message": "transient"})
+        await anyio.sleep(0.35)
+        await store.housekeep(time.time())
+        again = await claim_one(store, "upscale")
+        assert again.id == soon.id and again.attempts == 2
+
+    # -- artifacts -------------------------------------------------------------------
+    async def test_artifacts_round_trip(self, store: Store) -> None:
+        job = await submit(store)
+        png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+        ref = await store.put_artifact(job.id, "cat.png", "image/png", png)
+        assert (ref.job_id, ref.name, ref.content_type, ref.size) == (
+            job.id, "cat.png", "image/png", len(png))
+        wav = await store.put_artifact(job.id, "meow.wav", "audio/wav", b"RIFF")
+        assert wav.id != ref.id
+        found = await store.get_artifact(ref.id)
+        assert found is not None
+        got_ref, data = found
+        assert got_ref == ref and data == png
+        found = await store.get_artifact(wav.id)
+        assert found is not None and found[1] == b"RIFF" and found[0].content_type == "audio/wav"
+        assert await store.get_artifact("no-such-artifact") is None
+
+    # -- listing ---------------------------------------------------------------------
+    async def test_list_jobs_filters_orders_and_pages(self, store: Store) -> None:
+        base = time.time() - 1000
+        spec = [("alice", "render"), ("bob", "render"), ("alice", "caption"),
+                ("bob", "caption"), ("alice", "render"), ("bob", "render"),
+                ("alice", "render")]
+        jobs = [await submit(store, fn, owner=owner, created_at=base + i)
+                for i, (owner, fn) in enumerate(spec)]
+        running = await claim_one(store, "caption")  # jobs[2]
+        assert running.id == jobs[2].id
+        done = await claim_one(store, "render")  # jobs[0]
+        await store.finish(done.id, JobStatus.SUCCEEDED, result="r")
+        newest_first = [j.id for j in reversed(jobs)]
+
+        def ids(found: list[Job]) -> list[str]:
+            return [j.id for j in found]
+
+        assert ids(await store.list_jobs()) == newest_first
+        assert ids(await store.list_jobs(owner="alice")) == [
+            jobs[i].id for i in (6, 4, 2, 0)]
+        assert ids(await store.list_jobs(function="caption")) == [jobs[3].id, jobs[2].id]
+        assert ids(await store.list_jobs(owner="bob", function="render")) == [
+            jobs[5].id, jobs[1].id]
+        assert ids(await store.list_jobs(status=JobStatus.SUCCEEDED)) == [jobs[0].id]
+        assert ids(await store.list_jobs(status=JobStatus.RUNNING)) == [jobs[2].id]
+        assert ids(await store.list_jobs(status=JobStatus.QUEUED)) == [
+            jobs[i].id for i in (6, 5, 4, 3, 1)]
+        assert ids(await store.list_jobs(owner="alice", status=JobStatus.QUEUED)) == [
+            jobs[6].id, jobs[4].id]
+        assert await store.list_jobs(owner="carol") == []
+        assert await store.list_jobs(status=JobStatus.FAILED) == []
+
+        listed = {j.id: j for j in await store.list_jobs()}
+        assert listed[jobs[0].id].status is JobStatus.SUCCEEDED
+        assert listed[jobs[0].id].result == "r"
+        assert listed[jobs[2].id].status is JobStatus.RUNNING
+        assert listed[jobs[3].id].status is JobStatus.QUEUED
+
+        assert ids(await store.list_jobs(limit=2)) == newest_first[:2]
+        assert ids(await store.list_jobs(before=base + 4)) == newest_first[3:]
+        assert ids(await store.list_jobs(owner="alice", before=base + 4, limit=1)) == [
+            jobs[2].id]
+        pages: list[str] = []
+        before: float | None = None
+        while page := await store.list_jobs(limit=3, before=before):
+            assert len(page) <= 3
+            pages.extend(ids(page))
+            before = page[-1].created_at
+        assert pages == newest_first
+
+    async def test_subscribe_jobs_reports_each_status_change(self, store: Store) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[str, JobStatus, int]](100)
+        with send, receive:
+            unsubscribe = store.subscribe_jobs(
+                lambda job: send.send_nowait((job.id, job.status, job.attempts)))
+            job = await submit(store, max_attempts=2)
+            await claim_one(store)
+            await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i})
+                                               for i in range(20)])
+            await store.append_events(job.id, [(EventType.PROGRESS, {"fraction": 0.5})])
+            await store.retry(job.id, 0.0, {"type": "E", "message": ""})
+            await claim_one(store)
+            await store.finish(job.id, JobStatus.SUCCEEDED, result="ok")
+            doomed = await submit(store)
+            await store.cancel(doomed.id)
+            expected = [(job.id, JobStatus.QUEUED, 0), (job.id, JobStatus.RUNNING, 1),
+                        (job.id, JobStatus.QUEUED, 1), (job.id, JobStatus.RUNNING, 2),
+                        (job.id, JobStatus.SUCCEEDED, 2), (doomed.id, JobStatus.QUEUED, 0),
+                        (doomed.id, JobStatus.CANCELLED, 0)]
+            with anyio.fail_after(WAIT):
+                got = [await receive.receive() for _ in expected]
+            assert got == expected  # in order, and nothing for output or progress
+            unsubscribe()
+            await submit(store)
+            await anyio.sleep(0.05)
+            assert receive.statistics().current_buffer_used == 0
+
+    # -- notifications ---------------------------------------------------------------
+    async def test_subscribe_work_fires_on_submit(self, store: Store) -> None:
+        calls: list[str] = []
+        told = anyio.Event()
+
+        def on_work() -> None:
+            calls.append("work")
+            told.set()
+
+        unsubscribe = store.subscribe_work(on_work)
+        await submit(store)
+        with anyio.fail_after(WAIT):
+            await told.wait()  # a submission announces work
+        unsubscribe()
+        seen = len(calls)
+        await submit(store)
+        await anyio.sleep(0.05)
+        assert len(calls) == seen  # unsubscribed
