@@ -12,6 +12,7 @@ Output chunks are handed to ``emit`` in batches, as they are produced.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,44 @@ from genq.progress import Progress
 Emit = Callable[[list[Any]], Awaitable[list[Any]]]  # returns the chunks as stored
 
 CLOSE_GRACE = 5.0  # seconds a stopped sync generator gets to run its finally blocks
+
+
+class ThreadWatch:
+    """Whether a sync function's call is still running in its worker thread.
+
+    Cancellation and timeouts abandon that thread (Python cannot stop it) so the job ends
+    at once; but the code may still hold the GPU, so whoever limits concurrency asks
+    ``after_exit`` to learn when the thread really returns.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = False
+        self._on_exit: Callable[[], None] | None = None
+
+    def wrap(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            with self._lock:
+                self._running = True
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._running = False
+                    on_exit, self._on_exit = self._on_exit, None
+                if on_exit is not None:
+                    on_exit()
+
+        return call
+
+    def after_exit(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (in the thread) when the call returns and answer True; or
+        answer False if it is not running, without calling ``callback``."""
+        with self._lock:
+            if not self._running:
+                return False
+            self._on_exit = callback
+            return True
 
 
 class GeneratorOutcome:
@@ -46,17 +85,21 @@ class GeneratorOutcome:
 
 
 async def execute(spec: FunctionSpec, kwargs: dict[str, Any], *, progress: Progress,
-                  emit: Emit, limiter: anyio.CapacityLimiter | None = None) -> Any:
-    """Run the call; returns its result (a GeneratorOutcome for generators)."""
+                  emit: Emit, limiter: anyio.CapacityLimiter | None = None,
+                  watch: ThreadWatch | None = None) -> Any:
+    """Run the call; returns its result (a GeneratorOutcome for generators).
+
+    ``watch`` follows the thread of a sync function, which may outlive the call."""
     if spec.progress_param is not None:
         kwargs = {**kwargs, spec.progress_param: progress}
     fn = spec.fn
     if spec.kind is Kind.COROUTINE:
         return await fn(**kwargs)
     if spec.kind is Kind.FUNCTION:
-        return await anyio.to_thread.run_sync(
-            functools.partial(fn, **kwargs), abandon_on_cancel=True, limiter=limiter
-        )
+        call: Callable[[], Any] = functools.partial(fn, **kwargs)
+        if watch is not None:
+            call = watch.wrap(call)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
     outcome = GeneratorOutcome()
     if spec.kind is Kind.GENERATOR:
         await _drive_sync_generator(fn(**kwargs), spec.options.stream_buffer, progress,

@@ -25,7 +25,7 @@ from anyio.abc import TaskStatus
 
 from genq.encoding import NotSerializable, encode
 from genq.errors import Cancelled
-from genq.executor import GeneratorOutcome, execute
+from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
 from genq.models import EventType, Job, JobStatus
@@ -43,6 +43,7 @@ class _Active:
     scope: anyio.CancelScope
     progress: Progress
     stop_reason: str | None = None  # "cancelled" | "shutdown"
+    thread: ThreadWatch = field(default_factory=ThreadWatch)  # a sync function's thread
 
 
 @dataclass(slots=True)
@@ -51,6 +52,12 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    """Schedule ``fn`` on ``loop`` from any thread; a closed loop has nobody to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
 
 
 def default_worker_id() -> str:
@@ -185,10 +192,19 @@ class Worker:
         finally:
             self.app.stats.record(job.function, time.monotonic() - started)
             del self._active[job.id]
-            self._running[job.function] -= 1
+            # An abandoned sync call (cancel, timeout) keeps its function's slot until its
+            # thread returns, so the next job cannot start beside it on the same GPU.
+            loop = asyncio.get_running_loop()
+            if not active.thread.after_exit(
+                    lambda: _call_soon(loop, self._release_slot, job.function)):
+                self._running[job.function] -= 1
             if not self._active and self._stopping:
                 self._idle.set()
             self._notify()
+
+    def _release_slot(self, function: str) -> None:
+        self._running[function] -= 1
+        self._notify()
 
     async def _execute(self, spec: FunctionSpec, job: Job, active: _Active,
                        log: JobLog) -> _Outcome:
@@ -204,7 +220,7 @@ class Worker:
                 kwargs = spec.call_kwargs(job.input)
                 with anyio.move_on_after(math.inf if timeout is None else timeout) as timer:
                     value = await execute(spec, kwargs, progress=active.progress, emit=emit,
-                                          limiter=self._threads)
+                                          limiter=self._threads, watch=active.thread)
                     return _Outcome("succeeded", value)
                 active.progress.cancel("timed out")
                 if timer.cancelled_caught:

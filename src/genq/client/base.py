@@ -9,6 +9,7 @@ batches internally, so a sync wrapper crosses threads once per batch, not per ev
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,10 +134,12 @@ class AsyncClientBase(abc.ABC):
     async def map(self, function: str, inputs: Iterable[Mapping[str, Any]], *,
                   concurrency: int = 8, return_exceptions: bool = False) -> list[Any]:
         """Run ``function`` over many inputs, at most ``concurrency`` jobs in flight;
-        results come back in input order."""
+        results come back in input order. The first error (JobFailed, InvalidInput...)
+        is raised as itself, unless ``return_exceptions`` puts errors in the results."""
         items = list(inputs)
         results: list[Any] = [None] * len(items)
         limiter = anyio.Semaphore(max(1, concurrency))
+        failures: list[Exception] = []
 
         async def one(index: int, data: Mapping[str, Any]) -> None:
             async with limiter:
@@ -144,12 +147,16 @@ class AsyncClientBase(abc.ABC):
                     results[index] = await self.run(function, data)
                 except Exception as exc:
                     if not return_exceptions:
-                        raise
+                        failures.append(exc)
+                        tg.cancel_scope.cancel()  # stop waiting; submitted jobs go on
+                        return
                     results[index] = exc
 
         async with anyio.create_task_group() as tg:
             for index, data in enumerate(items):
                 tg.start_soon(one, index, data)
+        if failures:
+            raise failures[0]
         return results
 
     # -- shared machinery ------------------------------------------------------------
@@ -171,7 +178,10 @@ class AsyncClientBase(abc.ABC):
                     return
         finally:
             if not finished:
-                with anyio.CancelScope(shield=True):
+                # Best effort: the consumer has gone, so a failure here (the engine already
+                # shut down, the server unreachable) has nobody to report to, and raising
+                # from a closing generator only ends up as noise when it is finalized.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self._cancel(job.id)
 
     async def _outcome(self, job: Job) -> Any:

@@ -8,6 +8,7 @@ per batch of events.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -37,7 +38,10 @@ def iterate_batches(portal: BlockingPortal,
     finally:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
-            portal.call(aclose)
+            # RuntimeError: the portal has stopped (this iterator outlived its client), and
+            # its loop already finalized the async generator on the way out.
+            with contextlib.suppress(RuntimeError):
+                portal.call(aclose)
 
 
 class Job:
