@@ -8,10 +8,10 @@ import random
 from pathlib import Path
 
 import pytest
+from flaky_http import FlakyFiles, serve_files
 
 import genq
 from genq.downloads import ChecksumMismatch, DownloadError, download
-from flaky_http import FlakyFiles, serve_files
 
 SIZE = 4 * 1024 * 1024
 
