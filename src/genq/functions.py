@@ -53,16 +53,26 @@ class Options:
     cache: bool | float = False  # True: reuse results forever; a number: for that long
     dedupe: bool | None = None  # join an identical queued/running job; default: with cache
     stream_buffer: int = 1024  # chunks a sync generator may run ahead of its consumer
+    batch_size: int | None = None  # run up to this many queued jobs as one call
+    batch_wait: float = 0.05  # how long a batch waits to fill up once its first job runs
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.batch_wait < 0:
+            raise ValueError("batch_wait cannot be negative")
         if self.retries < 0:
             raise ValueError("retries cannot be negative")
         for limit in ("timeout", "queue_timeout"):
             value = getattr(self, limit)
             if value is not None and value <= 0:
                 raise ValueError(f"{limit} must be positive")
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_size is not None
 
     @property
     def cache_ttl(self) -> float | None:
@@ -89,7 +99,9 @@ class FunctionSpec:
 
     def __post_init__(self) -> None:
         self.kind = kind_of(self.fn)
-        self.model = input_model(self.fn, self.name)
+        if self.options.batched and self.kind.streams:
+            raise TypeError(f"{self.name}: a generator cannot be batched")
+        self.model = input_model(self.fn, self.name, batched=self.options.batched)
         self.progress_param = progress_parameter(self.fn)
         self.description = inspect.getdoc(self.fn) or ""
 
@@ -101,6 +113,11 @@ class FunctionSpec:
         """Typed keyword arguments for a call, rebuilt from the stored JSON input."""
         model = self.model.model_validate(stored_input)
         return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def batch_kwargs(self, stored_inputs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """For a batched function: one list per parameter, in the order of the jobs."""
+        calls = [self.call_kwargs(data) for data in stored_inputs]
+        return {name: [c[name] for c in calls] for name in self.model.model_fields}
 
     def cache_key(self, validated: dict[str, Any]) -> str | None:
         if not self.options.uses_cache_key:

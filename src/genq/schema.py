@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -21,8 +21,11 @@ def progress_parameter(fn: Callable[..., Any]) -> str | None:
     return None
 
 
-def input_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
-    """A pydantic model of ``fn``'s parameters (without the Progress one); extra keys fail."""
+def input_model(fn: Callable[..., Any], name: str, *, batched: bool = False) -> type[BaseModel]:
+    """A pydantic model of ``fn``'s parameters (without the Progress one); extra keys fail.
+
+    A batched function takes one list per parameter (``prompt: list[str]``) while each
+    job's input is one item, so its schema is made of the lists' item types."""
     hints = _hints(fn)
     skip = progress_parameter(fn)
     fields: dict[str, Any] = {}
@@ -32,6 +35,8 @@ def input_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"{name}: *args and **kwargs cannot form an input schema")
         annotation = hints.get(pname, Any)
+        if batched:
+            annotation = _item_type(name, pname, annotation)
         default = ... if param.default is param.empty else param.default
         fields[pname] = (annotation, default)
     return create_model(
@@ -54,8 +59,16 @@ def validate_input(model: type[BaseModel], function: str, data: dict[str, Any]) 
                            function=function, errors=errors) from None
 
 
+def _item_type(function: str, parameter: str, annotation: Any) -> Any:
+    if get_origin(annotation) is not list:
+        raise TypeError(f"{function}: a batched function takes a list per parameter; "
+                        f"annotate {parameter!r} as list[...]")
+    args = get_args(annotation)
+    return args[0] if args else Any
+
+
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return get_type_hints(fn)
+        return get_type_hints(fn, include_extras=True)
     except (NameError, TypeError):
         return dict(getattr(fn, "__annotations__", {}))

@@ -1,9 +1,10 @@
 """The worker: claims jobs, enforces limits, runs them, and records how each one ended.
 
-Per job: a cancel scope (cancellation and shutdown), an optional execution timeout, a
-bound Progress and a JobLog. What happened is decided once, in ``_settle``: success,
-retry with backoff, failure, cancellation, or (on shutdown past the grace period)
-back to the queue so that no accepted work is lost.
+A *call* runs one job, or for a batched function several queued jobs at once. Per call:
+a cancel scope (cancellation and shutdown), an optional execution timeout, one bound
+Progress whose events go to every job of the call, and a JobLog per job. What happened
+is decided per job, in ``_settle``: success, retry with backoff, failure, cancellation,
+or (on shutdown past the grace period) back to the queue so no accepted work is lost.
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class _Active:
-    job: Job
+class _Call:
+    """One execution of a function: a single job, or a batch of jobs run together."""
+
+    jobs: list[Job]
     scope: anyio.CancelScope
     progress: Progress
-    stop_reason: str | None = None  # "cancelled" | "shutdown"
+    stopped: dict[str, str] = field(default_factory=dict)  # job id -> cancelled | shutdown
     thread: ThreadWatch = field(default_factory=ThreadWatch)  # a sync function's thread
+
+    def stop(self, job_id: str, reason: str) -> None:
+        """Stop one job; the call itself stops once none of its jobs still wants it."""
+        self.stopped.setdefault(job_id, reason)
+        if len(self.stopped) == len(self.jobs):
+            self.progress.cancel("job cancelled" if reason == "cancelled"
+                                 else "worker shutting down")
+            self.scope.cancel()
 
 
 @dataclass(slots=True)
@@ -82,8 +93,9 @@ class Worker:
         self._lease = lease
         self.metrics = metrics
         self._running: Counter[str] = Counter()
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, _Call] = {}  # job id -> the call running it
         self._wake = anyio.Event()
+        self._arrivals: set[anyio.Event] = set()  # batches waiting for more jobs
         self._stopping = False
         self._idle = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -126,15 +138,15 @@ class Worker:
             return
         with anyio.move_on_after(grace):
             await self._idle.wait()
-        for active in list(self._active.values()):
-            active.stop_reason = "shutdown"
-            active.progress.cancel("worker shutting down")
-            active.scope.cancel()
+        for job_id, call in list(self._active.items()):
+            call.stop(job_id, "shutdown")
         await self._idle.wait()
 
     # -- claiming --------------------------------------------------------------------
     def _notify(self) -> None:
         self._wake.set()
+        for arrival in self._arrivals:
+            arrival.set()
 
     async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
@@ -147,7 +159,7 @@ class Worker:
                 continue
             self._running[job.function] += 1
             self._idle = anyio.Event()
-            tg.start_soon(self._run_job, job)
+            tg.start_soon(self._run_call, [job])
         if not self._active:
             self._idle.set()
 
@@ -161,43 +173,74 @@ class Worker:
             await self.store.housekeep(time.time())
 
     def _on_cancel_requested(self, job_id: str) -> None:
-        active = self._active.get(job_id)
-        if active is not None and active.stop_reason is None:
-            active.stop_reason = "cancelled"
-            active.progress.cancel("job cancelled")
-            active.scope.cancel()
+        call = self._active.get(job_id)
+        if call is not None:
+            call.stop(job_id, "cancelled")
 
-    # -- running one job -------------------------------------------------------------
-    async def _run_job(self, job: Job) -> None:
-        spec = self._specs[job.function]
-        log = JobLog(self.store, job.id)
-        progress = Progress().bind(
-            asyncio.get_running_loop(), lambda state: log.add(EventType.PROGRESS, state),
-            lambda message, level: log.add(EventType.LOG, {"message": message, "level": level}),
-        )
-        active = _Active(job, anyio.CancelScope(), progress)
-        self._active[job.id] = active
+    async def _fill_batch(self, jobs: list[Job], spec: FunctionSpec) -> None:
+        """Claim more queued jobs of a batched function, up to its size and wait."""
+        size = spec.options.batch_size or 1
+        deadline = time.monotonic() + spec.options.batch_wait
+        while len(jobs) < size and not self._stopping:
+            more = await self.store.claim([spec.name], self.id, self._lease)
+            if more is not None:
+                jobs.append(more)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            arrival = anyio.Event()
+            self._arrivals.add(arrival)
+            try:
+                with anyio.move_on_after(remaining):
+                    await arrival.wait()
+            finally:
+                self._arrivals.discard(arrival)
+
+    # -- running one call ------------------------------------------------------------
+    async def _run_call(self, jobs: list[Job]) -> None:
+        spec = self._specs[jobs[0].function]
+        if spec.options.batched:
+            await self._fill_batch(jobs, spec)
+        logs = {job.id: JobLog(self.store, job.id) for job in jobs}
+
+        def on_progress(state: dict[str, Any]) -> None:
+            for log in logs.values():
+                log.add(EventType.PROGRESS, state)
+
+        def on_log(message: str, level: str) -> None:
+            for log in logs.values():
+                log.add(EventType.LOG, {"message": message, "level": level})
+
+        progress = Progress().bind(asyncio.get_running_loop(), on_progress, on_log)
+        call = _Call(jobs, anyio.CancelScope(), progress)
+        for job in jobs:
+            self._active[job.id] = call
+            if job.cancel_requested:
+                call.stop(job.id, "cancelled")
         started = time.monotonic()
         try:
-            if job.cancel_requested:
-                active.stop_reason = "cancelled"
-                outcome = _Outcome("cancelled")
+            if len(call.stopped) == len(jobs):
+                outcome = _Outcome("stopped")
             else:
-                outcome = await self._execute(spec, job, active, log)
+                outcome = await self._execute(spec, call, logs)
             progress.close()
             with anyio.CancelScope(shield=True):
-                final = await self._settle(spec, job, outcome, log)
-            if self.metrics is not None and final.status.terminal:
-                self.metrics.job_done(final)
+                for index, job in enumerate(jobs):
+                    mine = _outcome_of(call, job, index, outcome, spec.options.batched)
+                    final = await self._settle(spec, job, mine, logs[job.id])
+                    if self.metrics is not None and final.status.terminal:
+                        self.metrics.job_done(final)
         finally:
-            self.app.stats.record(job.function, time.monotonic() - started)
-            del self._active[job.id]
+            self.app.stats.record(spec.name, time.monotonic() - started)
+            for job in jobs:
+                del self._active[job.id]
             # An abandoned sync call (cancel, timeout) keeps its function's slot until its
             # thread returns, so the next job cannot start beside it on the same GPU.
             loop = asyncio.get_running_loop()
-            if not active.thread.after_exit(
-                    lambda: _call_soon(loop, self._release_slot, job.function)):
-                self._running[job.function] -= 1
+            if not call.thread.after_exit(
+                    lambda: _call_soon(loop, self._release_slot, spec.name)):
+                self._running[spec.name] -= 1
             if not self._active and self._stopping:
                 self._idle.set()
             self._notify()
@@ -206,30 +249,36 @@ class Worker:
         self._running[function] -= 1
         self._notify()
 
-    async def _execute(self, spec: FunctionSpec, job: Job, active: _Active,
-                       log: JobLog) -> _Outcome:
-        async def emit(chunks: list[Any]) -> list[Any]:
-            stored = [c if type(c) is str else await encode(c, self.store, job.id, "output")
+    async def _execute(self, spec: FunctionSpec, call: _Call,
+                       logs: dict[str, JobLog]) -> _Outcome:
+        first = call.jobs[0]
+
+        async def emit(chunks: list[Any]) -> list[Any]:  # generators: never batched
+            stored = [c if type(c) is str else await encode(c, self.store, first.id, "output")
                       for c in chunks]
-            await log.add_many([(EventType.OUTPUT, {"chunk": c}) for c in stored])
+            await logs[first.id].add_many([(EventType.OUTPUT, {"chunk": c}) for c in stored])
             return stored
 
         timeout = spec.options.timeout
         try:
-            with active.scope:
-                kwargs = spec.call_kwargs(job.input)
+            with call.scope:
+                kwargs: dict[str, Any] = (spec.batch_kwargs([j.input for j in call.jobs])
+                                          if spec.options.batched
+                                          else spec.call_kwargs(first.input))
                 with anyio.move_on_after(math.inf if timeout is None else timeout) as timer:
-                    value = await execute(spec, kwargs, progress=active.progress, emit=emit,
-                                          limiter=self._threads, watch=active.thread)
+                    value = await execute(spec, kwargs, progress=call.progress, emit=emit,
+                                          limiter=self._threads, watch=call.thread)
+                    if spec.options.batched:
+                        _check_batch_result(spec.name, value, len(call.jobs))
                     return _Outcome("succeeded", value)
-                active.progress.cancel("timed out")
+                call.progress.cancel("timed out")
                 if timer.cancelled_caught:
                     return _Outcome("timeout")
         except Cancelled:
             pass
         except Exception as exc:
             return _Outcome("failed", error=exc)
-        return _Outcome(active.stop_reason or "cancelled")
+        return _Outcome("stopped")
 
     async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
                       log: JobLog) -> Job:
@@ -271,3 +320,18 @@ class Worker:
         return await store.finish(job.id, JobStatus.FAILED, error=error)
 
 
+def _check_batch_result(function: str, value: Any, expected: int) -> None:
+    if not isinstance(value, list | tuple) or len(value) != expected:
+        got = f"{len(value)} results" if isinstance(value, list | tuple) else type(value).__name__
+        raise TypeError(f"batched function {function!r} must return a list with one result "
+                        f"per input: got {got} for {expected} inputs")
+
+
+def _outcome_of(call: _Call, job: Job, index: int, outcome: _Outcome,
+                batched: bool) -> _Outcome:
+    """How the call ended for one of its jobs."""
+    if job.id in call.stopped or outcome.kind == "stopped":
+        return _Outcome(call.stopped.get(job.id, "cancelled"))
+    if outcome.kind == "succeeded" and batched:
+        return _Outcome("succeeded", outcome.value[index])
+    return outcome
