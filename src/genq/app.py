@@ -85,7 +85,7 @@ class App:
             priority=o.priority if priority is None else priority, created_at=now,
             max_attempts=o.retries + 1,
             expires_at=None if o.queue_timeout is None else now + o.queue_timeout,
-            cache_key=spec.cache_key(validated), idempotency_key=idempotency_key,
+            cache_key=spec.cache_key(validated, owner), idempotency_key=idempotency_key,
         )
         policy = spec.submit_policy()
         mean = self.stats.mean_duration(function)

@@ -119,10 +119,13 @@ class FunctionSpec:
         calls = [self.call_kwargs(data) for data in stored_inputs]
         return {name: [c[name] for c in calls] for name in self.model.model_fields}
 
-    def cache_key(self, validated: dict[str, Any]) -> str | None:
+    def cache_key(self, validated: dict[str, Any], owner: str) -> str | None:
+        """Same function, same input, same owner: a cache hit never reveals (or serves the
+        artifacts of) another owner's job."""
         if not self.options.uses_cache_key:
             return None
-        canonical = json.dumps([self.name, validated], sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps([self.name, owner, validated], sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def submit_policy(self) -> SubmitPolicy:
