@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from flaky_http import FlakyFiles, serve_files  # noqa: E402
+from flaky_http import FlakyFiles, serve_files
 
-from genq.downloads import download  # noqa: E402
+from genq.downloads import download
 
 SIZE = 256 * 1024 * 1024
 ROUNDS = 3

@@ -44,6 +44,8 @@ class JobLog:
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             await flusher
+        elif not self._pending and not self._lock.locked():
+            return  # nothing queued and no write in progress: the common case, no lock
         await self._flush()
 
     async def _flush(self) -> None:

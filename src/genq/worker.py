@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import random
 import socket
@@ -71,6 +70,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
         loop.call_soon_threadsafe(fn, *args)
 
 
+_PROGRESS = Progress()  # the template every call's bound Progress is made from
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(24):06x}"
 
@@ -94,7 +96,7 @@ class Worker:
         self.metrics = metrics
         self._running: Counter[str] = Counter()
         self._active: dict[str, _Call] = {}  # job id -> the call running it
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()  # cleared before each claim, set by _notify
         self._arrivals: set[anyio.Event] = set()  # batches waiting for more jobs
         self._stopping = False
         self._idle = anyio.Event()
@@ -150,7 +152,7 @@ class Worker:
 
     async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
-            self._wake = anyio.Event()
+            self._wake.clear()  # rather than a new Event per claim; a set() after this wakes us
             free = [n for n, s in self._specs.items() if self._running[n] < s.options.concurrency]
             job = await self.store.claim(free, self.id, self._lease) if free else None
             if job is None:
@@ -158,7 +160,8 @@ class Worker:
                     await self._wake.wait()
                 continue
             self._running[job.function] += 1
-            self._idle = anyio.Event()
+            if self._idle.is_set():  # only ever set while stopping; else no new Event per job
+                self._idle = anyio.Event()
             tg.start_soon(self._run_call, [job])
         if not self._active:
             self._idle.set()
@@ -212,7 +215,7 @@ class Worker:
             for log in logs.values():
                 log.add(EventType.LOG, {"message": message, "level": level})
 
-        progress = Progress().bind(asyncio.get_running_loop(), on_progress, on_log)
+        progress = _PROGRESS.bind(asyncio.get_running_loop(), on_progress, on_log)
         call = _Call(jobs, anyio.CancelScope(), progress)
         for job in jobs:
             self._active[job.id] = call
@@ -265,12 +268,18 @@ class Worker:
                 kwargs: dict[str, Any] = (spec.batch_kwargs([j.input for j in call.jobs])
                                           if spec.options.batched
                                           else spec.call_kwargs(first.input))
-                with anyio.move_on_after(math.inf if timeout is None else timeout) as timer:
+
+                async def run() -> _Outcome:
                     value = await execute(spec, kwargs, progress=call.progress, emit=emit,
                                           limiter=self._threads, watch=call.thread)
                     if spec.options.batched:
                         _check_batch_result(spec.name, value, len(call.jobs))
                     return _Outcome("succeeded", value)
+
+                if timeout is None:  # no timer: one cancel scope fewer per call
+                    return await run()
+                with anyio.move_on_after(timeout) as timer:
+                    return await run()
                 call.progress.cancel("timed out")
                 if timer.cancelled_caught:
                     return _Outcome("timeout")

@@ -108,8 +108,12 @@ _MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (bac
 _MAX_BATCH_OPS = 5_000  # ops per transaction
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
+_EVENT_TYPES = {t.value: t for t in EventType}
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return "null" if value is None else _encode(value)
 
 
 def _job_params(job: Job) -> tuple[Any, ...]:
@@ -677,7 +681,13 @@ class SQLiteStore:
             "SELECT id, type, ts, data FROM events WHERE job_id=? AND id>? ORDER BY id LIMIT ?",
             (job_id, after, limit),
         ).fetchall()
-        return [Event(job_id, id_, EventType(t), json.loads(d), ts) for id_, t, ts, d in rows]
+        if not rows:
+            return []
+        # One json.loads for the page rather than one per row: each ``data`` is a JSON
+        # text written by _dumps, so joined with commas inside brackets they are an array.
+        datas = json.loads(f"[{','.join(row[3] for row in rows)}]")
+        return [Event(job_id, id_, _EVENT_TYPES.get(t) or EventType(t), data, ts)
+                for (id_, t, ts, _), data in zip(rows, datas, strict=True)]
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         if job_id not in self._live and await self.get_job(job_id) is None:
@@ -709,8 +719,10 @@ class SQLiteStore:
         waiter = self._terminal_waiters.get(job_id)
         if waiter is None:
             waiter = self._terminal_waiters[job_id] = self._require_loop().create_future()
+        shielded = asyncio.shield(waiter)  # one caller's timeout must not cancel the others
         try:
-            return (await asyncio.wait_for(asyncio.shield(waiter), timeout)).copy()
+            job = await (shielded if timeout is None else asyncio.wait_for(shielded, timeout))
+            return job.copy()
         except TimeoutError:
             current = self._live.get(job_id)
             state = "finishing" if current is None else current.status.value
