@@ -200,3 +200,20 @@ def test_unbound_progress_is_ignored_when_called_directly() -> None:
     # and the Progress parameter is not part of the input schema
     schema = app.get_function("stepped").input_schema()
     assert set(schema["properties"]) == {"steps"}
+
+
+def test_a_functions_own_progress_default_sets_its_coalescing(tmp_path: Path) -> None:
+    app = genq.App()
+
+    @app.function
+    def every_step(progress: genq.Progress = genq.Progress(min_interval=0)) -> None:
+        for i in range(5):
+            progress((i + 1) / 5)
+            time.sleep(0.05)
+
+    with app.local(tmp_path / "db.sqlite3") as client:
+        job = client.submit("every_step")
+        job.result(timeout=10)
+        fractions = [e.data["fraction"] for e in job.events()
+                     if e.type is genq.EventType.PROGRESS]
+    assert fractions == [0.2, 0.4, 0.6, 0.8, 1.0]

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from genq.progress import Progress
 from genq.schema import input_model, progress_parameter, validate_input
 from genq.store.base import SubmitPolicy
 
@@ -95,6 +96,7 @@ class FunctionSpec:
     kind: Kind = field(init=False)
     model: type[BaseModel] = field(init=False)
     progress_param: str | None = field(init=False)
+    progress_template: Progress = field(init=False)  # the default each run's Progress copies
     description: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,9 @@ class FunctionSpec:
             raise TypeError(f"{self.name}: a generator cannot be batched")
         self.model = input_model(self.fn, self.name, batched=self.options.batched)
         self.progress_param = progress_parameter(self.fn)
+        default = (None if self.progress_param is None
+                   else inspect.signature(self.fn).parameters[self.progress_param].default)
+        self.progress_template = default if isinstance(default, Progress) else Progress()
         self.description = inspect.getdoc(self.fn) or ""
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +116,8 @@ class FunctionSpec:
 
     def call_kwargs(self, stored_input: dict[str, Any]) -> dict[str, Any]:
         """Typed keyword arguments for a call, rebuilt from the stored JSON input."""
+        if not self.model.model_fields:
+            return {}
         model = self.model.model_validate(stored_input)
         return {name: getattr(model, name) for name in type(model).model_fields}
 

@@ -52,8 +52,10 @@ class LocalClient(AsyncClientBase):
             yield batch
 
     async def _wait(self, job_id: str, timeout: float | None) -> Job:
-        await self.get(job_id)
-        return await self.store.wait_terminal(job_id, timeout)
+        job = await self.store.wait_terminal(job_id, timeout)
+        if job.owner != self.owner:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return job
 
     async def _cancel(self, job_id: str) -> Job:
         await self.get(job_id)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
+import threading
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -45,8 +46,23 @@ class EventType(StrEnum):
         return self.value in TERMINAL_STATUSES
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
+class _IdSource:
+    """128-bit random ids from the OS, read 1,024 at a time: one getrandom() call per id
+    cost ~40 µs on some VMs, a tenth of a no-op job's whole budget."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+
+    def __call__(self) -> str:
+        with self._lock:
+            if not self._pool:
+                self._pool = os.urandom(16 * 1024)
+            chunk, self._pool = self._pool[:16], self._pool[16:]
+        return chunk.hex()
+
+
+new_job_id = _IdSource()
 
 
 @dataclass(slots=True)
