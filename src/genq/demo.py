@@ -1,10 +1,12 @@
 """The demo app served by ``genq demo``: real CPU work that shows genq's mechanics.
 
 * ``render``: a Julia-set renderer seeded by the prompt; an honest CPU stand-in for an
-  image model (there is no GPU here), reporting progress row by row and cached by input.
+  image model (there is no GPU here): progress per step, batching of queued requests
+  into one vectorised call, and caching of identical prompts.
 * ``primes``: a blocking sync generator streaming primes as a sieve finds them.
 * ``countdown``: a long job to try cancellation, reconnects and restarts on.
 * ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA.
+* ``chat``: a real small LLM (SmolLM2-135M-Instruct, ``genq[llm]``) streaming its reply.
 """
 
 from __future__ import annotations
@@ -15,38 +17,66 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
+import numpy as np
 from pydantic import Field
 
 import genq
 from genq.downloads import DownloadError, download
+from genq.llm import chat as llm_chat
 from genq.png import encode_rgb
 
 app = genq.App("demo")
 
 
-@app.function(concurrency=2, timeout=300, cache=True)
-def render(prompt: Annotated[str, Field(min_length=1, max_length=500)],
-           size: Annotated[int, Field(ge=16, le=512)] = 192,
-           iterations: Annotated[int, Field(ge=1, le=500)] = 48,
-           progress: genq.Progress = genq.Progress()) -> genq.Image:
-    """Render a fractal image for a prompt, row by row."""
-    digest = hashlib.sha256(prompt.encode()).digest()
-    c = complex(-0.8 + digest[0] / 640, 0.156 + digest[1] / 1280)
-    hue = digest[2] / 255
-    rows = []
-    for y in progress.tqdm(range(size), desc="rendering", unit="rows"):
-        row = bytearray()
-        for x in range(size):
-            z = complex(3.0 * x / size - 1.5, 3.0 * y / size - 1.5)
-            n = 0
-            while abs(z) < 2 and n < iterations:
-                z = z * z + c
-                n += 1
-            t = n / iterations
-            row += bytes((int(255 * t), int(255 * (t * hue + (1 - t) * 0.2)),
-                          int(255 * (1 - t) * (1 - hue))))
-        rows.append(bytes(row))
-    return genq.Image(encode_rgb(size, size, rows), name=f"{digest.hex()[:12]}.png")
+Prompt = Annotated[str, Field(min_length=1, max_length=500)]
+Size = Annotated[int, Field(ge=16, le=512)]
+Steps = Annotated[int, Field(ge=1, le=500)]
+
+
+@app.function(concurrency=1, timeout=300, cache=True, batch_size=8, batch_wait=0.2)
+def render(prompt: list[Prompt], size: list[Size] = 256,  # type: ignore[assignment]
+           steps: list[Steps] = 64,  # type: ignore[assignment]
+           progress: genq.Progress = genq.Progress()) -> list[genq.Image]:
+    """Render a fractal image per prompt, step by step, batching queued requests.
+
+    Requests waiting together are rendered as one vectorised numpy computation, the
+    way a diffusion pipeline denoises a batch of latents at once."""
+    images: list[genq.Image | None] = [None] * len(prompt)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, key in enumerate(zip(size, steps, strict=True)):
+        groups.setdefault(key, []).append(index)
+    total = sum(n for _, n in groups)
+    done = 0
+    for (side, n_steps), members in groups.items():
+        for index, pixels in zip(members, _render_group([prompt[i] for i in members], side,
+                                                         n_steps, progress, done, total),
+                                 strict=True):
+            rows = [pixels[y].tobytes() for y in range(side)]
+            name = hashlib.sha256(prompt[index].encode()).hexdigest()[:12]
+            images[index] = genq.Image(encode_rgb(side, side, rows), name=f"{name}.png")
+        done += n_steps
+    return [image for image in images if image is not None]
+
+
+def _render_group(prompts: list[str], side: int, steps: int, progress: genq.Progress,
+                  done: int, total: int) -> list[np.ndarray]:
+    """Julia sets of one size: each escape-time step advances the whole batch at once."""
+    seeds = [hashlib.sha256(p.encode()).digest() for p in prompts]
+    c = np.array([complex(-0.8 + d[0] / 640, 0.156 + d[1] / 1280) for d in seeds])
+    hue = np.array([d[2] / 255 for d in seeds])[:, None, None]
+    axis = np.linspace(-1.5, 1.5, side)
+    z = np.broadcast_to(axis[None, None, :] + 1j * axis[None, :, None],
+                        (len(prompts), side, side)).copy()
+    count = np.zeros(z.shape, dtype=np.int32)
+    for step in range(steps):
+        alive = np.abs(z) < 2
+        z[alive] = z[alive] ** 2 + np.broadcast_to(c[:, None, None], z.shape)[alive]
+        count += alive
+        progress(current=done + step + 1, total=total, unit="steps",
+                 desc=f"rendering {len(prompts)} image(s) at {side}x{side}")
+    t = count / steps
+    rgb = np.stack([t, t * hue + (1 - t) * 0.2, (1 - t) * (1 - hue)], axis=-1)
+    return list((rgb * 255).astype(np.uint8))
 
 
 @app.function(concurrency=4, timeout=600)
@@ -88,3 +118,14 @@ def download_model(url: Annotated[str, Field(pattern=r"^https?://")],
         name = "download"
     folder = os.environ.get("GENQ_DOWNLOADS", ".genq/downloads")
     return download(url, os.path.join(folder, name), sha256=sha256, progress=progress).to_dict()
+
+
+@app.function(concurrency=4, timeout=600)
+def chat(message: Annotated[str, Field(min_length=1, max_length=4000)],
+         history: list[tuple[str, str]] = [],  # noqa: B006 (input is copied by pydantic)
+         max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = 256,
+         temperature: Annotated[float, Field(ge=0, le=2)] = 0.7,
+         progress: genq.Progress = genq.Progress()) -> Iterator[str]:
+    """Chat with SmolLM2-135M-Instruct (CPU), streaming the reply token by token.
+    ``history`` is a list of [user, assistant] pairs; temperature 0 is greedy."""
+    yield from llm_chat(message, history, max_new_tokens, temperature, progress=progress)

@@ -1,0 +1,508 @@
+"""Gradio adapter (``pip install 'genq[gradio]'``): run genq jobs behind a Gradio UI.
+
+``as_gradio(client, "render", inputs=["prompt", "size"])`` turns a genq function into a
+function Gradio can call. Each call submits a job, relays its events into
+``gr.Progress`` (queue position, fraction, description, counts) and yields partial
+outputs as chunks arrive: the accumulated text for text chunks (what a ``gr.Textbox`` or
+``gr.ChatInterface`` wants), the latest chunk otherwise (an image per step), then the
+result. Binary results (``genq.Image``, ``genq.File``) become file paths in the temp
+directory, which every Gradio media component accepts.
+
+``client`` is any genq client: the sync client of ``app.local()`` or ``genq.Client(url)``
+(used from worker threads, so any loop may call it), an async one (``LocalClient``,
+``genq.AsyncClient``) that belongs to the loop Gradio runs on (for instance created in
+the lifespan of the app you mount Gradio into), or a server URL.
+
+The job belongs to genq, not to the Gradio connection
+------------------------------------------------------
+When the browser's connection resets, the tab sleeps or the page is reloaded, Gradio
+closes the event's generator. That does **not** cancel the job: it runs on, and its
+event log keeps everything it produced. The adapter remembers the latest job of each
+*visitor* (``memory``, in this process) so that a new page can pick it up with
+``fn.resume`` (wire it to ``demo.load``): it follows the job's log from the start,
+replaying what was missed, then streams live to the end. Cancelling is explicit:
+``fn.cancel`` (wire it to a Stop button; ``chat_interface`` wires the chat's own stop
+button) cancels the visitor's remembered job.
+
+Who is a visitor, i.e. the key jobs are remembered under (``key=`` overrides it):
+
+1. the logged-in user (``request.username``), when the app uses auth;
+2. else the ``genq_session`` cookie, which ``remember_visitors(blocks)`` (or the JS in
+   ``SESSION_JS`` run on page load) sets once per browser; a reload keeps it;
+3. else Gradio's ``session_hash``, which lasts one page load: a dropped connection is
+   still survived by the job, but a reload cannot find it again.
+
+``iterate_in_thread`` is re-exported here for people who only want the streaming fix:
+``async for piece in iterate_in_thread(blocking_generator())`` inside an ``async def``
+Gradio function streams each item as it is produced while the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import tempfile
+from collections import OrderedDict
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from genq.bridge import iterate_in_thread
+from genq.client.base import Artifact, AsyncClientBase
+from genq.client.sync import SyncClient
+from genq.errors import GenqError, JobCancelled, JobExpired, JobFailed
+from genq.models import Event, EventType
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+__all__ = ["SESSION_COOKIE", "SESSION_JS", "GradioFunction", "JobMemory", "as_gradio",
+           "chat_interface", "history_pairs", "iterate_in_thread", "remember_visitors"]
+
+SESSION_COOKIE = "genq_session"
+# Run on page load (``gr.Blocks(js=SESSION_JS)`` or ``remember_visitors``): gives this
+# browser a random id in a cookie, sent with every request Gradio makes, reloads included.
+SESSION_JS = """() => {
+  const name = "genq_session";
+  if (!document.cookie.split("; ").some((c) => c.startsWith(name + "="))) {
+    const id = (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
+      : Math.random().toString(36).slice(2) + Date.now().toString(36);
+    document.cookie = name + "=" + id + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+}"""
+
+T = TypeVar("T")
+Stream = Literal["auto", "accumulate", "latest"]
+KeyFn = Callable[[Any], "str | None"]
+
+
+# -- remembered jobs ----------------------------------------------------------------------
+@dataclass(slots=True)
+class Remembered:
+    """The latest job a visitor started through one adapted function."""
+
+    job_id: str
+    function: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+class JobMemory:
+    """visitor key -> their latest job, per adapted function; bounded (oldest dropped).
+
+    In the Gradio server's memory: the jobs themselves are durable in genq, this only
+    lets a returning visitor find theirs. Share one between adapters if you like.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._jobs: OrderedDict[tuple[str, str], Remembered] = OrderedDict()
+
+    def remember(self, key: str, entry: Remembered) -> None:
+        self._jobs[(key, entry.function)] = entry
+        self._jobs.move_to_end((key, entry.function))
+        while len(self._jobs) > self.max_entries:
+            self._jobs.popitem(last=False)
+
+    def get(self, key: str, function: str) -> Remembered | None:
+        return self._jobs.get((key, function))
+
+    def forget(self, key: str, function: str) -> None:
+        self._jobs.pop((key, function), None)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+def default_key(request: Any) -> str | None:
+    """The visitor's key: logged-in user, else the ``genq_session`` cookie, else the
+    page's session hash (see the module docs)."""
+    if request is None:
+        return None
+    username = getattr(request, "username", None)
+    if username:
+        return f"user:{username}"
+    with contextlib.suppress(Exception):
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return f"cookie:{cookie}"
+    session = getattr(request, "session_hash", None)
+    return f"session:{session}" if session else None
+
+
+def remember_visitors(blocks: gr.Blocks) -> gr.Blocks:
+    """Give each browser a lasting ``genq_session`` cookie (set on page load by JS), so
+    ``fn.resume`` finds a visitor's job after a reload. Returns ``blocks``."""
+    with blocks:
+        blocks.load(None, None, None, js=SESSION_JS)
+    return blocks
+
+
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncGenerator[AsyncIterator[T], None]:
+    """Close an async generator when the block ends: a nested generator is otherwise
+    left to the garbage collector when its consumer is closed (as Gradio closes ours)."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# -- the transports -----------------------------------------------------------------------
+class _Backend(Protocol):
+    async def submit(self, function: str, data: dict[str, Any]) -> str: ...
+
+    def events(self, job_id: str, after: int) -> AsyncIterator[Event]: ...
+
+    async def outcome(self, job_id: str) -> Any: ...
+
+    async def cancel(self, job_id: str) -> None: ...
+
+
+class _AsyncBackend:
+    """An async genq client on the loop Gradio runs on."""
+
+    def __init__(self, client: AsyncClientBase) -> None:
+        self.client = client
+
+    async def submit(self, function: str, data: dict[str, Any]) -> str:
+        return (await self.client.submit(function, data)).id
+
+    def events(self, job_id: str, after: int) -> AsyncIterator[Event]:
+        return self.client.job(job_id).events(after)
+
+    async def outcome(self, job_id: str) -> Any:
+        return await self.client.result(job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        await self.client.cancel(job_id)
+
+
+class _ThreadBackend:
+    """A sync genq client (its own loop in a thread), called from worker threads so the
+    Gradio loop never blocks; events cross over through ``iterate_in_thread``."""
+
+    def __init__(self, client: SyncClient | Callable[[], SyncClient]) -> None:
+        self._client = client if isinstance(client, SyncClient) else None
+        self._make = None if isinstance(client, SyncClient) else client
+
+    @property
+    def client(self) -> SyncClient:
+        if self._client is None:
+            assert self._make is not None
+            self._client = self._make()
+        return self._client
+
+    async def submit(self, function: str, data: dict[str, Any]) -> str:
+        job = await anyio.to_thread.run_sync(lambda: self.client.submit(function, data))
+        return job.id
+
+    async def events(self, job_id: str, after: int) -> AsyncIterator[Event]:
+        client = await anyio.to_thread.run_sync(lambda: self.client)
+        async with _closing(iterate_in_thread(client.job(job_id).events(after))
+                                       ) as events:
+            async for event in events:
+                yield event
+
+    async def outcome(self, job_id: str) -> Any:
+        return await anyio.to_thread.run_sync(self.client.result, job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        await anyio.to_thread.run_sync(self.client.cancel, job_id)
+
+
+def _backend(client: AsyncClientBase | SyncClient | str) -> _Backend:
+    if isinstance(client, AsyncClientBase):
+        return _AsyncBackend(client)
+    if isinstance(client, SyncClient):
+        return _ThreadBackend(client)
+    if isinstance(client, str):
+        url = client
+
+        def connect() -> SyncClient:
+            from genq.client.http import Client
+
+            return Client(url)
+
+        return _ThreadBackend(connect)
+    raise TypeError(f"expected a genq client or a server URL, got {type(client).__name__}")
+
+
+# -- conversions --------------------------------------------------------------------------
+def history_pairs(history: Sequence[Any] | None) -> list[list[str]]:
+    """Gradio chat history (openai-style message dicts, or legacy [user, bot] pairs) as
+    ``[[user, assistant], ...]``, the history format of genq's chat functions."""
+    pairs: list[list[str]] = []
+    for item in history or []:
+        if isinstance(item, (list, tuple)):
+            user, bot = [*item, None, None][:2]
+            pairs.append([_text(user), _text(bot)])
+            continue
+        if isinstance(item, Mapping):
+            role, text = item.get("role"), _text(item.get("content"))
+        else:  # gr.ChatMessage and the like
+            role, text = getattr(item, "role", None), _text(getattr(item, "content", None))
+        if role == "user":
+            pairs.append([text, ""])
+        elif role == "assistant":
+            if pairs and not pairs[-1][1]:
+                pairs[-1][1] = text
+            else:
+                pairs.append(["", text])
+    return pairs
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(_text(part) for part in content)
+    return str(content)
+
+
+def _to_gradio(value: Any) -> Any:
+    """Artifacts become files in the temp directory (a path is what media components
+    take); containers are converted item by item."""
+    if isinstance(value, Artifact):
+        folder = Path(tempfile.gettempdir()) / "genq-gradio" / value.ref.id
+        target = folder / (Path(value.name).name or "artifact")
+        if not target.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(value.data)
+            partial.replace(target)
+        return str(target)
+    if isinstance(value, list):
+        return [_to_gradio(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_gradio(v) for k, v in value.items()}
+    return value
+
+
+def _relay_progress(progress: Any, event: Event) -> None:
+    """One genq event into ``gr.Progress`` (a no-op outside a Gradio event)."""
+    if progress is None:
+        return
+    data = event.data
+    if event.type is EventType.QUEUED:
+        position = data.get("position")
+        progress(0.0, desc="queued" if position is None else f"queued (position {position})")
+    elif event.type is EventType.STARTED:
+        progress(0.0, desc="started")
+    elif event.type is EventType.RETRYING:
+        progress(0.0, desc=f"retrying (attempt {data.get('next_attempt')})")
+    elif event.type is EventType.PROGRESS:
+        desc = data.get("description")
+        current, total = data.get("current"), data.get("total")
+        if current is not None and total:
+            progress((int(current), int(total)), desc=desc, unit=data.get("unit") or "steps")
+        else:
+            progress(data.get("fraction"), desc=desc)
+
+
+# -- the adapter --------------------------------------------------------------------------
+class GradioFunction(Protocol):
+    """What ``as_gradio`` returns: a Gradio event function plus its hooks."""
+
+    __name__: str
+    function: str
+    memory: JobMemory
+
+    def __call__(self, *args: Any) -> AsyncIterator[Any]: ...
+
+    # ``cancel(request)``: cancel the visitor's remembered job (a Stop button's handler).
+    cancel: Callable[..., Awaitable[None]]
+    # ``resume(request, progress)``: follow the visitor's remembered job from its start.
+    resume: Callable[..., AsyncIterator[Any]]
+    # ``resume_chat(request, progress)``: the same, as a whole chat history for a Chatbot.
+    resume_chat: Callable[..., AsyncIterator[Any]]
+
+
+def as_gradio(client: AsyncClientBase | SyncClient | str, function: str, *,
+              inputs: Sequence[str] | None = None, chat: bool = False,
+              stream: Stream = "auto", transform: Callable[[Any], Any] | None = None,
+              key: KeyFn | None = None, memory: JobMemory | None = None) -> GradioFunction:
+    """A Gradio function (an async generator) that runs ``function`` as a genq job.
+
+    ``inputs`` names the genq parameters that the Gradio input components fill, in
+    order. ``chat=True`` makes it a ``gr.ChatInterface`` function: ``(message, history,
+    *inputs)`` with the history converted to ``[[user, assistant], ...]`` pairs.
+    ``stream``: "accumulate" yields the text so far, "latest" each chunk as it is,
+    "auto" accumulates text chunks and passes others through. ``transform`` maps every
+    value before Gradio sees it (e.g. to fill several outputs). ``key`` and ``memory``:
+    see the module docs. The returned function has ``cancel``, ``resume`` and
+    ``resume_chat`` hooks for Stop buttons and ``demo.load``.
+    """
+    import gradio as gr
+
+    backend = _backend(client)
+    jobs = memory if memory is not None else JobMemory()
+    key_of = key or default_key
+    names = (["message", "history", *(inputs or [])] if chat else list(inputs or []))
+    if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+        raise ValueError(f"inputs must be distinct parameter names, got {names}")
+    finish = transform or (lambda value: value)
+
+    async def follow(job_id: str, progress: Any) -> AsyncIterator[Any]:
+        """Outputs of one job: partial values as chunks arrive, then the result."""
+        text: list[str] = []
+        streamed = False
+        last: Any = None
+        async with _closing(backend.events(job_id, 0)) as events:
+            async for event in events:
+                if event.type is EventType.OUTPUT:
+                    chunk = event.data.get("chunk")
+                    if stream == "accumulate" or (stream == "auto"
+                                                  and isinstance(chunk, str)):
+                        text.append(chunk if isinstance(chunk, str) else str(chunk))
+                        last = "".join(text)
+                    else:
+                        last = _to_gradio(await _decode(backend, chunk))
+                    streamed = True
+                    yield finish(last)
+                else:
+                    _relay_progress(progress, event)
+                if event.terminal:
+                    break
+        try:
+            result = await backend.outcome(job_id)
+        except JobCancelled:
+            return  # someone pressed Stop: what was streamed stays on screen
+        except (JobFailed, JobExpired) as exc:
+            raise gr.Error(exc.message) from None
+        if not streamed or (not isinstance(result, list) and result != last):
+            yield finish(_to_gradio(result))
+
+    async def run(*args: Any) -> AsyncIterator[Any]:
+        values, request, progress = args[:-2], args[-2], args[-1]
+        if len(values) != len(names):
+            raise ValueError(f"{function}: Gradio passed {len(values)} input values for "
+                             f"{len(names)} names {names}; check inputs=")
+        data = dict(zip(names, values, strict=True))
+        if chat:
+            data["history"] = history_pairs(data.get("history"))
+        try:
+            job_id = await backend.submit(function, data)
+        except GenqError as exc:  # invalid input, queue full...: shown in the UI
+            raise gr.Error(exc.message) from None
+        visitor = key_of(request)
+        if visitor is not None:
+            jobs.remember(visitor, Remembered(job_id, function, data))
+        # No cancel on the way out: if Gradio closes this generator (connection reset,
+        # reload, its own cancel), the job runs on and ``resume`` can pick it up.
+        async with _closing(follow(job_id, progress)) as outputs:
+            async for value in outputs:
+                yield value
+
+    async def cancel(gradio_request: gr.Request) -> None:
+        visitor = key_of(gradio_request)
+        entry = jobs.get(visitor, function) if visitor is not None else None
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                await backend.cancel(entry.job_id)
+
+    async def resume(gradio_request: gr.Request,
+                     gradio_progress: gr.Progress = gr.Progress()) -> AsyncIterator[Any]:
+        """Follow the visitor's remembered job, if any, from its first event."""
+        visitor = key_of(gradio_request)
+        entry = jobs.get(visitor, function) if visitor is not None else None
+        if entry is None:
+            return
+        async with _closing(follow(entry.job_id, gradio_progress)) as values:
+            async for value in values:
+                yield value
+
+    async def resume_chat(gradio_request: gr.Request,
+                          gradio_progress: gr.Progress = gr.Progress()
+                          ) -> AsyncIterator[Any]:
+        """``resume`` for a Chatbot: the remembered conversation, its reply growing (twice:
+        for the Chatbot and for the ChatInterface's history state)."""
+        visitor = key_of(gradio_request)
+        entry = jobs.get(visitor, function) if visitor is not None else None
+        if entry is None:
+            return
+        before: list[dict[str, Any]] = []
+        for user, bot in entry.inputs.get("history") or []:
+            if user:
+                before.append({"role": "user", "content": user})
+            if bot:
+                before.append({"role": "assistant", "content": bot})
+        before.append({"role": "user", "content": str(entry.inputs.get("message", ""))})
+        async with _closing(follow(entry.job_id, gradio_progress)) as values:
+            async for value in values:
+                conversation = [*before, {"role": "assistant", "content": value}]
+                yield conversation, conversation
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    params += [
+        inspect.Parameter("gradio_request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=gr.Request),
+        inspect.Parameter("gradio_progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=gr.Progress()),
+    ]
+    # Gradio reads the signature to pass the inputs, the request and a progress tracker.
+    fn: Any = run
+    fn.__signature__ = inspect.Signature(params)
+    fn.__annotations__ = {"gradio_request": gr.Request}
+    fn.__name__ = fn.__qualname__ = function
+    fn.__doc__ = f"Run the genq function {function!r} as a job and stream its outputs."
+    cancel.__annotations__ = {"gradio_request": gr.Request, "return": None}
+    for hook in (resume, resume_chat):
+        hook.__annotations__ = {"gradio_request": gr.Request}
+    fn.function = function
+    fn.memory = jobs
+    fn.cancel = cancel
+    fn.resume = resume
+    fn.resume_chat = resume_chat
+    return cast(GradioFunction, fn)
+
+
+async def _decode(backend: _Backend, chunk: Any) -> Any:
+    """A stored chunk as the client API returns it (artifact references fetched)."""
+    if isinstance(backend, _AsyncBackend):
+        return await backend.client._decode(chunk)
+    if isinstance(backend, _ThreadBackend):
+        client = backend.client
+        return await anyio.to_thread.run_sync(
+            lambda: client._portal.call(client.aio._decode, chunk))
+    return chunk
+
+
+def chat_interface(client: AsyncClientBase | SyncClient | str, function: str = "chat", *,
+                   inputs: Sequence[str] | None = None, key: KeyFn | None = None,
+                   memory: JobMemory | None = None, **chat_options: Any) -> gr.ChatInterface:
+    """A ``gr.ChatInterface`` over a genq chat function (``message``, ``history`` as
+    ``[[user, assistant], ...]``, then ``inputs`` from ``additional_inputs``).
+
+    Its stop button cancels the job; the reply survives dropped connections; a reload
+    (with auth or the ``genq_session`` cookie set up here) shows the conversation and
+    its reply, still streaming if it is. ``chat_options`` go to ``gr.ChatInterface``.
+    """
+    import gradio as gr
+
+    fn = as_gradio(client, function, inputs=inputs, chat=True, key=key, memory=memory)
+    chat_options.setdefault("api_name", function)
+    demo = gr.ChatInterface(fn, **chat_options)
+    with demo:
+        demo.textbox.stop(fn.cancel, None, None, api_name=f"{function}_cancel")
+        demo.load(fn.resume_chat, None, [demo.chatbot, demo.chatbot_state],
+                  api_name=f"{function}_resume")
+    demo.genq_function = fn  # type: ignore[attr-defined,unused-ignore]
+    remember_visitors(demo)
+    return demo
