@@ -20,20 +20,23 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from genq.app import App
 from genq.errors import GenqError, JobNotFound, QueueFull
 from genq.local import Engine
 from genq.metrics import Metrics
-from genq.models import Job, JobStatus
+from genq.models import Event, Job, JobStatus
 from genq.server.auth import ApiKeys
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
+from genq.server.ui import ui_routes
 from genq.store.base import Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll of /result may hold the connection
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 
 
 class BadRequest(GenqError):
@@ -91,7 +94,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
                 with anyio.CancelScope(shield=True):
                     await engine.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_endpoint),
@@ -107,6 +110,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/events", all_events),
         Route("/api/stats", stats),
     ]
+    routes += ui_routes()
     server = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         GenqError: genq_error_handler, HTTPException: http_error_handler,
     })
@@ -120,7 +124,7 @@ def _state(request: Request) -> ServerState:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(data, separators=(",", ":")), status,
+    return Response(_dumps(data), status,
                     headers=headers, media_type="application/json")
 
 
@@ -338,14 +342,10 @@ async def job_events(request: Request) -> Response:
         events = await state.store.read_events(job.id, after, limit)
         return _json({"events": [e.to_dict() for e in events]})
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def stream() -> AsyncIterator[bytes]:
         async for batch in state.store.follow(job.id, after):
-            for event in batch:
-                yield ServerSentEvent(
-                    json.dumps({"type": event.type.value, "data": event.data, "ts": event.ts},
-                               separators=(",", ":")),
-                    id=str(event.id), event=event.type.value,
-                )
+            # A batch (events committed together) goes out as one write, not one per event.
+            yield "".join(map(_sse_frame, batch)).encode()
 
     return _sse_response(request, stream())
 
@@ -365,10 +365,19 @@ async def get_artifact(request: Request) -> Response:
     })
 
 
-def _sse_response(request: Request, events: AsyncIterator[ServerSentEvent]) -> Response:
+def _sse_frame(event: Event) -> str:
+    """One event as SSE text, byte for byte what ``ServerSentEvent(data, id=..., event=...)
+    .encode()`` gives, built directly: the id is an integer, the type one word, and the
+    JSON has no line breaks, so there is nothing to escape or split."""
+    data = _dumps({"type": event.type.value, "data": event.data, "ts": event.ts})
+    return f"id: {event.id}\r\nevent: {event.type.value}\r\ndata: {data}\r\n\r\n"
+
+
+def _sse_response(request: Request,
+                  events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
     state = _state(request)
 
-    async def counted() -> AsyncIterator[ServerSentEvent]:
+    async def counted() -> AsyncIterator[ServerSentEvent | bytes]:
         state.metrics.stream_opened()
         try:
             yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
