@@ -5,3 +5,14 @@ import pytest as _pytest_engine
 @_pytest_engine.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- HTTP API, client and CLI tests (tests/test_http_*.py, tests/test_cli.py) ---------
+from http_fixtures import (  # noqa: E402, F401
+    http,
+    idle_http,
+    idle_server,
+    keyed_server,
+    make_server,
+    server,
+)

@@ -8,6 +8,7 @@ asking the server to cancel the job).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import os
@@ -134,6 +135,12 @@ def run_server(app: App, *, host: str, port: int, db: Path | None,
     server = create_server(app, SQLiteStore(path), settings)
     err.print(f"genq: serving {len(app.functions)} functions from {path} on "
               f"http://{host}:{port}")
+    # The server owns this process: thousands of open streams keep many long-lived
+    # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
+    # bench/bench_sse_idle.py). Freeze what start-up made and collect less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     uvicorn.run(server, host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
 

@@ -19,7 +19,7 @@ from genq.client.base import AsyncClientBase
 from genq.client.sync import SyncClient
 from genq.errors import JobNotFound
 from genq.metrics import Metrics
-from genq.models import Event, Job
+from genq.models import Event, Job, JobStatus
 from genq.store.base import Store
 from genq.store.sqlite import SQLiteStore
 from genq.worker import Worker
@@ -67,8 +67,13 @@ class LocalClient(AsyncClientBase):
             raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
         return found[1]
 
-    async def list_jobs(self, **filters: Any) -> list[Job]:
-        return await self.store.list_jobs(owner=self.owner, **filters)
+    async def list_jobs(self, *, function: str | None = None,
+                        status: str | JobStatus | None = None, limit: int = 50,
+                        before: float | None = None) -> list[Job]:
+        """My jobs, newest first; ``status`` as a name (like AsyncClient's) or JobStatus."""
+        return await self.store.list_jobs(
+            owner=self.owner, function=function, limit=limit, before=before,
+            status=None if status is None else JobStatus(status))
 
 
 class Engine:

@@ -8,10 +8,13 @@ per batch of events.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import anyio
 from anyio.from_thread import BlockingPortal
 
 from genq.client.base import AsyncClientBase, AsyncJob
@@ -20,20 +23,78 @@ from genq.models import Job as JobState
 
 T = TypeVar("T")
 
+_WAKE = 0.2  # seconds between wake-ups of a thread blocked on the portal
+
+
+def wait(future: concurrent.futures.Future[T]) -> T:
+    """``future.result()``, waking every ``_WAKE`` s so that Ctrl-C is always noticed.
+
+    A signal that lands just as the main thread goes to sleep on a lock does not interrupt
+    that sleep: without the wake-ups, KeyboardInterrupt would wait for the result, which
+    for an idle event stream or a long job may never come.
+    """
+    while True:
+        try:
+            return future.result(timeout=_WAKE)
+        except TimeoutError:
+            if future.done():  # the call itself raised a TimeoutError (ResultTimeout)
+                return future.result()
+
+
+def call(portal: BlockingPortal, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``portal.call(func, *args)`` that an interruption (Ctrl-C) also cancels on the loop."""
+    future = portal.start_task_soon(func, *args)
+    try:
+        return wait(future)
+    except BaseException:
+        future.cancel()
+        raise
+
 
 def iterate_batches(portal: BlockingPortal,
                     make: Callable[[], AsyncIterator[list[T]]]) -> Iterator[T]:
     """Drive an async iterator of batches from a sync thread, flattening the batches."""
     agen = make()
+    running: list[anyio.CancelScope] = []  # the step in progress on the portal's loop
+    stepped = threading.Event()  # set when the latest step has returned
 
     async def step() -> list[T] | None:
         try:
-            return await agen.__anext__()
-        except StopAsyncIteration:
-            return None
+            with anyio.CancelScope() as scope:
+                running.append(scope)
+                try:
+                    return await agen.__anext__()
+                except StopAsyncIteration:
+                    return None
+            return None  # cancelled by ``abandon``
+        finally:
+            running.clear()
+            stepped.set()
+
+    async def abandon() -> None:
+        # Callbacks run in order on the loop, so a step this thread has started is
+        # running by now (and is cancelled) or has returned.
+        if running:
+            running[0].cancel()
+        else:
+            stepped.set()
 
     try:
-        while (batch := portal.call(step)) is not None:
+        while True:
+            stepped.clear()
+            try:
+                batch = wait(portal.start_task_soon(step))
+            except BaseException:
+                # Interrupted while waiting (Ctrl-C raises KeyboardInterrupt here): stop the
+                # step still running on the loop and let it unwind, so that closing the
+                # generator below does not find it "already running".
+                if not stepped.is_set():
+                    with contextlib.suppress(RuntimeError):
+                        portal.call(abandon)
+                        stepped.wait(10.0)
+                raise
+            if batch is None:
+                break
             yield from batch
     finally:
         aclose = getattr(agen, "aclose", None)
@@ -58,17 +119,17 @@ class Job:
         return f"<Job {self.function} {self.id}>"
 
     def info(self) -> JobState:
-        return self._portal.call(self._job.info)
+        return call(self._portal, self._job.info)
 
     def events(self, after: int = 0) -> Iterator[Event]:
         client = self._job._client
         return iterate_batches(self._portal, lambda: client._follow(self.id, after))
 
     def result(self, timeout: float | None = None) -> Any:
-        return self._portal.call(self._job.result, timeout)
+        return call(self._portal, self._job.result, timeout)
 
     def cancel(self) -> JobState:
-        return self._portal.call(self._job.cancel)
+        return call(self._portal, self._job.cancel)
 
 
 class SyncClient:
@@ -85,19 +146,19 @@ class SyncClient:
             return await self.aio.submit(function, inputs, priority=priority,
                                          idempotency_key=idempotency_key, **kwargs)
 
-        return Job(self._portal, self._portal.call(go))
+        return Job(self._portal, call(self._portal, go))
 
     def job(self, job_id: str) -> Job:
         return Job(self._portal, self.aio.job(job_id))
 
     def get(self, job_id: str) -> JobState:
-        return self._portal.call(self.aio.get, job_id)
+        return call(self._portal, self.aio.get, job_id)
 
     def cancel(self, job_id: str) -> JobState:
-        return self._portal.call(self.aio.cancel, job_id)
+        return call(self._portal, self.aio.cancel, job_id)
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:
-        return self._portal.call(self.aio.result, job_id, timeout)
+        return call(self._portal, self.aio.result, job_id, timeout)
 
     def run(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
             timeout: float | None = None, **kwargs: Any) -> Any:
@@ -118,4 +179,4 @@ class SyncClient:
             return await self.aio.map(function, items, concurrency=concurrency,
                                       return_exceptions=return_exceptions)
 
-        return self._portal.call(go)
+        return call(self._portal, go)

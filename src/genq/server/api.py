@@ -315,7 +315,11 @@ async def job_result(request: Request) -> Response:
     except ValueError:
         raise BadRequest("query parameter 'wait' must be a number of seconds",
                          field="wait") from None
-    if not job.status.terminal and wait > 0 and math.isfinite(wait):
+    if job.status.terminal:
+        # The in-memory state turns terminal a moment before its commit: answer only once
+        # it is durable, so the log read next holds the terminal event too.
+        job = await state.store.wait_terminal(job.id)
+    elif wait > 0 and math.isfinite(wait):
         with anyio.move_on_after(min(wait, MAX_RESULT_WAIT)):
             job = await state.store.wait_terminal(job.id)
     view = await _job_view(state, job)

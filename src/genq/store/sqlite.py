@@ -435,7 +435,9 @@ class SQLiteStore:
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
-        self._submit_op(_Op(statements, job.id, future, terminal, announce))
+        # Followers only need waking for new events (not for lease renewals, say).
+        wake = job.id if rows else None
+        self._submit_op(_Op(statements, wake, future, terminal, announce))
         if future is not None:
             await future
         elif self._pending > _MAX_PENDING_OPS:

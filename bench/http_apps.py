@@ -1,0 +1,232 @@
+"""The servers the HTTP benchmarks load: genq's app, and the peers run beside it.
+
+* ``app`` — the genq app, served with the real command:
+  ``genq serve bench/http_apps.py:app --port P --db F --heartbeat S``.
+* ``jobs_peer`` — a minimal Starlette app with the same endpoint pair as genq
+  (``POST /api/jobs``, ``GET /api/jobs/{id}/result?wait=S``) doing the equivalent work
+  in memory: no validation, no store, no durability. An upper bound for "a job over HTTP".
+* ``stream_peer`` — a plain sse-starlette endpoint fed by an in-memory ``asyncio.Queue``
+  per stream (no event log, no durability, no resume).
+* ``gradio_peer()`` — a Gradio Blocks app with one API function in Gradio's queue, mounted
+  on FastAPI: the one other job server with an HTTP API that runs here with no service
+  (Celery/Flower, RQ, arq, SAQ, Dramatiq need Redis, RabbitMQ or Postgres).
+
+Peers are served by ``python bench/_httpbench.py serve bench/http_apps.py:ATTR`` with the
+same ``uvicorn.run`` settings ``genq serve`` uses (uvloop + httptools, one process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import genq
+
+# ``GENQ_BENCH_GC_THRESHOLD=50000,20,20``: the server process's cyclic-GC thresholds, for
+# the benchmarks' "tuned GC" rows (``gc.set_threshold``; the default is 700,10,10).
+if os.environ.get("GENQ_BENCH_GC_THRESHOLD"):
+    gc.set_threshold(*map(int, os.environ["GENQ_BENCH_GC_THRESHOLD"].split(",")))
+
+
+def _log_gc_pauses(path: str) -> None:
+    """Append ``time.time() generation seconds`` for every collection over 5 ms to path."""
+    out = open(path, "a", buffering=1)  # stays open for the life of the process
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (pause := time.perf_counter() - started[0]) > 0.005:
+            out.write(f"{time.time():.3f} {info['generation']} {pause:.4f}\n")
+
+    gc.callbacks.append(callback)
+
+
+# ``GENQ_BENCH_GC_LOG=FILE``: log the server's GC pauses, which the benchmarks report.
+if os.environ.get("GENQ_BENCH_GC_LOG"):
+    _log_gc_pauses(os.environ["GENQ_BENCH_GC_LOG"])
+
+# -- genq ------------------------------------------------------------------------------
+app = genq.App("http-bench")
+
+
+@app.function(concurrency=64)
+async def noop() -> None:
+    """bench_http_jobs: the no-op job."""
+    return None
+
+
+@app.function(concurrency=512)
+async def ticks(n: int = 500, interval: float = 0.01, delay: float = 0.0
+                ) -> AsyncIterator[str]:
+    """bench_http_stream: after ``delay`` s, ``n`` chunks one every ``interval`` s (on a
+    fixed schedule, so a late wake-up does not slow the rate), each the time.time() at
+    which it was yielded."""
+    start = time.monotonic() + delay
+    await asyncio.sleep(delay)
+    for i in range(n):
+        yield f"{time.time():.6f}"
+        await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+
+@app.function(concurrency=512)
+def ticks_sync(n: int = 500, interval: float = 0.01, delay: float = 0.0) -> Iterator[str]:
+    """The same from a sync generator, which genq runs in a worker thread."""
+    start = time.monotonic() + delay
+    time.sleep(delay)
+    for i in range(n):
+        yield f"{time.time():.6f}"
+        time.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+
+@app.function(concurrency=1, max_queue=100_000)
+async def hold(seconds: float = 60.0) -> None:
+    """bench_sse_idle: one job holds the only slot, so the others stay queued."""
+    await asyncio.sleep(seconds)
+
+
+@app.function(concurrency=10_000, max_queue=100_000)
+async def sleeper(seconds: float = 60.0) -> None:
+    """bench_sse_idle --running: every job runs, silently, for ``seconds``."""
+    await asyncio.sleep(seconds)
+
+
+# -- the in-memory job peer ------------------------------------------------------------
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status,
+                    media_type="application/json")
+
+
+_jobs: dict[str, asyncio.Future[Any]] = {}
+_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _run(future: asyncio.Future[Any]) -> None:
+    future.set_result(await _noop())
+
+
+async def _peer_submit(request: Request) -> Response:
+    body = json.loads(await request.body())
+    if body.get("function") != "noop":
+        return _json({"error": {"code": "unknown_function"}}, 404)
+    job_id = uuid.uuid4().hex
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    _jobs[job_id] = future
+    task = asyncio.create_task(_run(future))
+    _tasks.add(task)  # own the task, like a worker would
+    task.add_done_callback(_tasks.discard)
+    return _json({"id": job_id, "function": "noop", "status": "queued"}, 201)
+
+
+async def _peer_result(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    future = _jobs.get(job_id)
+    if future is None:
+        return _json({"error": {"code": "job_not_found"}}, 404)
+    wait = float(request.query_params.get("wait", "0"))
+    if not future.done() and wait > 0:
+        try:
+            await asyncio.wait_for(asyncio.shield(future), wait)
+        except TimeoutError:
+            pass
+    if not future.done():
+        return _json({"id": job_id, "status": "running"}, 202)
+    del _jobs[job_id]  # nothing is kept: the peer's memory stays flat
+    return _json({"id": job_id, "function": "noop", "status": "succeeded",
+                  "result": future.result()})
+
+
+async def _healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+jobs_peer = Starlette(routes=[
+    Route("/healthz", _healthz),
+    Route("/api/jobs", _peer_submit, methods=["POST"]),
+    Route("/api/jobs/{job_id}/result", _peer_result),
+])
+
+
+# -- the in-memory SSE peer ------------------------------------------------------------
+_streams: dict[str, asyncio.Queue[str | None]] = {}
+
+
+async def _produce(queue: asyncio.Queue[str | None], n: int, interval: float,
+                   delay: float) -> None:
+    start = time.monotonic() + delay
+    await asyncio.sleep(delay)
+    for i in range(n):
+        queue.put_nowait(f"{time.time():.6f}")
+        await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+    queue.put_nowait(None)
+
+
+async def _stream_start(request: Request) -> Response:
+    body = json.loads(await request.body())
+    inputs = body.get("input", {})
+    stream_id = uuid.uuid4().hex
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    _streams[stream_id] = queue
+    task = asyncio.create_task(_produce(queue, int(inputs.get("n", 500)),
+                                        float(inputs.get("interval", 0.01)),
+                                        float(inputs.get("delay", 0.0))))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return _json({"id": stream_id, "status": "running"}, 201)
+
+
+async def _stream_events(request: Request) -> Response:
+    queue = _streams.pop(request.path_params["job_id"])
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        seq = 0
+        while (chunk := await queue.get()) is not None:
+            seq += 1
+            yield ServerSentEvent(json.dumps({"type": "output", "data": {"chunk": chunk}},
+                                             separators=(",", ":")),
+                                  id=str(seq), event="output")
+        yield ServerSentEvent('{"type":"succeeded","data":{}}', id=str(seq + 1),
+                              event="succeeded")
+
+    return EventSourceResponse(events(), ping=15)
+
+
+stream_peer = Starlette(routes=[
+    Route("/healthz", _healthz),
+    Route("/api/jobs", _stream_start, methods=["POST"]),
+    Route("/api/jobs/{job_id}/events", _stream_events),
+])
+
+
+# -- Gradio ----------------------------------------------------------------------------
+def gradio_peer() -> Any:
+    """Gradio's queue behind its HTTP API: ``POST /gradio_api/call/noop`` answers an
+    event id, ``GET /gradio_api/call/noop/{id}`` streams (SSE) until ``complete``."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    async def gr_noop() -> None:
+        return None
+
+    with gr.Blocks(analytics_enabled=False) as demo:
+        gr.api(gr_noop, api_name="noop", concurrency_limit=64)
+    demo.queue(default_concurrency_limit=64, max_size=None)
+    server = FastAPI()
+    server.add_api_route("/healthz", _healthz)
+    return gr.mount_gradio_app(server, demo, path="/ui", ssr_mode=False)
