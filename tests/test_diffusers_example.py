@@ -26,11 +26,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("diffusers")
-
 import torch
 from diffusers import (
     AutoencoderKL,

@@ -49,8 +49,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_SSR_MODE", "False")
 
-gr = pytest.importorskip("gradio")
-gradio_client = pytest.importorskip("gradio_client")
+import gradio as gr
+import gradio_client
 
 # Gradio's own internals (pandas deprecations in its analytics summary, event loops and
 # sockets it leaves to the garbage collector) warn; none of that is genq's doing.

@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from ui_fixtures import CHROMIUM, ServerProcess, launch_chromium, running_server
 
-if not Path(CHROMIUM).exists():  # scripts/setup.sh installs it
-    pytest.skip(f"{CHROMIUM} is not installed (run scripts/setup.sh)", allow_module_level=True)
+if not Path(CHROMIUM).exists():  # scripts/setup.sh installs it: missing is a failure
+    raise RuntimeError(f"{CHROMIUM} is not installed (run scripts/setup.sh)")
 
 TIMEOUT_MS = 20_000
 
