@@ -18,7 +18,6 @@ from genq.app import App
 from genq.client.base import AsyncClientBase
 from genq.client.sync import SyncClient
 from genq.errors import JobNotFound
-from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
 from genq.store.base import Store
 from genq.store.sqlite import SQLiteStore
@@ -79,11 +78,10 @@ class LocalClient(AsyncClientBase):
 class Engine:
     """Store + worker with one life cycle: ``serve`` runs until ``stop`` is called."""
 
-    def __init__(self, app: App, store: Store, *, workers: bool, shutdown_grace: float,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, app: App, store: Store, *, workers: bool, shutdown_grace: float) -> None:
         self.app = app
         self.store = store
-        self.worker = Worker(app, store, metrics=metrics) if workers else None
+        self.worker = Worker(app, store) if workers else None
         self.shutdown_grace = shutdown_grace
         self._stop = anyio.Event()
         self._stopped = anyio.Event()

@@ -34,7 +34,6 @@ from genq.progress import Progress
 
 if TYPE_CHECKING:
     from genq.app import App
-    from genq.metrics import Metrics
     from genq.store.base import Store
 
 
@@ -62,7 +61,6 @@ class _Outcome:
     kind: str  # succeeded | failed | timeout | cancelled | shutdown
     value: Any = None
     error: BaseException | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
@@ -86,22 +84,19 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 class Worker:
     def __init__(self, app: App, store: Store, *, worker_id: str | None = None,
-                 functions: list[str] | None = None, lease: float = 30.0,
-                 metrics: Metrics | None = None) -> None:
+                 functions: list[str] | None = None, lease: float = 30.0) -> None:
         self.app = app
         self.store = store
         self.id = worker_id or default_worker_id()
         names = functions if functions is not None else list(app.functions)
         self._specs: dict[str, FunctionSpec] = {n: app.get_function(n) for n in names}
         self._lease = lease
-        self.metrics = metrics
         self._running: Counter[str] = Counter()
         self._active: dict[str, _Call] = {}  # job id -> the call running it
         self._wake = asyncio.Event()  # cleared before each claim, set by _notify
         self._arrivals: set[anyio.Event] = set()  # batches waiting for more jobs
         self._stopping = False
         self._idle = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
         self._calls: set[asyncio.Task[None]] = set()
         total = sum(s.options.concurrency for s in self._specs.values())
         self._threads = anyio.CapacityLimiter(max(4, total))
@@ -119,7 +114,6 @@ class Worker:
         unsubscribe_cancels = self.store.subscribe_cancels(self._on_cancel_requested)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
                 tg.start_soon(self._maintain)
                 task_status.started()
                 await self._claim_loop(tg)
@@ -254,9 +248,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 for index, job in enumerate(jobs):
                     mine = _outcome_of(call, job, index, outcome, spec.options.batched)
-                    final = await self._settle(spec, job, mine, logs[job.id])
-                    if self.metrics is not None and final.status.terminal:
-                        self.metrics.job_done(final)
+                    await self._settle(spec, job, mine, logs[job.id])
         finally:
             self.app.stats.record(spec.name, time.monotonic() - started)
             for job in jobs:

@@ -71,6 +71,10 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
 
     def on_job_changed(self, job: Job) -> None:
+        """One feed of durable status changes serves the metrics, the dashboard's figures
+        and its live list, whoever ended the job (a worker, a cancel, an expiry)."""
+        if job.status.terminal:
+            self.metrics.job_done(job)
         self.activity.observe(job)
         self.feed.publish(job)
 
@@ -80,7 +84,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     settings = settings or ServerSettings()
     metrics = Metrics()
     engine = Engine(app, store, workers=settings.workers,
-                    shutdown_grace=settings.shutdown_grace, metrics=metrics)
+                    shutdown_grace=settings.shutdown_grace)
     state = ServerState(app, store, settings, metrics, engine)
     store.subscribe_jobs(state.on_job_changed)
 

@@ -277,7 +277,6 @@ class SQLiteStore:
         self._job_callbacks: list[Callable[[Job], None]] = []
         self._pending = 0
         self._drained = asyncio.Event()
-        self._writer_error: BaseException | None = None
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> None:
