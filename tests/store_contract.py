@@ -27,8 +27,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from genq.errors import IdempotencyConflict, JobNotFound, QueueFull, ResultTimeout
-from genq.models import Event, EventType, Job, JobStatus, new_job_id
+from genq.errors import IdempotencyConflict, JobNotFound, LeaseLost, QueueFull, ResultTimeout
+from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new_job_id
+from genq.store import rules
 from genq.store.base import Store, SubmitPolicy
 
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -50,8 +51,9 @@ async def submit(store: Store, function: str = "render", policy: SubmitPolicy = 
     return submitted.job
 
 
-async def claim_one(store: Store, function: str = "render", worker: str = "w1") -> Job:
-    job = await store.claim([function], worker, LEASE)
+async def claim_one(store: Store, function: str = "render", worker: str = "w1",
+                    lease: float = LEASE) -> Job:
+    job = await store.claim([function], worker, lease)
     assert job is not None, f"expected a claimable {function!r} job"
     return job
 
@@ -337,18 +339,18 @@ class StoreContract:
     # -- the event log ---------------------------------------------------------------
     async def test_append_events_assigns_consecutive_ids(self, store: Store) -> None:
         job = await submit(store)
-        await claim_one(store)  # events 1 (queued) and 2 (started)
+        lease = (await claim_one(store)).lease  # events 1 (queued) and 2 (started)
         expected = 2
         for size in (1, 3, 50, 1, 7):
             batch = [(EventType.OUTPUT, {"chunk": f"c{expected + i + 1}"}) for i in range(size)]
-            last = await store.append_events(job.id, batch)
+            last = await store.append_events(job.id, batch, lease)
             expected += size
             assert last == expected
-        assert await store.append_events(job.id, []) == expected  # nothing to add
+        assert await store.append_events(job.id, [], lease) == expected  # nothing to add
         await store.append_events(job.id, [(EventType.PROGRESS, {"fraction": 0.5}),
-                                           (EventType.LOG, {"message": "half way"})])
+                                           (EventType.LOG, {"message": "half way"})], lease)
         expected += 2
-        final = await store.finish(job.id, JobStatus.SUCCEEDED, result="ok")
+        final = await store.finish(job.id, JobStatus.SUCCEEDED, result="ok", lease=lease)
         expected += 1
         assert final.last_event_id == expected
 
@@ -361,14 +363,15 @@ class StoreContract:
                                                  EventType.SUCCEEDED]
         assert all(e.job_id == job.id for e in events)
 
-        with pytest.raises(JobNotFound):  # the log of a finished job is closed
-            await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "late"})])
+        with pytest.raises(LeaseLost):  # the log of a finished job is closed
+            await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "late"})], lease)
 
     async def test_read_events_after_returns_exactly_the_later_ones(self, store: Store) -> None:
         job = await submit(store)
-        await claim_one(store)
-        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(20)])
-        await store.finish(job.id, JobStatus.SUCCEEDED)
+        lease = (await claim_one(store)).lease
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(20)],
+                                  lease)
+        await store.finish(job.id, JobStatus.SUCCEEDED, lease=lease)
         everything = await store.read_events(job.id)
         assert len(everything) == 23
         for k in (0, 1, 2, 10, 22, 23, 50):
@@ -380,7 +383,7 @@ class StoreContract:
     async def test_follow_delivers_live_events_without_gap_or_duplicate(
             self, store: Store) -> None:
         job = await submit(store)
-        await claim_one(store)
+        lease = (await claim_one(store)).lease
         followers: list[list[list[Event]]] = [[], [], []]
 
         async def follow(into: list[list[Event]]) -> None:
@@ -390,12 +393,12 @@ class StoreContract:
         async def write() -> None:
             for i in range(80):
                 await store.append_events(job.id, [
-                    (EventType.OUTPUT, {"chunk": f"{i}.{j}"}) for j in range(1 + i % 7)])
+                    (EventType.OUTPUT, {"chunk": f"{i}.{j}"}) for j in range(1 + i % 7)], lease)
                 if i % 3 == 0:
                     await anyio.lowlevel.checkpoint()
                 if i % 20 == 0:
                     await anyio.sleep(0.005)
-            await store.finish(job.id, JobStatus.SUCCEEDED, result="fin")
+            await store.finish(job.id, JobStatus.SUCCEEDED, result="fin", lease=lease)
 
         with anyio.fail_after(WAIT * 2):
             async with anyio.create_task_group() as tg:
@@ -417,8 +420,9 @@ class StoreContract:
 
     async def test_follow_from_the_middle(self, store: Store) -> None:
         job = await submit(store)
-        await claim_one(store)
-        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(10)])
+        lease = (await claim_one(store)).lease
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i}) for i in range(10)],
+                                  lease)
         await events_until(store, job.id, 12)  # committed: 1 queued, 2 started, 3..12 output
 
         got: list[Event] = []
@@ -432,8 +436,8 @@ class StoreContract:
                 tg.start_soon(follow_from, 7)
                 await anyio.sleep(0.01)
                 await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i})
-                                                   for i in range(10, 15)])
-                await store.finish(job.id, JobStatus.SUCCEEDED)
+                                                   for i in range(10, 15)], lease)
+                await store.finish(job.id, JobStatus.SUCCEEDED, lease=lease)
         assert [e.id for e in got] == list(range(8, 19))
         assert [e.data.get("chunk") for e in got[:-1]] == list(range(5, 15))
 
@@ -492,12 +496,12 @@ class StoreContract:
     async def test_finish_records_the_terminal_state(self, store: Store,
                                                      status: JobStatus) -> None:
         job = await submit(store)
-        await claim_one(store)
-        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "partial"})])
+        lease = (await claim_one(store)).lease
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "partial"})], lease)
         result = {"text": "hello"} if status is JobStatus.SUCCEEDED else None
         error = {"type": "ValueError", "message": "bad"} if status is JobStatus.FAILED else None
         finished = await store.finish(job.id, status, result=result, error=error,
-                                      data={"reason": "because"})
+                                      data={"reason": "because"}, lease=lease)
 
         assert finished.status is status and finished.finished_at is not None
         assert finished.result == result and finished.error == error
@@ -534,11 +538,11 @@ class StoreContract:
 
     async def test_retry_waits_for_its_delay(self, store: Store) -> None:
         job = await submit(store, max_attempts=3)
-        await claim_one(store)
+        lease = (await claim_one(store)).lease
         delay = 0.4
         retried_at = time.time()
         error = {"type": "ConnectionError", "message": "blip"}
-        back = await store.retry(job.id, delay, error)
+        back = await store.retry(job.id, delay, error, lease)
         assert back.status is JobStatus.QUEUED and back.attempts == 1
 
         assert await store.claim(["render"], "w1", LEASE) is None  # not before the delay
@@ -562,7 +566,7 @@ class StoreContract:
 
     async def test_work_is_announced_when_a_retry_delay_ends(self, store: Store) -> None:
         job = await submit(store, max_attempts=2)
-        await claim_one(store)
+        lease = (await claim_one(store)).lease
         woken = anyio.Event()
 
         def on_work() -> None:
@@ -570,7 +574,7 @@ class StoreContract:
 
         unsubscribe = store.subscribe_work(on_work)
         try:
-            await store.retry(job.id, 0.2, {"type": "E", "message": ""})
+            await store.retry(job.id, 0.2, {"type": "E", "message": ""}, lease)
             # Like a worker: claim whenever told, and only when told.
             with anyio.fail_after(WAIT):
                 while True:
@@ -586,7 +590,8 @@ class StoreContract:
         job = await submit(store, max_attempts=1)
         first = await claim_one(store)
         assert first.attempts == 1
-        back = await store.requeue(job.id, "worker shut down before the job finished")
+        back = await store.requeue(job.id, "worker shut down before the job finished",
+                                   first.lease)
         assert back.status is JobStatus.QUEUED and back.attempts == 0
         assert await store.queue_position(job.id) == 1
         again = await claim_one(store)  # claimable at once
@@ -596,6 +601,154 @@ class StoreContract:
                                  (4, "started")]
         assert events[2].data["reason"] == "worker shut down before the job finished"
         assert events[3].data["attempt"] == 1
+
+    # -- leases and fencing ----------------------------------------------------------
+    async def test_a_lapsed_lease_is_reclaimed_and_its_writes_refused(
+            self, store: Store) -> None:
+        job = await submit(store, max_attempts=3)
+        stale = await claim_one(store, worker="w1", lease=0.05)
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "first try"})],
+                                  stale.lease)
+        await anyio.sleep(0.1)  # w1 is paused past its lease
+        await store.housekeep(time.time())
+
+        reclaimed = await store.get_job(job.id)
+        assert reclaimed is not None and reclaimed.status is JobStatus.QUEUED
+        assert reclaimed.attempts == 1 and reclaimed.lease_token != stale.lease_token
+        # The same worker claims it again: a new token, so the old run is still fenced off.
+        fresh = await claim_one(store, worker="w1")
+        assert fresh.id == job.id and fresh.attempts == 2
+        assert fresh.lease_token not in (stale.lease_token, reclaimed.lease_token - 1)
+        log_before = await events_until(store, job.id, 5)
+
+        late = [(EventType.OUTPUT, {"chunk": "late"})]
+        with pytest.raises(LeaseLost) as caught:
+            await store.append_events(job.id, late, stale.lease)
+        assert caught.value.status == 409 and job.id in str(caught.value)
+        with pytest.raises(LeaseLost):
+            await store.finish(job.id, JobStatus.SUCCEEDED, result="stale", lease=stale.lease)
+        with pytest.raises(LeaseLost):
+            await store.retry(job.id, 0.0, {"type": "E", "message": ""}, stale.lease)
+        with pytest.raises(LeaseLost):
+            await store.requeue(job.id, "shutdown", stale.lease)
+
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "second try"})],
+                                  fresh.lease)
+        await store.finish(job.id, JobStatus.SUCCEEDED, result="fresh", lease=fresh.lease)
+        events = await store.read_events(job.id)
+        assert events[:5] == log_before
+        assert shape(events) == [(1, "queued"), (2, "started"), (3, "output"),
+                                 (4, "retrying"), (5, "started"), (6, "output"),
+                                 (7, "succeeded")]
+        assert events[3].data["reason"] == rules.LEASE_LAPSED
+        assert [e.data["chunk"] for e in events if e.type is EventType.OUTPUT] == [
+            "first try", "second try"]
+        done = await store.get_job(job.id)
+        assert done is not None and done.result == "fresh"
+        # And a finished job refuses the stale lease too, without changing.
+        assert (await store.finish(job.id, JobStatus.FAILED, lease=stale.lease)).result \
+            == "fresh"
+
+    async def test_a_lapsed_lease_without_attempts_left_fails_the_job(
+            self, store: Store) -> None:
+        last_try = await submit(store, max_attempts=1)
+        doomed = await submit(store, "caption", max_attempts=3)
+        await claim_one(store, lease=0.05)
+        await claim_one(store, "caption", lease=0.05)
+        await store.cancel(doomed.id)
+        await anyio.sleep(0.1)
+        await store.housekeep(time.time())
+
+        failed = await store.wait_terminal(last_try.id, timeout=WAIT)
+        assert failed.status is JobStatus.FAILED and failed.error is not None
+        assert failed.error["type"] == "WorkerLost"
+        cancelled = await store.wait_terminal(doomed.id, timeout=WAIT)
+        assert cancelled.status is JobStatus.CANCELLED  # a requested cancel is honoured
+        assert await store.running_counts() == {}
+
+    async def test_extend_leases_keeps_jobs_and_reports_what_to_stop(
+            self, store: Store) -> None:
+        kept = await submit(store, max_attempts=2)
+        asked = await submit(store)
+        gone = await submit(store)
+        runs = {j.id: j for j in [await claim_one(store, lease=0.3) for _ in range(3)]}
+        await store.cancel(asked.id)
+        await store.finish(gone.id, JobStatus.SUCCEEDED)  # e.g. reclaimed and finished
+        for _ in range(4):  # renewed past three of its original leases
+            report = await store.extend_leases(
+                "w1", {j.id: j.lease_token for j in runs.values()}, 0.3)
+            await anyio.sleep(0.1)
+            await store.housekeep(time.time())
+        assert report.cancelled == {asked.id} and report.lost == {gone.id}
+        still = await store.get_job(kept.id)
+        assert still is not None and still.status is JobStatus.RUNNING
+
+        # A renewal with the wrong token or the wrong worker renews nothing.
+        report = await store.extend_leases("w2", {kept.id: runs[kept.id].lease_token}, 30)
+        assert report.lost == {kept.id}
+        report = await store.extend_leases("w1", {kept.id: runs[kept.id].lease_token + 1}, 30)
+        assert report.lost == {kept.id}
+        await anyio.sleep(0.35)
+        await store.housekeep(time.time())
+        lapsed = await store.get_job(kept.id)
+        assert lapsed is not None and lapsed.status is JobStatus.QUEUED
+
+    async def test_a_cancel_beats_a_retry_and_a_requeue(self, store: Store) -> None:
+        retried = await submit(store, max_attempts=3)
+        requeued = await submit(store, "caption")
+        retry_lease = (await claim_one(store)).lease
+        requeue_lease = (await claim_one(store, "caption")).lease
+        await store.cancel(retried.id)
+        await store.cancel(requeued.id)
+        # The worker's attempt failed (or it shut down) just as the user pressed stop.
+        after_retry = await store.retry(retried.id, 0.0, {"type": "E", "message": "blip"},
+                                        retry_lease)
+        after_requeue = await store.requeue(requeued.id, "worker shut down", requeue_lease)
+        assert after_retry.status is JobStatus.CANCELLED
+        assert after_requeue.status is JobStatus.CANCELLED
+        for job in (retried, requeued):
+            assert shape(await store.read_events(job.id)) == [
+                (1, "queued"), (2, "started"), (3, "cancelled")]
+        assert await store.claim(["render", "caption"], "w1", LEASE) is None
+        assert await store.queue_depth("render") == 0
+
+    async def test_claim_limits_hold_across_workers(self, store: Store) -> None:
+        for _ in range(5):
+            await submit(store, "gpu")
+        await submit(store, "cpu")
+        limits = {"gpu": 2}
+        first = await store.claim(["gpu"], "w1", LEASE, limits)
+        second = await store.claim(["gpu"], "w2", LEASE, limits)
+        assert first is not None and second is not None
+        assert await store.claim(["gpu"], "w3", LEASE, limits) is None  # 2 run already
+        other = await store.claim(["gpu", "cpu"], "w3", LEASE, limits)
+        assert other is not None and other.function == "cpu"  # other functions still run
+        assert await store.running_counts() == {"gpu": 2, "cpu": 1}
+        await store.finish(first.id, JobStatus.SUCCEEDED, lease=first.lease)
+        third = await store.claim(["gpu"], "w3", LEASE, limits)
+        assert third is not None and third.function == "gpu"
+        assert await store.running_counts() == {"gpu": 2, "cpu": 1}
+        assert await store.claim(["gpu"], "w1", LEASE) is not None  # no limit given
+
+    async def test_started_event_says_attempt_and_worker(self, store: Store) -> None:
+        job = await submit(store, max_attempts=4)
+        claimed = await claim_one(store, worker="gpu-box:17")
+        [_, started] = await events_until(store, job.id, 2)
+        assert started.data == {"attempt": 1, "max_attempts": 4, "worker": "gpu-box:17"}
+        assert claimed.lease == Lease("gpu-box:17", claimed.lease_token)
+
+    # -- the cluster -----------------------------------------------------------------
+    async def test_workers_report_themselves_and_time_out(self, store: Store) -> None:
+        now = time.time()
+        a = WorkerInfo("a", "host1", 11, ("render",), 2, 1, now - 5, now)
+        b = WorkerInfo("b", "host2", 12, ("render", "caption"), 4, 0, now - 5, now)
+        await store.register_worker(a, ttl=0.2)
+        await store.register_worker(b, ttl=30)
+        assert sorted(await store.workers(), key=lambda w: w.id) == [a, b]
+        await anyio.sleep(0.3)
+        assert await store.workers() == [b]  # a stopped reporting
+        await store.unregister_worker("b")
+        assert await store.workers() == []
 
     # -- cancellation ----------------------------------------------------------------
     async def test_cancel_of_a_queued_job_is_immediate(self, store: Store) -> None:
@@ -655,7 +808,7 @@ class StoreContract:
         never = await submit(store)
         later = await submit(store, expires_at=now + 1000)
         started = await submit(store, "caption", expires_at=now + 100)
-        await claim_one(store, "caption")
+        await claim_one(store, "caption", lease=1000)  # its lease outlives the sweep
 
         await store.housekeep(now + 200)
 
@@ -687,10 +840,10 @@ class StoreContract:
         now = time.time()
         retried = await submit(store, max_attempts=2, expires_at=now + 100)
         requeued = await submit(store, "caption", expires_at=now + 100)
-        await claim_one(store)
-        await claim_one(store, "caption")
-        await store.retry(retried.id, 0.0, {"type": "E", "message": "transient"})
-        await store.requeue(requeued.id, "worker shut down")
+        lease = (await claim_one(store)).lease
+        other = (await claim_one(store, "caption")).lease
+        await store.retry(retried.id, 0.0, {"type": "E", "message": "transient"}, lease)
+        await store.requeue(requeued.id, "worker shut down", other)
         await store.housekeep(now + 200)
         for job in (retried, requeued):
             stored = await store.get_job(job.id)
@@ -700,8 +853,8 @@ class StoreContract:
 
         # The same when the queue timeout has really passed by the time of the retry.
         soon = await submit(store, "upscale", max_attempts=2, expires_at=time.time() + 0.3)
-        await claim_one(store, "upscale")
-        await store.retry(soon.id, 0.0, {"type": "E", "message": "transient"})
+        lease = (await claim_one(store, "upscale")).lease
+        await store.retry(soon.id, 0.0, {"type": "E", "message": "transient"}, lease)
         await anyio.sleep(0.35)
         await store.housekeep(time.time())
         again = await claim_one(store, "upscale")
@@ -780,13 +933,13 @@ class StoreContract:
             unsubscribe = store.subscribe_jobs(
                 lambda job: send.send_nowait((job.id, job.status, job.attempts)))
             job = await submit(store, max_attempts=2)
-            await claim_one(store)
+            lease = (await claim_one(store)).lease
             await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i})
-                                               for i in range(20)])
-            await store.append_events(job.id, [(EventType.PROGRESS, {"fraction": 0.5})])
-            await store.retry(job.id, 0.0, {"type": "E", "message": ""})
-            await claim_one(store)
-            await store.finish(job.id, JobStatus.SUCCEEDED, result="ok")
+                                               for i in range(20)], lease)
+            await store.append_events(job.id, [(EventType.PROGRESS, {"fraction": 0.5})], lease)
+            await store.retry(job.id, 0.0, {"type": "E", "message": ""}, lease)
+            lease = (await claim_one(store)).lease
+            await store.finish(job.id, JobStatus.SUCCEEDED, result="ok", lease=lease)
             doomed = await submit(store)
             await store.cancel(doomed.id)
             expected = [(job.id, JobStatus.QUEUED, 0), (job.id, JobStatus.RUNNING, 1),

@@ -83,10 +83,12 @@ async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None
         claimed = await store.claim(["render"], "w1", LEASE)
         assert claimed is not None and claimed.id == done.id
         await store.append_events(done.id, [(EventType.OUTPUT, {"chunk": f"t{i}"})
-                                            for i in range(50)])
-        await store.append_events(done.id, [(EventType.PROGRESS, {"fraction": 1.0})])
+                                            for i in range(50)], claimed.lease)
+        await store.append_events(done.id, [(EventType.PROGRESS, {"fraction": 1.0})],
+                                  claimed.lease)
         ref = await store.put_artifact(done.id, "out.png", "image/png", b"\x89PNG-bytes")
-        await store.finish(done.id, JobStatus.SUCCEEDED, result=ref.to_dict())
+        await store.finish(done.id, JobStatus.SUCCEEDED, result=ref.to_dict(),
+                           lease=claimed.lease)
 
         low = (await store.create_job(make_job("render"), SubmitPolicy())).job
         high = (await store.create_job(make_job("render", priority=3), SubmitPolicy())).job
@@ -139,9 +141,13 @@ async def test_jobs_left_running_are_recovered_on_open(tmp_path: Path) -> None:
         timed = (await store.create_job(make_job("d", max_attempts=2,
                                                  expires_at=time.time() + 0.2),
                                         SubmitPolicy())).job
+        leases = {}
         for fn in ("a", "b", "c", "d"):
-            assert await store.claim([fn], "w1", LEASE) is not None
-        await store.append_events(retryable.id, [(EventType.OUTPUT, {"chunk": "x"})])
+            claimed = await store.claim([fn], "w1", LEASE)
+            assert claimed is not None
+            leases[claimed.id] = claimed.lease
+        await store.append_events(retryable.id, [(EventType.OUTPUT, {"chunk": "x"})],
+                                  leases[retryable.id])
         await store.cancel(stopping.id)
     finally:
         await store.close()
@@ -346,7 +352,7 @@ def test_crash_recovery_after_kill_9(crashed_child: tuple[Path, dict[str, Any]])
     async def restart() -> None:
         app = _restarted_app()
         async with app.local(db) as client:
-            store = client.store
+            store = client.jobs.store
             final = {}
             with anyio.fail_after(30):
                 for name, job_id in ids.items():

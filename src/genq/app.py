@@ -6,20 +6,18 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from genq.errors import UnknownFunction
 from genq.functions import FunctionSpec, Options
 from genq.models import Job, new_job_id
+from genq.store import DEFAULT_STORE_URL
 from genq.store.base import SubmitPolicy
 
 if TYPE_CHECKING:
     from genq.local import LocalRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_DB = ".genq/genq.sqlite3"
 
 
 class FunctionStats:
@@ -94,19 +92,27 @@ class App:
             policy = SubmitPolicy(policy.max_queue, policy.cache_ttl, policy.dedupe, retry_after)
         return job, policy
 
-    def local(self, path: str | os.PathLike[str] | None = None, *, workers: bool = True,
+    def local(self, store: str | os.PathLike[str] | None = None, *, workers: bool = True,
               owner: str = "local", shutdown_grace: float = 10.0) -> LocalRunner:
-        """An embedded engine: a SQLite file plus in-process workers.
+        """An engine in this process: a store plus in-process workers.
 
         ``with app.local() as client`` gives the sync client (safe in scripts, inside a
         running loop such as Jupyter, and from many threads); ``async with`` gives the
-        async one on the current loop. ``path`` defaults to $GENQ_DB or .genq/genq.sqlite3.
+        async one on the current loop. ``store`` is a SQLite path or a store URL
+        (``redis://host:port/0``, see genq.store); it defaults to $GENQ_STORE, then
+        $GENQ_DB, then .genq/genq.sqlite3. With ``workers=False`` this process only
+        submits and follows, while ``genq worker`` processes run the jobs.
         """
         from genq.local import LocalRunner
 
-        db = Path(path or os.environ.get("GENQ_DB") or DEFAULT_DB)
-        return LocalRunner(self, db, workers=workers, owner=owner,
+        return LocalRunner(self, store_url(store), workers=workers, owner=owner,
                            shutdown_grace=shutdown_grace)
+
+
+def store_url(given: str | os.PathLike[str] | None = None) -> str:
+    """The store to use: ``given``, else $GENQ_STORE, else $GENQ_DB, else the default."""
+    return os.fspath(given or os.environ.get("GENQ_STORE") or os.environ.get("GENQ_DB")
+                     or DEFAULT_STORE_URL)
 
 
 def _normalise(options: dict[str, Any]) -> dict[str, Any]:

@@ -12,24 +12,29 @@ import gc
 import ipaddress
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import anyio
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from genq import errors
-from genq.app import App
+from genq.app import App, store_url
 from genq.client.base import Artifact
 from genq.client.http import Client, ConnectionLost
 from genq.client.sync import Job as SyncJob
 from genq.client.sync import SyncClient
+from genq.engine import Engine
 from genq.models import Event, EventType
+from genq.store import Store, store_from_url
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL, EXIT_INTERRUPTED = (
@@ -45,6 +50,11 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="GENQ_URL",
                                         help="Server to talk to.")]
 KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="GENQ_API_KEY",
                                                help="API key for the server.")]
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", envvar="GENQ_STORE", help="Store URL: sqlite:///path or redis://host:port/db "
+                                         "(default: --db, $GENQ_DB or .genq/genq.sqlite3).")]
+DbOption = Annotated[Path | None, typer.Option(help="SQLite file; the same as "
+                                                    "--store sqlite:///FILE.")]
 
 
 def load_app(target: str) -> App:
@@ -86,43 +96,116 @@ def serve(
     app_target: Annotated[str, typer.Argument(metavar="APP", help="module:app to serve")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
-    db: Annotated[Path | None, typer.Option(help="SQLite file (default $GENQ_DB or "
-                                                 ".genq/genq.sqlite3).")] = None,
+    store: StoreOption = None,
+    db: DbOption = None,
     api_keys_file: Annotated[Path | None, typer.Option(
         help="File of key=owner lines (also $GENQ_API_KEYS).")] = None,
     insecure_public: Annotated[bool, typer.Option(
         "--insecure-public", help="Allow a non-loopback address without API keys.")] = False,
-    workers: Annotated[bool, typer.Option(help="Run workers in this process.")] = True,
+    workers: Annotated[bool, typer.Option(
+        help="Run workers in this process (--no-workers: only the API; `genq worker` "
+             "processes run the jobs).")] = True,
     heartbeat: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the API (and workers) for an app."""
-    run_server(load_app(app_target), host=host, port=port, db=db, api_keys_file=api_keys_file,
-               insecure_public=insecure_public, workers=workers, heartbeat=heartbeat,
-               log_level=log_level)
+    run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
+               api_keys_file=api_keys_file, insecure_public=insecure_public,
+               workers=workers, heartbeat=heartbeat, log_level=log_level)
 
 
 @cli.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
-    db: Annotated[Path | None, typer.Option(help="SQLite file.")] = None,
+    store: StoreOption = None,
+    db: DbOption = None,
 ) -> None:
     """Serve the demo app (image rendering with progress, streaming text)."""
     from genq.demo import app
 
-    run_server(app, host=host, port=port, db=db, api_keys_file=None, insecure_public=False,
-               workers=True, heartbeat=15.0, log_level="info")
+    run_server(app, host=host, port=port, store=_store_url(store, db), api_keys_file=None,
+               insecure_public=False, workers=True, heartbeat=15.0, log_level="info")
 
 
-def run_server(app: App, *, host: str, port: int, db: Path | None,
+def _store_url(store: str | None, db: Path | None) -> str:
+    """--db (a SQLite file) if given, else --store / $GENQ_STORE, else the default."""
+    return store_url(db or store)
+
+
+def _open_store(url: str) -> Store:
+    try:
+        return store_from_url(url)
+    except (ValueError, ImportError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--store") from None
+
+
+@cli.command()
+def worker(
+    app_target: Annotated[str, typer.Argument(metavar="APP", help="module:app to run")],
+    store: StoreOption = None,
+    db: DbOption = None,
+    functions: Annotated[str | None, typer.Option(
+        help="Comma-separated functions to run (default: all of the app's).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Jobs of each function at once in this process (default: each "
+                    "function's own `concurrency`).")] = None,
+    lease: Annotated[float, typer.Option(
+        min=1.0, help="Seconds a claimed job is held without renewal before any worker "
+                      "may take it over.")] = 30.0,
+    shutdown_grace: Annotated[float, typer.Option(
+        help="Seconds running jobs get to finish on SIGTERM/Ctrl-C before they go back "
+             "to the queue.")] = 10.0,
+) -> None:
+    """Run an app's jobs from a shared store (Redis), without serving HTTP."""
+    import logging
+
+    app = load_app(app_target)
+    names = None if functions is None else [f.strip() for f in functions.split(",")
+                                            if f.strip()]
+    for name in names or []:
+        if name not in app.functions:
+            raise typer.BadParameter(f"no function named {name!r} (known: "
+                                     f"{', '.join(sorted(app.functions))})",
+                                     param_hint="--functions")
+    url = _store_url(store, db)
+    engine = Engine(app, _open_store(url), functions=names, concurrency=concurrency,
+                    lease=lease, shutdown_grace=shutdown_grace)
+    assert engine.worker is not None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    err.print(f"genq worker {engine.worker.id}: {', '.join(names or app.functions)} "
+              f"from {_redacted(url)}")
+    anyio.run(_run_until_signalled, engine)
+    err.print(f"genq worker {engine.worker.id}: stopped")
+
+
+async def _run_until_signalled(engine: Engine) -> None:
+    """Serve until SIGINT or SIGTERM, then drain: running jobs get the grace period,
+    then go back to the queue (no accepted work is lost)."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.serve)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+        await engine.stop()
+
+
+def _redacted(url: str) -> str:
+    """The store URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
                heartbeat: float, log_level: str) -> None:
     import uvicorn
 
-    from genq.app import DEFAULT_DB
     from genq.server import ApiKeys, ServerSettings, create_server
-    from genq.store.sqlite import SQLiteStore
 
     keys = ApiKeys.from_env(api_keys_file)
     if not keys.enabled and not _is_loopback(host) and not insecure_public:
@@ -130,11 +213,10 @@ def run_server(app: App, *, host: str, port: int, db: Path | None,
                   "can reach it could run jobs. Set GENQ_API_KEYS or --api-keys-file, or "
                   "pass --insecure-public if this network is trusted.")
         raise typer.Exit(EXIT_USAGE)
-    path = db or Path(os.environ.get("GENQ_DB") or DEFAULT_DB)
     settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys)
-    server = create_server(app, SQLiteStore(path), settings)
-    err.print(f"genq: serving {len(app.functions)} functions from {path} on "
-              f"http://{host}:{port}")
+    server = create_server(app, _open_store(store), settings)
+    err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
+              f"http://{host}:{port}" + ("" if workers else " (no workers here)"))
     # The server owns this process: thousands of open streams keep many long-lived
     # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
     # bench/bench_sse_idle.py). Freeze what start-up made and collect less often.
@@ -177,11 +259,11 @@ def parse_inputs(args: list[str], schema: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def _client(url: str, api_key: str | None, app_target: str | None,
-            db: Path | None) -> Iterator[tuple[SyncClient, dict[str, dict[str, Any]]]]:
+            store: str) -> Iterator[tuple[SyncClient, dict[str, dict[str, Any]]]]:
     """A local engine when an app is named, else the server at ``url``; plus schemas."""
     if app_target is not None:
         app = load_app(app_target)
-        with app.local(db) as local:
+        with app.local(store) as local:
             yield local, {n: s.input_schema() for n, s in app.functions.items()}
         return
     with Client(url, api_key=api_key, retry_for=10.0) as remote:
@@ -219,6 +301,7 @@ def run(
                                        "with --url")],
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
+    store: StoreOption = None,
     db: Annotated[Path | None, typer.Option(help="SQLite file when running an APP "
                                                  "locally.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
@@ -231,7 +314,8 @@ def run(
         app_target, function = target, extra.pop(0)
     else:
         app_target, function = None, target
-    with _exit_codes(), _client(url, api_key, app_target, db) as (client, schemas):
+    with _exit_codes(), _client(url, api_key, app_target, _store_url(store, db)) as (
+            client, schemas):
         if function not in schemas:
             raise errors.UnknownFunction(f"no function named {function!r} (known: "
                                          f"{', '.join(sorted(schemas)) or 'none'})")

@@ -86,6 +86,21 @@ class StoreLocked(GenqError):
     status = 503
 
 
+class StoreUnavailable(GenqError):
+    """The store (Redis) did not answer; nothing was accepted, so the call can be retried."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class LeaseLost(GenqError):
+    """A worker wrote to a job it no longer holds: its lease lapsed and the job was
+    reclaimed (or finished). The write was refused; the job's log is unchanged."""
+
+    code = "lease_lost"
+    status = 409
+
+
 class Cancelled(BaseException):
     """Raised inside sync job code (at Progress calls and generator yields) to stop it.
 

@@ -43,6 +43,7 @@ class Options:
     """Limits and policies of one function. Times are in seconds."""
 
     concurrency: int = 1  # runs at once, per worker process
+    max_running: int | None = None  # runs at once across all workers of the store
     timeout: float | None = None  # execution time limit per attempt
     queue_timeout: float | None = None  # a job still queued after this expires
     max_queue: int | None = 10_000  # submissions beyond this many queued get QueueFull
@@ -60,6 +61,8 @@ class Options:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError("max_running must be at least 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.batch_wait < 0:

@@ -1,4 +1,10 @@
-"""Prometheus metrics of one process, in a registry of its own (no global state)."""
+"""Prometheus metrics, in a registry of its own per server (no global state).
+
+The gauges (queue depth, running jobs, workers) are read from the store at scrape time,
+so every front end reports the whole cluster. The counters and histograms count what
+this front end observed: the submissions it accepted, and every job end the store
+announced to it (on Redis, the ends of the whole cluster, since it started).
+"""
 
 from __future__ import annotations
 
@@ -30,8 +36,10 @@ class Metrics:
 
         self.queue_depth = Gauge("genq_queue_depth", "Queued jobs, by function",
                                  ["function"], registry=self.registry)
-        self.running = Gauge("genq_jobs_running", "Jobs running in this process, by function",
+        self.running = Gauge("genq_jobs_running", "Jobs running on any worker, by function",
                              ["function"], registry=self.registry)
+        self.workers = Gauge("genq_workers", "Worker processes reporting to the store",
+                             registry=self.registry)
 
         self.connected_streams = 0
 

@@ -65,6 +65,16 @@ class _IdSource:
 new_job_id = _IdSource()
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who may write to a running job: the worker that claimed it, with the fencing token
+    of that claim. A worker whose lease lapsed (paused, partitioned) keeps its old token,
+    and the store refuses its writes once the job was reclaimed, even by the same worker."""
+
+    worker_id: str
+    token: int
+
+
 @dataclass(slots=True)
 class Job:
     """One call of a registered function, from submission to its terminal state."""
@@ -88,8 +98,16 @@ class Job:
     idempotency_key: str | None = None
     worker_id: str | None = None
     lease_until: float | None = None
+    lease_token: int = 0  # fencing token: bumped by every claim and every reclaim
     cancel_requested: bool = False
     last_event_id: int = 0
+
+    @property
+    def lease(self) -> Lease:
+        """The right to write to this job as claimed: its worker plus the claim's token."""
+        if self.worker_id is None:
+            raise ValueError(f"job {self.id} has no worker")
+        return Lease(self.worker_id, self.lease_token)
 
     def copy(self) -> Job:
         """A shallow copy. Positional construction from one attrgetter costs a fifth of
@@ -135,6 +153,40 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "id": self.id, "type": self.type.value,
                 "data": self.data, "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """The store's answer to a lease renewal: what the worker must stop."""
+
+    cancelled: frozenset[str] = frozenset()  # still ours, but cancellation was requested
+    lost: frozenset[str] = frozenset()  # no longer ours: reclaimed, finished or unknown
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as it last reported itself to the store (the cluster view)."""
+
+    id: str
+    host: str
+    pid: int
+    functions: tuple[str, ...]
+    concurrency: int  # job slots over all its functions
+    running: int
+    started_at: float
+    seen_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "host": self.host, "pid": self.pid,
+                "functions": list(self.functions), "concurrency": self.concurrency,
+                "running": self.running, "started_at": self.started_at,
+                "seen_at": self.seen_at}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkerInfo:
+        return cls(str(d["id"]), str(d["host"]), int(d["pid"]), tuple(d["functions"]),
+                   int(d["concurrency"]), int(d["running"]), float(d["started_at"]),
+                   float(d["seen_at"]))
 
 
 @dataclass(slots=True, frozen=True)

@@ -5,12 +5,18 @@ a cancel scope (cancellation and shutdown), an optional execution timeout, one b
 Progress whose events go to every job of the call, and a JobLog per job. What happened
 is decided per job, in ``_settle``: success, retry with backoff, failure, cancellation,
 or (on shutdown past the grace period) back to the queue so no accepted work is lost.
+
+Every write carries the job's ``Lease``. The maintenance loop renews the leases, and the
+store's answer names jobs to stop: cancelled ones (the fallback when a cancel
+notification from another machine was missed) and lost ones (reclaimed after the lease
+lapsed, e.g. while this process was paused): those stop without writing anything more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -18,6 +24,7 @@ import socket
 import time
 import traceback
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +32,15 @@ import anyio
 from anyio.abc import TaskStatus
 
 from genq.encoding import NotSerializable, encode
-from genq.errors import Cancelled
+from genq.errors import Cancelled, LeaseLost
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
-from genq.models import EventType, Job, JobStatus
+from genq.models import EventType, Job, JobStatus, WorkerInfo
 from genq.progress import Progress
 
 if TYPE_CHECKING:
-    from genq.app import App
+    from genq.app import FunctionStats
     from genq.store.base import Store
 
 
@@ -44,21 +51,24 @@ class _Call:
     jobs: list[Job]
     scope: anyio.CancelScope
     progress: Progress
-    stopped: dict[str, str] = field(default_factory=dict)  # job id -> cancelled | shutdown
+    stopped: dict[str, str] = field(default_factory=dict)  # job id -> cancelled|shutdown|lost
     thread: ThreadWatch = field(default_factory=ThreadWatch)  # a sync function's thread
 
     def stop(self, job_id: str, reason: str) -> None:
         """Stop one job; the call itself stops once none of its jobs still wants it."""
         self.stopped.setdefault(job_id, reason)
         if len(self.stopped) == len(self.jobs):
-            self.progress.cancel("job cancelled" if reason == "cancelled"
-                                 else "worker shutting down")
+            self.progress.cancel(_STOP_MESSAGES[reason])
             self.scope.cancel()
+
+
+_STOP_MESSAGES = {"cancelled": "job cancelled", "shutdown": "worker shutting down",
+                  "lost": "lease lost: the job was given to another worker"}
 
 
 @dataclass(slots=True)
 class _Outcome:
-    kind: str  # succeeded | failed | timeout | cancelled | shutdown
+    kind: str  # succeeded | failed | timeout | cancelled | shutdown | lost
     value: Any = None
     error: BaseException | None = None
 
@@ -83,14 +93,22 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class Worker:
-    def __init__(self, app: App, store: Store, *, worker_id: str | None = None,
-                 functions: list[str] | None = None, lease: float = 30.0) -> None:
-        self.app = app
+    """Runs the jobs of ``functions`` from ``store``. ``concurrency`` overrides each
+    function's own per-process limit; ``lease`` is how long a claim holds without renewal."""
+
+    def __init__(self, functions: Mapping[str, FunctionSpec], store: Store, *,
+                 stats: FunctionStats | None = None, worker_id: str | None = None,
+                 concurrency: int | None = None, lease: float = 30.0) -> None:
         self.store = store
+        self.stats = stats
         self.id = worker_id or default_worker_id()
-        names = functions if functions is not None else list(app.functions)
-        self._specs: dict[str, FunctionSpec] = {n: app.get_function(n) for n in names}
+        self._specs = dict(functions)
+        self._slots = {n: concurrency or s.options.concurrency for n, s in self._specs.items()}
+        self._limits = {n: s.options.max_running for n, s in self._specs.items()
+                        if s.options.max_running is not None}
         self._lease = lease
+        self._maintain_interval = min(1.0, lease / 3)
+        self._started_at = time.time()
         self._running: Counter[str] = Counter()
         self._active: dict[str, _Call] = {}  # job id -> the call running it
         self._wake = asyncio.Event()  # cleared before each claim, set by _notify
@@ -98,8 +116,7 @@ class Worker:
         self._stopping = False
         self._idle = anyio.Event()
         self._calls: set[asyncio.Task[None]] = set()
-        total = sum(s.options.concurrency for s in self._specs.values())
-        self._threads = anyio.CapacityLimiter(max(4, total))
+        self._threads = anyio.CapacityLimiter(max(4, sum(self._slots.values())))
 
     @property
     def active_jobs(self) -> list[str]:
@@ -166,8 +183,9 @@ class Worker:
     async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
             self._wake.clear()  # rather than a new Event per claim; a set() after this wakes us
-            free = [n for n, s in self._specs.items() if self._running[n] < s.options.concurrency]
-            job = await self.store.claim(free, self.id, self._lease) if free else None
+            free = [n for n, slots in self._slots.items() if self._running[n] < slots]
+            job = (await self.store.claim(free, self.id, self._lease, self._limits)
+                   if free else None)
             if job is None:
                 with anyio.move_on_after(1.0):
                     await self._wake.wait()
@@ -184,25 +202,53 @@ class Worker:
             self._idle.set()
 
     async def _maintain(self) -> None:
-        """Heartbeat leases and let the store expire and reclaim jobs."""
-        interval = min(1.0, self._lease / 3)
-        while True:
-            await anyio.sleep(interval)
-            if self._active:
-                await self.store.extend_leases(self.id, list(self._active), self._lease)
-            await self.store.housekeep(time.time())
+        """Renew leases, report this worker, and let the store expire and reclaim jobs.
+        A store that fails (Redis restarting) is retried on the next round."""
+        interval = self._maintain_interval
+        try:
+            while True:
+                try:
+                    await self._maintain_once()
+                except Exception:
+                    log.warning("genq worker %s: store maintenance failed; retrying",
+                                self.id, exc_info=True)
+                await anyio.sleep(interval)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self.store.unregister_worker(self.id)
 
-    def _on_cancel_requested(self, job_id: str) -> None:
+    async def _maintain_once(self) -> None:
+        if self._active:
+            leases = {job.id: job.lease_token for call in self._active.values()
+                      for job in call.jobs}
+            report = await self.store.extend_leases(self.id, leases, self._lease)
+            for job_id in report.lost:
+                self._stop_job(job_id, "lost")
+            for job_id in report.cancelled:
+                self._stop_job(job_id, "cancelled")
+        # Three missed reports and the cluster view drops this worker.
+        await self.store.register_worker(self.info(), ttl=3 * self._maintain_interval + 0.5)
+        await self.store.housekeep(time.time())
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(self.id, socket.gethostname(), os.getpid(), tuple(self._specs),
+                          sum(self._slots.values()), len(self._active), self._started_at,
+                          time.time())
+
+    def _stop_job(self, job_id: str, reason: str) -> None:
         call = self._active.get(job_id)
         if call is not None:
-            call.stop(job_id, "cancelled")
+            call.stop(job_id, reason)
+
+    def _on_cancel_requested(self, job_id: str) -> None:
+        self._stop_job(job_id, "cancelled")
 
     async def _fill_batch(self, jobs: list[Job], spec: FunctionSpec) -> None:
         """Claim more queued jobs of a batched function, up to its size and wait."""
         size = spec.options.batch_size or 1
         deadline = time.monotonic() + spec.options.batch_wait
         while len(jobs) < size and not self._stopping:
-            more = await self.store.claim([spec.name], self.id, self._lease)
+            more = await self.store.claim([spec.name], self.id, self._lease, self._limits)
             if more is not None:
                 jobs.append(more)
                 continue
@@ -222,7 +268,9 @@ class Worker:
         spec = self._specs[jobs[0].function]
         if spec.options.batched:
             await self._fill_batch(jobs, spec)
-        logs = {job.id: JobLog(self.store, job.id) for job in jobs}
+        logs = {job.id: JobLog(self.store, job.id, job.lease,
+                               functools.partial(self._stop_job, job.id, "lost"))
+                for job in jobs}
 
         def on_progress(state: dict[str, Any]) -> None:
             for log in logs.values():
@@ -250,7 +298,8 @@ class Worker:
                     mine = _outcome_of(call, job, index, outcome, spec.options.batched)
                     await self._settle(spec, job, mine, logs[job.id])
         finally:
-            self.app.stats.record(spec.name, time.monotonic() - started)
+            if self.stats is not None:
+                self.stats.record(spec.name, time.monotonic() - started)
             for job in jobs:
                 del self._active[job.id]
             # An abandoned sync call (cancel, timeout) keeps its function's slot until its
@@ -305,11 +354,21 @@ class Worker:
         return _Outcome("stopped")
 
     async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
-                      log: JobLog) -> Job:
-        """Record how the run ended; returns the job as stored afterwards."""
-        store = self.store
-        with contextlib.suppress(Exception):
-            await log.drain()
+                      log: JobLog) -> Job | None:
+        """Record how the run ended; returns the job as stored afterwards, or None when
+        this worker no longer holds it (nothing was written)."""
+        try:
+            with contextlib.suppress(Exception):  # a failed flush is found again below
+                await log.drain()
+            if outcome.kind == "lost":
+                raise LeaseLost(f"job {job.id} was reclaimed", job_id=job.id)
+            return await self._record(spec, job, outcome)
+        except LeaseLost:
+            log_lost(self.id, job)
+            return None
+
+    async def _record(self, spec: FunctionSpec, job: Job, outcome: _Outcome) -> Job:
+        store, lease = self.store, job.lease
         if outcome.kind == "succeeded":
             value = outcome.value
             if isinstance(value, GeneratorOutcome):
@@ -319,11 +378,14 @@ class Worker:
             except NotSerializable as exc:
                 outcome = _Outcome("failed", error=exc)
             else:
-                return await store.finish(job.id, JobStatus.SUCCEEDED, result=result)
+                return await store.finish(job.id, JobStatus.SUCCEEDED, result=result,
+                                          lease=lease)
         if outcome.kind == "shutdown":
-            return await store.requeue(job.id, "worker shut down before the job finished")
+            return await store.requeue(job.id, "worker shut down before the job finished",
+                                       lease)
         if outcome.kind == "cancelled":
-            return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
+            return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"},
+                                      lease=lease)
         if outcome.kind == "timeout":
             error = {"type": "Timeout", "message":
                      f"the job exceeded its timeout of {spec.options.timeout} s"}
@@ -334,14 +396,17 @@ class Worker:
             error = {"type": type(failure).__name__, "message": str(failure),
                      "traceback": "".join(traceback.format_exception(failure))}
             retryable = isinstance(failure, spec.options.retry_on)
-        latest = await store.get_job(job.id)
-        if latest is not None and latest.cancel_requested:
-            return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"})
         if retryable and job.attempts < job.max_attempts:
             delay = backoff_delay(job.attempts, spec.options.retry_backoff,
                                   spec.options.retry_backoff_max)
-            return await store.retry(job.id, delay, error)
-        return await store.finish(job.id, JobStatus.FAILED, error=error)
+            return await store.retry(job.id, delay, error, lease)
+        return await store.finish(job.id, JobStatus.FAILED, error=error, lease=lease)
+
+
+def log_lost(worker_id: str, job: Job) -> None:
+    log.warning("genq worker %s: lost job %s (attempt %d) - its lease lapsed and the job "
+                "was reclaimed, so this run's remaining writes were refused", worker_id,
+                job.id, job.attempts)
 
 
 def _check_batch_result(function: str, value: Any, expected: int) -> None:

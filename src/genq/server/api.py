@@ -1,4 +1,5 @@
-"""The REST + SSE API: a Starlette app over one store, with in-process workers.
+"""The REST + SSE API: a Starlette app over the engine's job service, with in-process
+workers unless they run elsewhere (``genq serve --no-workers`` + ``genq worker``).
 
 Every error a caller can cause is answered with JSON ``{"error": {"code", "message",
 ...}}`` and the status of its ``GenqError`` class; see docs/api.md for the table.
@@ -7,7 +8,6 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +23,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from genq.app import App
-from genq.errors import GenqError, JobNotFound, QueueFull
-from genq.local import Engine
+from genq.engine import Engine, JobService
+from genq.errors import GenqError, QueueFull
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
 from genq.server.auth import ApiKeys
@@ -34,7 +34,6 @@ from genq.server.ui import ui_routes
 from genq.store.base import Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
-MAX_RESULT_WAIT = 60.0  # seconds one long-poll of /result may hold the connection
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 
@@ -69,6 +68,10 @@ class ServerState:
     activity: Activity = field(default_factory=Activity)
     feed: JobFeed = field(default_factory=JobFeed)
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def jobs(self) -> JobService:
+        return self.engine.jobs
 
     def on_job_changed(self, job: Job) -> None:
         """One feed of durable status changes serves the metrics, the dashboard's figures
@@ -148,37 +151,40 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return _json({"error": {"code": code, "message": exc.detail}}, exc.status_code)
 
 
-async def _owned_job(request: Request, owner: str) -> Job:
-    job_id = request.path_params["job_id"]
-    job = await _state(request).store.get_job(job_id)
-    if job is None or job.owner != owner:  # another owner's job does not exist for you
-        raise JobNotFound(f"no job {job_id}", job_id=job_id)
-    return job
+def _caller(request: Request) -> tuple[ServerState, str]:
+    """The server state and the owner the request's API key stands for."""
+    state = _state(request)
+    return state, state.settings.keys.owner_for(request)
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
     view = job.to_dict()
     del view["owner"]
-    view["queue_position"] = (await state.store.queue_position(job.id)
-                              if job.status is JobStatus.QUEUED else None)
+    view["queue_position"] = await state.jobs.queue_position(job)
     return view
 
 
 # -- endpoints ---------------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
+    """Liveness plus the cluster as the store sees it: every worker on any machine."""
     state = _state(request)
     worker = state.engine.worker
-    return _json({"status": "ok", "functions": len(state.app.functions),
+    workers = await state.store.workers()
+    running = await state.store.running_counts()
+    return _json({"status": "ok", "store": state.store.kind,
+                  "functions": len(state.app.functions), "workers": len(workers),
+                  "running": sum(running.values()),
                   "worker": None if worker is None else
                   {"id": worker.id, "running": len(worker.active_jobs)}})
 
 
 async def metrics_endpoint(request: Request) -> Response:
     state = _state(request)
-    running = state.engine.worker.running_by_function() if state.engine.worker else {}
+    running = await state.store.running_counts()
     for name in state.app.functions:
         state.metrics.queue_depth.labels(name).set(await state.store.queue_depth(name))
         state.metrics.running.labels(name).set(running.get(name, 0))
+    state.metrics.workers.set(len(await state.store.workers()))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -199,14 +205,12 @@ def _function_view(app: App, name: str) -> dict[str, Any]:
 
 
 async def list_functions(request: Request) -> Response:
-    state = _state(request)
-    state.settings.keys.owner_for(request)
+    state, _ = _caller(request)
     return _json({"functions": [_function_view(state.app, n) for n in state.app.functions]})
 
 
 async def get_function(request: Request) -> Response:
-    state = _state(request)
-    state.settings.keys.owner_for(request)
+    state, _ = _caller(request)
     return _json(_function_view(state.app, request.path_params["name"]))
 
 
@@ -229,8 +233,7 @@ async def _read_json_body(request: Request, limit: int) -> Any:
 
 async def submit_job(request: Request) -> Response:
     """POST /api/jobs {"function": name, "input": {...}, "priority": n}."""
-    state = _state(request)
-    owner = state.settings.keys.owner_for(request)
+    state, owner = _caller(request)
     body = await _read_json_body(request, state.settings.max_body)
     if not isinstance(body, dict) or not isinstance(body.get("function"), str):
         raise BadRequest('the body must be an object {"function": name, "input": {...}}')
@@ -242,9 +245,9 @@ async def submit_job(request: Request) -> Response:
     if priority is not None and not isinstance(priority, int):
         raise BadRequest('"priority" must be an integer')
     try:
-        job, policy = state.app.new_job(function, inputs, owner=owner, priority=priority,
-                                        idempotency_key=request.headers.get("idempotency-key"))
-        submitted = await state.store.create_job(job, policy)
+        submitted = await state.jobs.submit(
+            owner, function, inputs, priority=priority,
+            idempotency_key=request.headers.get("idempotency-key"))
     except GenqError as exc:
         if function in state.app.functions:
             state.metrics.rejected.labels(function, exc.code).inc()
@@ -273,8 +276,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 async def list_jobs(request: Request) -> Response:
     """GET /api/jobs?function=&status=&limit=&before= (newest first; ``next`` pages)."""
-    state = _state(request)
-    owner = state.settings.keys.owner_for(request)
+    state, owner = _caller(request)
     q = request.query_params
     status = None
     if q.get("status"):
@@ -291,41 +293,34 @@ async def list_jobs(request: Request) -> Response:
         except ValueError:
             raise BadRequest("query parameter 'before' must be a timestamp",
                              field="before") from None
-    jobs = await state.store.list_jobs(owner=owner, function=q.get("function") or None,
-                                       status=status, limit=limit, before=before)
+    jobs = await state.jobs.list_jobs(owner, function=q.get("function") or None, status=status,
+                                 limit=limit, before=before)
     views = [await _job_view(state, j) for j in jobs]
     cursor = jobs[-1].created_at if len(jobs) == limit else None
     return _json({"jobs": views, "next": cursor})
 
 
 async def get_job(request: Request) -> Response:
-    state = _state(request)
-    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    state, owner = _caller(request)
+    job = await state.jobs.get(owner, request.path_params["job_id"])
     return _json(await _job_view(state, job))
 
 
 async def cancel_job(request: Request) -> Response:
-    state = _state(request)
-    job = await _owned_job(request, state.settings.keys.owner_for(request))
-    return _json(await _job_view(state, await state.store.cancel(job.id)))
+    state, owner = _caller(request)
+    job = await state.jobs.cancel(owner, request.path_params["job_id"])
+    return _json(await _job_view(state, job))
 
 
 async def job_result(request: Request) -> Response:
     """GET /api/jobs/{id}/result?wait=S: the job once terminal (200), else 202 after S s."""
-    state = _state(request)
-    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    state, owner = _caller(request)
     try:
         wait = float(request.query_params.get("wait", "0"))
     except ValueError:
         raise BadRequest("query parameter 'wait' must be a number of seconds",
                          field="wait") from None
-    if job.status.terminal:
-        # The in-memory state turns terminal a moment before its commit: answer only once
-        # it is durable, so the log read next holds the terminal event too.
-        job = await state.store.wait_terminal(job.id)
-    elif wait > 0 and math.isfinite(wait):
-        with anyio.move_on_after(min(wait, MAX_RESULT_WAIT)):
-            job = await state.store.wait_terminal(job.id)
+    job = await state.jobs.settled(owner, request.path_params["job_id"], wait)
     view = await _job_view(state, job)
     return _json(view, 200 if job.status.terminal else 202)
 
@@ -342,16 +337,17 @@ def _resume_point(request: Request) -> int:
 
 async def job_events(request: Request) -> Response:
     """GET /api/jobs/{id}/events: SSE from Last-Event-ID on; ``?format=json`` for a page."""
-    state = _state(request)
-    job = await _owned_job(request, state.settings.keys.owner_for(request))
+    state, owner = _caller(request)
+    job_id = request.path_params["job_id"]
     after = _resume_point(request)
     if request.query_params.get("format") == "json":
         limit = _int_param(request, "limit", 1000, 1, 10_000)
-        events = await state.store.read_events(job.id, after, limit)
+        events = await state.jobs.read_events(owner, job_id, after, limit)
         return _json({"events": [e.to_dict() for e in events]})
+    await state.jobs.get(owner, job_id)  # a 404 before the stream starts, not inside it
 
     async def stream() -> AsyncIterator[bytes]:
-        async for batch in state.store.follow(job.id, after):
+        async for batch in state.jobs.follow(owner, job_id, after):
             # A batch (events committed together) goes out as one write, not one per event.
             yield "".join(map(_sse_frame, batch)).encode()
 
@@ -359,14 +355,8 @@ async def job_events(request: Request) -> Response:
 
 
 async def get_artifact(request: Request) -> Response:
-    state = _state(request)
-    owner = state.settings.keys.owner_for(request)
-    artifact_id = request.path_params["artifact_id"]
-    found = await state.store.get_artifact(artifact_id)
-    job = None if found is None else await state.store.get_job(found[0].job_id)
-    if found is None or job is None or job.owner != owner:
-        raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
-    ref, data = found
+    state, owner = _caller(request)
+    ref, data = await state.jobs.artifact(owner, request.path_params["artifact_id"])
     return Response(data, media_type=ref.content_type, headers={
         "Content-Disposition": f'inline; filename="{ref.name}"',
         "Cache-Control": "private, max-age=31536000, immutable",
@@ -405,8 +395,7 @@ async def all_events(request: Request) -> Response:
     Not resumable: it starts with a ``resync`` event, on which a client reloads the job
     list, then sends one ``job`` event per status change.
     """
-    state = _state(request)
-    owner = state.settings.keys.owner_for(request)
+    state, owner = _caller(request)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent("{}", event="resync")
@@ -419,11 +408,10 @@ async def all_events(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    """GET /api/stats: queue depth, running jobs, throughput, latency, failures, workers."""
-    state = _state(request)
-    state.settings.keys.owner_for(request)
-    worker = state.engine.worker
-    running = worker.running_by_function() if worker is not None else {}
+    """GET /api/stats: queue depth, running jobs, throughput, latency, failures, workers:
+    the whole cluster, read from the store, whichever front end answers."""
+    state, _ = _caller(request)
+    running = await state.store.running_counts()
     functions = {}
     for name, spec in state.app.functions.items():
         functions[name] = {
@@ -431,8 +419,7 @@ async def stats(request: Request) -> Response:
             "running": running.get(name, 0), "concurrency": spec.options.concurrency,
             **state.activity.summary(name),
         }
-    workers = [] if worker is None else [{"id": worker.id, "running": len(worker.active_jobs),
-                                          "healthy": True}]
+    workers = [{**w.to_dict(), "healthy": True} for w in await state.store.workers()]
     return _json({"functions": functions, "workers": workers,
                   "streams": state.metrics.connected_streams,
                   "uptime": time.time() - state.started_at})

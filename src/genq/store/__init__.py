@@ -1,6 +1,50 @@
-"""Storage backends behind one protocol."""
+"""Storage backends behind one protocol, chosen by URL.
+
+* ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``, or a bare
+  path: the embedded store, one process on one machine (the default).
+* ``redis://[:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``:
+  the Redis store, shared by front ends and workers on many machines. A ``prefix``
+  query parameter (``redis://host/0?prefix=myapp``) keeps several genq deployments
+  apart on one Redis database.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlsplit
 
 from genq.store.base import NewEvent, Store, SubmitPolicy, Submitted
 from genq.store.sqlite import SQLiteStore
 
-__all__ = ["NewEvent", "SQLiteStore", "Store", "SubmitPolicy", "Submitted"]
+DEFAULT_STORE_URL = "sqlite:///.genq/genq.sqlite3"
+
+__all__ = ["DEFAULT_STORE_URL", "NewEvent", "SQLiteStore", "Store", "SubmitPolicy",
+           "Submitted", "store_from_url"]
+
+
+def store_from_url(url: str | os.PathLike[str]) -> Store:
+    """A new, unopened store for ``url`` (see the module docstring for the forms)."""
+    text = os.fspath(url)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme in ("", "file"):
+        return SQLiteStore(text.removeprefix("file://"))
+    if scheme == "sqlite":
+        path = text[len("sqlite://"):]
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"{text!r}: a SQLite URL is sqlite:///relative/path or "
+                             "sqlite:////absolute/path")
+        return SQLiteStore(path[1:])
+    if scheme in ("redis", "rediss", "unix"):
+        from genq.store.redis import RedisStore  # imports redis-py only when asked for
+
+        query = parse_qs(urlsplit(text).query)
+        prefix = query.pop("prefix", ["genq"])[-1]
+        return RedisStore(_without_query_param(text, "prefix"), prefix=prefix)
+    raise ValueError(f"unknown store URL {text!r}: use sqlite:///path or "
+                     "redis://host:port/db")
+
+
+def _without_query_param(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] != name)
+    return parts._replace(query=kept).geturl()

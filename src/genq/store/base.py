@@ -1,17 +1,33 @@
 """The Store protocol: everything the worker, the clients and the server need from storage.
 
-One protocol, one module per backend (SQLite now, Redis later), one shared test suite
-(``tests/store_contract.py``) that every backend must pass. A backend owns the atomicity
-of each call: submit's checks-then-insert, claim, cancel and finish are each one step.
+One protocol, one module per backend (``sqlite.py``, ``redis.py``), one shared test suite
+(``tests/store_contract.py``) that every backend must pass, and one module of genq's own
+rules (``rules.py``: event contents, lost workers, cancel beats retry) that both use. A
+backend owns the atomicity of each call: submit's checks-then-insert, claim, cancel and
+finish are each one step.
+
+Fencing: ``claim`` hands the worker a job with a ``lease_token``; every write a worker
+makes to that job (``append_events``, ``finish``, ``retry``, ``requeue``) carries its
+``Lease`` and is refused with ``LeaseLost`` once the job was reclaimed or finished, so a
+worker that was paused past its lease can never write over the job's next attempt.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from genq.models import ArtifactRef, Event, EventType, Job, JobStatus
+from genq.models import (
+    ArtifactRef,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    Lease,
+    LeaseReport,
+    WorkerInfo,
+)
 
 NewEvent = tuple[EventType, dict[str, Any]]
 Unsubscribe = Callable[[], None]
@@ -35,6 +51,8 @@ class Submitted:
 
 
 class Store(Protocol):
+    kind: str  # "sqlite" | "redis": for health checks and logs
+
     async def open(self) -> None:
         """Connect, create the schema, and recover jobs left behind by a crash."""
 
@@ -67,8 +85,9 @@ class Store(Protocol):
     async def queue_depth(self, function: str) -> int: ...
 
     # -- events ----------------------------------------------------------------------
-    async def append_events(self, job_id: str, events: Sequence[NewEvent]) -> int:
-        """Append to a running job's log in order; returns the last id assigned."""
+    async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
+        """Append to a running job's log in order; returns the last id assigned.
+        Raises LeaseLost unless the job is running under ``lease``."""
 
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         """Events with id > ``after``, oldest first."""
@@ -80,8 +99,12 @@ class Store(Protocol):
         """The job once it is terminal; raises ResultTimeout or JobNotFound."""
 
     # -- the worker's side -----------------------------------------------------------
-    async def claim(self, functions: Iterable[str], worker_id: str, lease: float) -> Job | None:
-        """Take the next runnable job (highest priority, then oldest) and log ``started``."""
+    async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
+                    limits: Mapping[str, int] | None = None) -> Job | None:
+        """Take the next runnable job (highest priority, then oldest) and log ``started``.
+
+        The job comes with a new ``lease_token``. ``limits`` caps how many jobs of a
+        function run at once across every worker of the store (its ``max_running``)."""
 
     def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
         """Call ``callback`` (on the store's loop) whenever a job may have become claimable."""
@@ -93,7 +116,13 @@ class Store(Protocol):
         """Call ``callback(job)`` after each durable change of a job's status (queued,
         started, retrying, terminal): the feed of dashboards. Not called per output chunk."""
 
-    async def extend_leases(self, worker_id: str, job_ids: Iterable[str], lease: float) -> None: ...
+    async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
+                            lease: float) -> LeaseReport:
+        """Renew the leases of running jobs (job id -> lease token) for ``lease`` seconds.
+
+        The answer names the jobs the worker must stop: those whose cancellation was
+        requested (the fallback when a cancel notification was missed) and those it no
+        longer holds."""
 
     async def finish(
         self,
@@ -103,20 +132,40 @@ class Store(Protocol):
         result: Any = None,
         error: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        lease: Lease | None = None,
     ) -> Job:
-        """Record the terminal state and terminal event. Durable when it returns."""
+        """Record the terminal state and terminal event. Durable when it returns.
 
-    async def retry(self, job_id: str, delay: float, error: dict[str, Any]) -> Job:
-        """Back to the queue after ``delay`` seconds, logging ``retrying``."""
+        A job already terminal is returned as it is. With ``lease``, raises LeaseLost if
+        the job is running under another lease; without, the end is administrative."""
 
-    async def requeue(self, job_id: str, reason: str) -> Job:
-        """Back to the queue at once without using up an attempt (worker shutdown)."""
+    async def retry(self, job_id: str, delay: float, error: dict[str, Any],
+                    lease: Lease) -> Job:
+        """Back to the queue after ``delay`` seconds, logging ``retrying``; or cancelled,
+        if cancellation was requested meanwhile (a cancel beats a retry)."""
+
+    async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
+        """Back to the queue at once without using up an attempt (worker shutdown); or
+        cancelled, if cancellation was requested meanwhile."""
 
     async def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
         """Cancel a queued job at once; ask the worker to stop a running one."""
 
     async def housekeep(self, now: float) -> None:
-        """Expire queued jobs past their queue timeout; reclaim jobs whose lease lapsed."""
+        """Expire queued jobs past their queue timeout; reclaim running jobs whose lease
+        lapsed (rules.orphan_transition), bumping their lease token."""
+
+    # -- the cluster -----------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
+        """Report a live worker; it counts as gone ``ttl`` seconds after its last report."""
+
+    async def unregister_worker(self, worker_id: str) -> None: ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Every worker that reported within its ttl, on any machine."""
+
+    async def running_counts(self) -> dict[str, int]:
+        """Running jobs per function, across every worker."""
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(

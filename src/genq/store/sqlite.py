@@ -33,13 +33,30 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genq.errors import IdempotencyConflict, JobNotFound, QueueFull, ResultTimeout, StoreLocked
-from genq.models import TERMINAL_STATUSES, ArtifactRef, Event, EventType, Job, JobStatus
+from genq.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    QueueFull,
+    ResultTimeout,
+    StoreLocked,
+)
+from genq.models import (
+    ArtifactRef,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    Lease,
+    LeaseReport,
+    WorkerInfo,
+)
+from genq.store import rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
 
 _SCHEMA = """
@@ -63,7 +80,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     worker_id TEXT,
     lease_until REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lease_token INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
@@ -92,12 +110,13 @@ CREATE TABLE IF NOT EXISTS artifacts (
 _JOB_COLUMNS = (
     "id, function, owner, status, priority, input, created_at, started_at, finished_at, "
     "attempts, max_attempts, not_before, expires_at, result, error, cache_key, "
-    "idempotency_key, worker_id, lease_until, cancel_requested"
+    "idempotency_key, worker_id, lease_until, cancel_requested, lease_token"
 )
-_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _UPDATE_JOB = (
     "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
-    "result=?, error=?, worker_id=?, lease_until=?, cancel_requested=? WHERE id=?"
+    "result=?, error=?, worker_id=?, lease_until=?, cancel_requested=?, lease_token=? "
+    "WHERE id=?"
 )
 _INSERT_EVENT = "INSERT INTO events (job_id, id, type, ts, data) VALUES (?, ?, ?, ?, ?)"
 
@@ -122,7 +141,7 @@ def _job_params(job: Job) -> tuple[Any, ...]:
         job.created_at, job.started_at, job.finished_at, job.attempts, job.max_attempts,
         job.not_before, job.expires_at, _dumps(job.result),
         None if job.error is None else _dumps(job.error), job.cache_key, job.idempotency_key,
-        job.worker_id, job.lease_until, int(job.cancel_requested),
+        job.worker_id, job.lease_until, int(job.cancel_requested), job.lease_token,
     )
 
 
@@ -130,14 +149,14 @@ def _update_params(job: Job) -> tuple[Any, ...]:
     return (
         job.status.value, job.started_at, job.finished_at, job.attempts, job.not_before,
         _dumps(job.result), None if job.error is None else _dumps(job.error), job.worker_id,
-        job.lease_until, int(job.cancel_requested), job.id,
+        job.lease_until, int(job.cancel_requested), job.lease_token, job.id,
     )
 
 
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     (id_, function, owner, status, priority, input_, created_at, started_at, finished_at,
      attempts, max_attempts, not_before, expires_at, result, error, cache_key,
-     idempotency_key, worker_id, lease_until, cancel_requested) = row
+     idempotency_key, worker_id, lease_until, cancel_requested, lease_token) = row
     return Job(
         id=id_, function=function, input=json.loads(input_), owner=owner,
         status=JobStatus(status), priority=priority, created_at=created_at,
@@ -146,8 +165,13 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         result=None if result is None else json.loads(result),
         error=None if error is None else json.loads(error), cache_key=cache_key,
         idempotency_key=idempotency_key, worker_id=worker_id, lease_until=lease_until,
-        cancel_requested=bool(cancel_requested),
+        cancel_requested=bool(cancel_requested), lease_token=lease_token,
     )
+
+
+def _holds(job: Job, lease: Lease) -> bool:
+    return (job.status is JobStatus.RUNNING and job.worker_id == lease.worker_id
+            and job.lease_token == lease.token)
 
 
 @dataclass(slots=True)
@@ -256,6 +280,8 @@ class _Writer:
 class SQLiteStore:
     """The default store: a durable SQLite file, for one process on one machine."""
 
+    kind = "sqlite"
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_file: int | None = None
@@ -275,6 +301,7 @@ class SQLiteStore:
         self._work_callbacks: list[Callable[[], None]] = []
         self._cancel_callbacks: list[Callable[[str], None]] = []
         self._job_callbacks: list[Callable[[Job], None]] = []
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
         self._pending = 0
         self._drained = asyncio.Event()
 
@@ -288,6 +315,10 @@ class SQLiteStore:
         try:
             setup.execute("PRAGMA journal_mode=WAL")
             setup.executescript(_SCHEMA)
+            columns = {row[1] for row in setup.execute("PRAGMA table_info(jobs)")}
+            if "lease_token" not in columns:  # a file made before fencing existed
+                setup.execute("ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL "
+                              "DEFAULT 0")
         finally:
             setup.close()
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -351,25 +382,18 @@ class SQLiteStore:
             else:
                 orphans.append(job)
         for job in orphans:
-            await self._recover_orphan(job)
+            await self._reclaim(job, rules.WORKER_LOST)
 
-    async def _recover_orphan(self, job: Job) -> None:
-        """A job the previous process was running when it died: retry, fail or cancel it."""
-        if job.cancel_requested:
-            await self.finish(job.id, JobStatus.CANCELLED,
-                              data={"reason": "cancelled; its worker stopped before finishing"})
-        elif job.attempts < job.max_attempts:
+    async def _reclaim(self, job: Job, reason: str) -> None:
+        """A running job whose worker is gone (the previous process died, or the lease
+        lapsed): the token moves on, so the old worker can never write to it again."""
+        transition = rules.orphan_transition(job, reason)
+        job.lease_token += 1
+        if transition.status is JobStatus.QUEUED:
             self._to_queue(job, delay=0.0)
-            await self._write(job, [(EventType.RETRYING, {
-                "reason": "worker lost", "attempt": job.attempts,
-                "next_attempt": job.attempts + 1, "delay": 0.0,
-            })], wait=True)
+            await self._write(job, [transition.event], wait=True)
         else:
-            await self.finish(job.id, JobStatus.FAILED, error={
-                "type": "WorkerLost",
-                "message": "the worker running this job stopped (crash or kill) "
-                           "and the job has no retries left",
-            })
+            await self._end(job, transition.status, transition.event, error=transition.error)
 
     # -- writing ---------------------------------------------------------------------
     def _require_reader(self) -> sqlite3.Connection:
@@ -521,12 +545,6 @@ class SQLiteStore:
         for callback in list(self._work_callbacks):
             callback()
 
-    @staticmethod
-    def _queue_timed_out(job: Job, now: float) -> bool:
-        """Past its queue timeout. Only a job that never started can expire: a retry, or a
-        job re-queued by a shutdown or a crash, has already waited its turn."""
-        return job.expires_at is not None and job.started_at is None and job.expires_at <= now
-
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
         if job.idempotency_key is not None:
@@ -562,7 +580,7 @@ class SQLiteStore:
         self._live[job.id] = job
         self._index_live(job)
         self._enqueue(job)
-        await self._write(job, [(EventType.QUEUED, {"position": position})],
+        await self._write(job, [rules.queued_event(position)],
                           wait=True, insert=True)
         self._notify_work()
         return Submitted(job.copy(), created=True)
@@ -589,8 +607,7 @@ class SQLiteStore:
         job.status = JobStatus.SUCCEEDED
         job.started_at = job.finished_at = now
         job.result = cached.result
-        await self._write(job, [(EventType.SUCCEEDED, {"result": cached.result,
-                                                        "cached_from": cached.id})],
+        await self._write(job, [rules.cached_event(cached.result, cached.id)],
                           wait=True, insert=True)
         return job.copy()
 
@@ -669,10 +686,8 @@ class SQLiteStore:
         return 0 if q is None else q.depth
 
     # -- events ----------------------------------------------------------------------
-    async def append_events(self, job_id: str, events: Sequence[NewEvent]) -> int:
-        job = self._live.get(job_id)
-        if job is None or job.status.terminal:
-            raise JobNotFound(f"job {job_id} is not running", job_id=job_id)
+    async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
+        job = self._leased(job_id, lease)
         if events:
             await self._write(job, events, wait=False, update=False)
         return job.last_event_id
@@ -733,9 +748,14 @@ class SQLiteStore:
             ) from None
 
     # -- the worker's side -----------------------------------------------------------
-    async def claim(self, functions: Iterable[str], worker_id: str, lease: float) -> Job | None:
+    async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
+                    limits: Mapping[str, int] | None = None) -> Job | None:
         now = time.time()
         self._promote_delayed(now)
+        if limits:
+            running = self._running_counts()
+            functions = [f for f in functions
+                         if f not in limits or running.get(f, 0) < limits[f]]
         while True:
             best: tuple[int, int, str] | None = None
             for function in functions:
@@ -747,18 +767,20 @@ class SQLiteStore:
             job = self._live[best[2]]
             heapq.heappop(self._queue(job.function).ready)
             self._dequeue(job)
-            if self._queue_timed_out(job, now):
-                await self._expire(job)
+            if rules.queue_timed_out(job, now):
+                await self._end(job, JobStatus.EXPIRED, rules.expired_event())
                 continue
             job.status = JobStatus.RUNNING
             job.attempts += 1
             job.started_at = now
             job.worker_id = worker_id
             job.lease_until = now + lease
-            await self._write(job, [(EventType.STARTED, {
-                "attempt": job.attempts, "max_attempts": job.max_attempts, "worker": worker_id,
-            })], wait=False)
+            job.lease_token += 1
+            await self._write(job, [rules.started_event(job)], wait=False)
             return job.copy()
+
+    def _running_counts(self) -> Counter[str]:
+        return Counter(j.function for j in self._live.values() if j.status is JobStatus.RUNNING)
 
     def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
         self._work_callbacks.append(callback)
@@ -772,65 +794,76 @@ class SQLiteStore:
         self._job_callbacks.append(callback)
         return lambda: self._job_callbacks.remove(callback)
 
-    async def extend_leases(self, worker_id: str, job_ids: Iterable[str], lease: float) -> None:
+    async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
+                            lease: float) -> LeaseReport:
         until = time.time() + lease
-        for job_id in job_ids:
+        cancelled, lost = set(), set()
+        for job_id, token in leases.items():
             job = self._live.get(job_id)
-            if job is not None and job.worker_id == worker_id and not job.status.terminal:
-                job.lease_until = until
-                await self._write(job, [], wait=False)
+            if job is None or not _holds(job, Lease(worker_id, token)):
+                lost.add(job_id)
+                continue
+            job.lease_until = until
+            await self._write(job, [], wait=False)
+            if job.cancel_requested:
+                cancelled.add(job_id)
+        return LeaseReport(frozenset(cancelled), frozenset(lost))
+
+    def _leased(self, job_id: str, lease: Lease) -> Job:
+        """The live job ``lease`` still holds; raises LeaseLost otherwise."""
+        job = self._live.get(job_id)
+        if job is None or not _holds(job, lease):
+            raise LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
+                            f"(lease token {lease.token})", job_id=job_id,
+                            worker=lease.worker_id)
+        return job
 
     async def finish(self, job_id: str, status: JobStatus, *, result: Any = None,
-                     error: dict[str, Any] | None = None,
-                     data: dict[str, Any] | None = None) -> Job:
-        if status not in TERMINAL_STATUSES:
-            raise ValueError(f"{status} is not a terminal status")
+                     error: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                     lease: Lease | None = None) -> Job:
+        event = rules.terminal_event(status, result=result, error=error, data=data)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
             existing = await self.get_job(job_id)
             if existing is None:
                 raise JobNotFound(f"no job {job_id}", job_id=job_id)
             return existing
+        if lease is not None:
+            self._leased(job_id, lease)
+        return await self._end(job, status, event, result=result, error=error)
+
+    async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
+                   error: dict[str, Any] | None = None) -> Job:
+        """Make a live job terminal with ``event``; durable when it returns."""
         self._dequeue(job)
         job.status = status
         job.finished_at = time.time()
         job.result = result
         job.error = error
         job.lease_until = None
-        payload = dict(data or {})
-        if status is JobStatus.SUCCEEDED:
-            payload["result"] = result
-        elif error is not None:
-            payload["error"] = error
-        await self._write(job, [(EventType(status.value), payload)], wait=True)
+        await self._write(job, [event], wait=True)
         return job.copy()
 
-    async def retry(self, job_id: str, delay: float, error: dict[str, Any]) -> Job:
-        job = self._require_live(job_id)
+    async def retry(self, job_id: str, delay: float, error: dict[str, Any],
+                    lease: Lease) -> Job:
+        job = self._leased(job_id, lease)
+        if job.cancel_requested:
+            return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
+        event = rules.retrying_event(job, delay, error)
         self._to_queue(job, delay)
-        await self._write(job, [(EventType.RETRYING, {
-            "attempt": job.attempts, "next_attempt": job.attempts + 1,
-            "delay": round(delay, 3), "error": error,
-        })], wait=True)
+        await self._write(job, [event], wait=True)
         return job.copy()
 
-    async def requeue(self, job_id: str, reason: str) -> Job:
-        job = self._require_live(job_id)
+    async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
+        job = self._leased(job_id, lease)
+        if job.cancel_requested:
+            return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
         job.attempts = max(0, job.attempts - 1)
         self._to_queue(job, 0.0)
-        await self._write(job, [(EventType.RETRYING, {
-            "reason": reason, "attempt": job.attempts, "next_attempt": job.attempts + 1,
-            "delay": 0.0,
-        })], wait=True)
+        await self._write(job, [rules.requeued_event(job.attempts, reason)], wait=True)
         return job.copy()
 
-    def _require_live(self, job_id: str) -> Job:
-        job = self._live.get(job_id)
-        if job is None or job.status.terminal:
-            raise JobNotFound(f"job {job_id} is not live", job_id=job_id)
-        return job
-
-    async def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
+    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
             existing = await self.get_job(job_id)
@@ -838,7 +871,7 @@ class SQLiteStore:
                 raise JobNotFound(f"no job {job_id}", job_id=job_id)
             return existing
         if job.status is JobStatus.QUEUED:
-            return await self.finish(job_id, JobStatus.CANCELLED, data={"reason": reason})
+            return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason))
         if not job.cancel_requested:
             job.cancel_requested = True
             await self._write(job, [], wait=True)
@@ -851,13 +884,26 @@ class SQLiteStore:
             _, job_id = heapq.heappop(self._expiry)
             job = self._live.get(job_id)
             if (job is not None and job.status is JobStatus.QUEUED
-                    and self._queue_timed_out(job, now)):
-                await self._expire(job)
+                    and rules.queue_timed_out(job, now)):
+                await self._end(job, JobStatus.EXPIRED, rules.expired_event())
+        lapsed = [j for j in self._live.values() if j.status is JobStatus.RUNNING
+                  and j.lease_until is not None and j.lease_until <= now]
+        for job in lapsed:
+            await self._reclaim(job, rules.LEASE_LAPSED)
 
-    async def _expire(self, job: Job) -> None:
-        await self.finish(job.id, JobStatus.EXPIRED, data={
-            "reason": "queue timeout: the job waited longer than its function allows",
-        })
+    # -- the cluster (one process: the workers of this store) ------------------------
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
+        self._workers[info.id] = (info, info.seen_at + ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def workers(self) -> list[WorkerInfo]:
+        now = time.time()
+        return [info for info, gone_after in self._workers.values() if gone_after > now]
+
+    async def running_counts(self) -> dict[str, int]:
+        return dict(self._running_counts())
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(self, job_id: str, name: str, content_type: str,

@@ -1,0 +1,143 @@
+"""The engine: one store, optionally a worker, and the job service every front end uses.
+
+``JobService`` is the one place where a caller's identity meets the store: the HTTP API
+(one owner per API key) and ``app.local()`` (one owner per client) both go through it, so
+"another owner's job does not exist for you" is decided once. ``Engine`` gives the store
+and the worker one life cycle: open, run, drain, close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from genq.errors import JobNotFound
+from genq.models import ArtifactRef, Event, Job, JobStatus
+from genq.store.base import Store, Submitted
+from genq.worker import Worker
+
+if TYPE_CHECKING:
+    from genq.app import App
+
+MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
+
+
+class JobService:
+    """Submit, read, follow and cancel jobs on behalf of an owner."""
+
+    def __init__(self, app: App, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def submit(self, owner: str, function: str, inputs: dict[str, Any], *,
+                     priority: int | None = None,
+                     idempotency_key: str | None = None) -> Submitted:
+        """Validate and store a job; raises UnknownFunction, InvalidInput, QueueFull..."""
+        job, policy = self.app.new_job(function, inputs, owner=owner, priority=priority,
+                                       idempotency_key=idempotency_key)
+        return await self.store.create_job(job, policy)
+
+    async def get(self, owner: str, job_id: str) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None or job.owner != owner:  # another owner's job does not exist for you
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return job
+
+    async def list_jobs(self, owner: str, *, function: str | None = None,
+                   status: JobStatus | None = None, limit: int = 50,
+                   before: float | None = None) -> list[Job]:
+        return await self.store.list_jobs(owner=owner, function=function, status=status,
+                                          limit=limit, before=before)
+
+    async def queue_position(self, job: Job) -> int | None:
+        return (await self.store.queue_position(job.id)
+                if job.status is JobStatus.QUEUED else None)
+
+    async def read_events(self, owner: str, job_id: str, after: int = 0,
+                          limit: int = 1000) -> list[Event]:
+        await self.get(owner, job_id)
+        return await self.store.read_events(job_id, after, limit)
+
+    async def follow(self, owner: str, job_id: str,
+                     after: int = 0) -> AsyncIterator[list[Event]]:
+        """Batches of the job's events after ``after``, live, ending after the terminal."""
+        await self.get(owner, job_id)
+        async for batch in self.store.follow(job_id, after):
+            yield batch
+
+    async def wait(self, owner: str, job_id: str, timeout: float | None = None) -> Job:
+        """The job once terminal; raises ResultTimeout after ``timeout`` seconds."""
+        await self.get(owner, job_id)
+        return await self.store.wait_terminal(job_id, timeout)
+
+    async def settled(self, owner: str, job_id: str, wait: float) -> Job:
+        """The job, terminal if it becomes so within ``wait`` seconds (at most
+        MAX_RESULT_WAIT). A terminal job is answered only once its end is durable, so a
+        log read right after holds the terminal event too."""
+        job = await self.get(owner, job_id)
+        if job.status.terminal:
+            return await self.store.wait_terminal(job_id)
+        if wait > 0 and math.isfinite(wait):
+            with anyio.move_on_after(min(wait, MAX_RESULT_WAIT)):
+                job = await self.store.wait_terminal(job_id)
+        return job
+
+    async def cancel(self, owner: str, job_id: str) -> Job:
+        await self.get(owner, job_id)
+        return await self.store.cancel(job_id)
+
+    async def artifact(self, owner: str, artifact_id: str) -> tuple[ArtifactRef, bytes]:
+        found = await self.store.get_artifact(artifact_id)
+        job = None if found is None else await self.store.get_job(found[0].job_id)
+        if found is None or job is None or job.owner != owner:
+            raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
+        return found
+
+
+class Engine:
+    """Store + optional worker with one life cycle: ``serve`` runs until ``stop``.
+
+    ``functions`` limits the worker to some of the app's functions and ``concurrency``
+    overrides their per-process limits (``genq worker --functions --concurrency``).
+    """
+
+    def __init__(self, app: App, store: Store, *, workers: bool = True,
+                 functions: Sequence[str] | None = None, concurrency: int | None = None,
+                 lease: float = 30.0, shutdown_grace: float = 10.0) -> None:
+        self.app = app
+        self.store = store
+        self.jobs = JobService(app, store)
+        self.worker: Worker | None = None
+        if workers:
+            names = list(app.functions) if functions is None else list(functions)
+            specs = {name: app.get_function(name) for name in names}
+            self.worker = Worker(specs, store, stats=app.stats, concurrency=concurrency,
+                                 lease=lease)
+        self.shutdown_grace = shutdown_grace
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.store.open()
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.worker is not None:
+                        await tg.start(self.worker.run)
+                    task_status.started()
+                    await self._stop.wait()
+                    if self.worker is not None:
+                        await self.worker.stop(self.shutdown_grace)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.store.close()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._stopped.wait()
