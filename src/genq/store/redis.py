@@ -1,0 +1,703 @@
+"""The shared store: Redis, for API front ends and workers on many machines.
+
+Shape, and why:
+
+* **One Lua script per change** (``redis_lua.py``): submit with its limits, idempotency,
+  cache and de-duplication; claim; append; finish; retry. Each is atomic in Redis, so any
+  number of processes can race for the same queue, and each is safe to run twice, so
+  redis-py may retry a command whose connection broke.
+* **A sorted set per function** is the queue (score ``-priority``, members ordered by
+  arrival), so a claim is O(log n) and a job's queue position is one ZRANK.
+* **A Redis Stream per job** is its event log, with ids ``0-<seq>``: the SSE id of an
+  event is the same on SQLite and Redis, and ``XREAD`` after an id is the resume.
+  Followers in a process share one blocking XREAD (``redis_follow.py``).
+* **Leases with fencing**: each claim bumps the job's ``lease_token``; every write of a
+  worker names its lease, and a worker whose lease lapsed is refused (``LeaseLost``).
+  ``housekeep``, run by every worker, reclaims lapsed leases with a compare-and-set on
+  the token, so two housekeepers never reclaim one job twice.
+* **Pub/sub** tells workers of new work (``P:work``) and of cancellations (``P:cancel``),
+  and front ends of status changes (``P:jobs``). A missed message costs latency, never
+  correctness: workers also claim on a 1 s timer, and lease renewals report cancels.
+
+Durability is Redis's: see docs/redis.md for ``appendfsync`` and what each loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import time
+import uuid
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from genq.errors import (
+    GenqError,
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    QueueFull,
+    ResultTimeout,
+    StoreUnavailable,
+)
+from genq.models import (
+    ArtifactRef,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    Lease,
+    LeaseReport,
+    WorkerInfo,
+)
+from genq.store import redis_lua, rules
+from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+from genq.store.redis_follow import StreamHub
+
+DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
+READ_PAGE = 1000  # events per XRANGE while a follower catches up
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_canonical = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_EVENT_TYPES = {t.value.encode(): t for t in EventType}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ArtifactTooLarge(GenqError):
+    code = "artifact_too_large"
+    status = 413
+
+
+def _unavailable(method: Callable[P, Coroutine[Any, Any, T]]
+                 ) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn Redis being unreachable (after redis-py's retries) into StoreUnavailable."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
+
+    return wrapper
+
+
+def _str(value: bytes | None) -> str | None:
+    return None if value is None or value == b"" else value.decode()
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None or value == b"" else float(value)
+
+
+def _job_from_hash(h: Mapping[bytes, bytes]) -> Job:
+    error = h.get(b"error")
+    return Job(
+        id=h[b"id"].decode(), function=h[b"function"].decode(),
+        input=json.loads(h[b"input"]), owner=h[b"owner"].decode(),
+        status=JobStatus(h[b"status"].decode()), priority=int(h[b"priority"]),
+        created_at=float(h[b"created_at"]), started_at=_float(h.get(b"started_at")),
+        finished_at=_float(h.get(b"finished_at")), attempts=int(h[b"attempts"]),
+        max_attempts=int(h[b"max_attempts"]), not_before=float(h.get(b"not_before") or 0),
+        expires_at=_float(h.get(b"expires_at")),
+        result=json.loads(h.get(b"result") or b"null"),
+        error=json.loads(error) if error else None, cache_key=_str(h.get(b"cache_key")),
+        idempotency_key=_str(h.get(b"idempotency_key")), worker_id=_str(h.get(b"worker_id")),
+        lease_until=_float(h.get(b"lease_until")), lease_token=int(h.get(b"lease_token") or 0),
+        cancel_requested=h.get(b"cancel_requested") == b"1",
+        last_event_id=int(h.get(b"seq") or 0),
+    )
+
+
+def _job_from_flat(flat: Sequence[bytes | str]) -> Job:
+    """A job from HGETALL as a script returns it: field, value, field, value..."""
+    items = [v if isinstance(v, bytes) else v.encode() for v in flat]
+    return _job_from_hash(dict(zip(items[::2], items[1::2], strict=True)))
+
+
+def _job_hash(job: Job) -> list[str]:
+    """The job as field, value pairs for HSET; None is stored as ''."""
+
+    def opt(value: object) -> str:
+        return "" if value is None else str(value)
+
+    return [
+        "id", job.id, "function", job.function, "owner", job.owner,
+        "status", job.status.value, "priority", str(job.priority),
+        "input", _canonical(job.input), "created_at", repr(job.created_at),
+        "started_at", opt(job.started_at), "finished_at", opt(job.finished_at),
+        "attempts", str(job.attempts), "max_attempts", str(job.max_attempts),
+        "not_before", repr(job.not_before), "expires_at", opt(job.expires_at),
+        "result", _encode(job.result), "error", "" if job.error is None else _encode(job.error),
+        "cache_key", opt(job.cache_key), "idempotency_key", opt(job.idempotency_key),
+        "worker_id", "", "lease_until", "", "lease_token", "0", "cancel_requested", "0",
+        "seq", "0", "qm", "",
+    ]
+
+
+def _decode_events(job_id: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
+    if not entries:
+        return []
+    # One json.loads for the page: each ``d`` is a JSON text, so joined with commas in
+    # brackets they are an array (as in the SQLite store).
+    datas = json.loads(b"[" + b",".join(fields[b"d"] for _, fields in entries) + b"]")
+    return [Event(job_id, int(entry_id.split(b"-", 1)[1]),
+                  _EVENT_TYPES.get(fields[b"t"]) or EventType(fields[b"t"].decode()),
+                  data, float(fields[b"ts"]))
+            for (entry_id, fields), data in zip(entries, datas, strict=True)]
+
+
+def _lost(job_id: str, lease: Lease) -> LeaseLost:
+    return LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
+                     f"(lease token {lease.token})", job_id=job_id, worker=lease.worker_id)
+
+
+class RedisStore:
+    """Jobs, queues and event logs in Redis, shared by every process that opens it."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "genq",
+                 max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+                 retry_for: float = 15.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.max_artifact_bytes = max_artifact_bytes
+        # redis-py retries a command whose connection broke (every script is safe to run
+        # twice) with backoff up to 1 s, for about ``retry_for`` seconds in all: a Redis
+        # restart stalls genq instead of failing jobs.
+        self._retry = Retry(ExponentialBackoff(cap=1.0, base=0.05),
+                            retries=max(1, math.ceil(retry_for)))
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._hub: StreamHub | None = None
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        # Channel -> confirmed once Redis has the subscription. Scripts wait for pending
+        # ones, so whatever this store changes after a subscribe_* call is reported.
+        self._subscribed: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._work_callbacks: list[Callable[[], None]] = []
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._job_callbacks: list[Callable[[Job], None]] = []
+        self._seqs: dict[str, int] = {}  # job id -> last event id, for jobs claimed here
+        self._open = False
+
+    # -- life cycle ------------------------------------------------------------------
+    def _connect(self, **options: Any) -> aioredis.Redis:
+        connection: aioredis.Redis = aioredis.Redis.from_url(
+            self.url, decode_responses=False, health_check_interval=30,
+            socket_keepalive=True, **options)
+        return connection
+
+    @_unavailable
+    async def open(self) -> None:
+        self._redis = self._connect(retry=self._retry,
+                                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        await self._redis.ping()
+        self._scripts = {name: self._redis.register_script(getattr(redis_lua, name))
+                         for name in ("SUBMIT", "CLAIM", "APPEND", "FINISH", "REQUEUE",
+                                      "CANCEL", "EXTEND", "SWEEP")}
+        self._hub = StreamHub(lambda: self._connect(single_connection_client=True),
+                              self._redis, self._events_key, _decode_events)
+        self._hub.start()
+        self._pubsub = self._redis.pubsub()
+        self._open = True
+        for channel, callbacks in (("work", self._work_callbacks),
+                                   ("cancel", self._cancel_callbacks),
+                                   ("jobs", self._job_callbacks)):
+            if callbacks:  # asked for before open: subscribed before open returns
+                await self._subscribe(channel)
+
+    async def close(self) -> None:
+        self._open = False
+        if self._hub is not None:
+            await self._hub.close()
+        for task in [self._listener, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self._redis = self._hub = self._pubsub = self._listener = None
+        for confirmed in self._subscribed.values():
+            confirmed.cancel()
+        self._subscribed.clear()
+
+    def _r(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the store is not open")
+        return self._redis
+
+    async def _run(self, script: str, *args: Any) -> Any:
+        if self._subscribing:
+            await asyncio.gather(*self._subscribing)
+        return await self._scripts[script](args=[self.prefix, *args])
+
+    @property
+    def _subscribing(self) -> list[asyncio.Future[None]]:
+        return [f for f in self._subscribed.values() if not f.done()]
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _events_key(self, job_id: str) -> str:
+        return f"{self.prefix}:ev:{job_id}"
+
+    # -- submission and reads --------------------------------------------------------
+    @_unavailable
+    async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
+        ttl = policy.cache_ttl
+        reply = await self._run(
+            "SUBMIT", repr(time.time()), job.id, job.function, job.owner, job.priority,
+            _canonical(job.input), repr(job.created_at), job.cache_key or "",
+            job.idempotency_key or "", "" if policy.max_queue is None else policy.max_queue,
+            "" if ttl is None else ("inf" if math.isinf(ttl) else repr(ttl)),
+            "1" if policy.dedupe else "0",
+            "" if job.expires_at is None else repr(job.expires_at), *_job_hash(job))
+        outcome = reply[0].decode()
+        if outcome == "full":
+            raise QueueFull(
+                f"the queue of {job.function!r} is full ({int(reply[1])} of "
+                f"{policy.max_queue} jobs waiting); retry later",
+                function=job.function, max_queue=policy.max_queue,
+                retry_after=policy.retry_after)
+        if outcome == "conflict":
+            raise IdempotencyConflict(
+                f"idempotency key {job.idempotency_key!r} was already used for a "
+                "different function or input",
+                idempotency_key=job.idempotency_key, job_id=reply[1].decode())
+        stored = _job_from_flat(reply[1])
+        if outcome == "new":
+            return Submitted(stored, created=True)
+        return Submitted(stored, created=False, reason=outcome)
+
+    @_unavailable
+    async def get_job(self, job_id: str) -> Job | None:
+        h = await self._r().hgetall(self._key("job", job_id))  # type: ignore[misc]
+        return _job_from_hash(h) if h else None
+
+    @_unavailable
+    async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
+                        status: JobStatus | None = None, limit: int = 50,
+                        before: float | None = None) -> list[Job]:
+        index = self._key("idx", "owner", owner) if owner is not None else self._key("idx", "all")
+        top = "+inf" if before is None else f"({before!r}"
+        page = max(limit, 50)
+        offset = 0
+        found: list[Job] = []
+        r = self._r()
+        while len(found) < limit:
+            ids = await r.zrevrangebyscore(index, top, "-inf", start=offset, num=page)
+            if not ids:
+                break
+            offset += len(ids)
+            async with r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self._key("job", job_id.decode()))
+                hashes = await pipe.execute()
+            for h in hashes:
+                if not h:
+                    continue  # removed meanwhile
+                job = _job_from_hash(h)
+                if ((function is None or job.function == function)
+                        and (status is None or job.status is status)):
+                    found.append(job)
+        return found[:limit]
+
+    @_unavailable
+    async def queue_position(self, job_id: str) -> int | None:
+        r = self._r()
+        function, member = await r.hmget(self._key("job", job_id),  # type: ignore[misc]
+                                         ["function", "qm"])
+        if not member:
+            return None
+        rank = await r.zrank(self._key("q", function.decode()), member)
+        return None if rank is None else int(rank) + 1
+
+    @_unavailable
+    async def queue_depth(self, function: str) -> int:
+        async with self._r().pipeline(transaction=False) as pipe:
+            pipe.zcard(self._key("q", function))
+            pipe.zcard(self._key("delayed", function))
+            ready, delayed = await pipe.execute()
+        return int(ready) + int(delayed)
+
+    # -- events ----------------------------------------------------------------------
+    @_unavailable
+    async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
+        known = self._seqs.get(job_id)
+        args: list[Any] = [job_id, lease.worker_id, lease.token,
+                           "" if known is None else known + 1, repr(time.time())]
+        for etype, data in events:
+            args += (etype.value, _encode(data))
+        reply = await self._run("APPEND", *args)
+        if reply[0] == b"lost":
+            self._seqs.pop(job_id, None)
+            raise _lost(job_id, lease)
+        last = int(reply[1])
+        self._seqs[job_id] = last
+        return last
+
+    @_unavailable
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        entries = await self._r().xrange(self._events_key(job_id), f"(0-{after}", "+",
+                                         count=limit)
+        return _decode_events(job_id, entries)
+
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        while True:
+            # Catch up by reading (at first, and whenever this follower fell too far
+            # behind the live feed), then follow live from where the reading ended.
+            while True:
+                events = await self.read_events(job_id, after, READ_PAGE)
+                if not events:
+                    break
+                yield events
+                after = events[-1].id
+                if events[-1].terminal:
+                    return
+            if job.status.terminal and after >= job.last_event_id:
+                return  # the log was complete when the job was read
+            if self._hub is None:
+                return  # the store closed
+            async with self._hub.watch(job_id, after) as watch:
+                while (batch := await watch.next_batch()) is not None:
+                    yield batch
+                    after = batch[-1].id
+                    if batch[-1].terminal:
+                        return
+                if not watch.overflowed:
+                    return  # the store closed
+
+    async def wait_terminal(self, job_id: str, timeout: float | None = None) -> Job:
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        if job.status.terminal:
+            return job
+        try:
+            with anyio.fail_after(timeout):
+                async for batch in self.follow(job_id, job.last_event_id):
+                    if batch[-1].terminal:
+                        break
+        except TimeoutError:
+            current = await self.get_job(job_id)
+            state = "gone" if current is None else current.status.value
+            raise ResultTimeout(
+                f"job {job_id} did not finish within {timeout} s (it is still {state})",
+                job_id=job_id, timeout=timeout) from None
+        done = await self.get_job(job_id)
+        if done is None or not done.status.terminal:
+            raise RuntimeError("the store was closed")
+        return done
+
+    # -- the worker's side -----------------------------------------------------------
+    @_unavailable
+    async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
+                    limits: Mapping[str, int] | None = None) -> Job | None:
+        pairs: list[Any] = []
+        for function in functions:
+            limit = None if limits is None else limits.get(function)
+            pairs += (function, "" if limit is None else limit)
+        if not pairs:
+            return None
+        now = time.time()
+        _, expired_data = rules.expired_event()
+        reply = await self._run("CLAIM", repr(now), worker_id, repr(now + lease),
+                                uuid.uuid4().hex, _encode(expired_data), *pairs)
+        if not reply:
+            return None
+        job = _job_from_flat(reply)
+        self._seqs[job.id] = job.last_event_id
+        return job
+
+    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
+        return self._add_callback("work", self._work_callbacks, callback)
+
+    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
+        return self._add_callback("cancel", self._cancel_callbacks, callback)
+
+    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
+        return self._add_callback("jobs", self._job_callbacks, callback)
+
+    @_unavailable
+    async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
+                            lease: float) -> LeaseReport:
+        if not leases:
+            return LeaseReport()
+        args: list[Any] = [worker_id, repr(time.time() + lease)]
+        for job_id, token in leases.items():
+            args += (job_id, token)
+        cancelled, lost = await self._run("EXTEND", *args)
+        return LeaseReport(frozenset(i.decode() for i in cancelled),
+                           frozenset(i.decode() for i in lost))
+
+    @_unavailable
+    async def finish(self, job_id: str, status: JobStatus, *, result: Any = None,
+                     error: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                     lease: Lease | None = None) -> Job:
+        _, payload = rules.terminal_event(status, result=result, error=error, data=data)
+        reply = await self._finish(job_id, status, payload, result=result, error=error,
+                                   worker="" if lease is None else lease.worker_id,
+                                   token="" if lease is None else lease.token)
+        outcome = reply[0]
+        if outcome == b"missing":
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        if outcome == b"lost":
+            assert lease is not None
+            raise _lost(job_id, lease)
+        self._seqs.pop(job_id, None)
+        return _job_from_flat(reply[1])
+
+    async def _finish(self, job_id: str, status: JobStatus, payload: dict[str, Any], *,
+                      result: Any = None, error: dict[str, Any] | None = None,
+                      worker: str = "", token: int | str = "", lapsed: str = "",
+                      cancel: str = "", bump: bool = False) -> Any:
+        return await self._run(
+            "FINISH", job_id, repr(time.time()), status.value, _encode(result),
+            "" if error is None else _encode(error), _encode(payload), worker, token, lapsed,
+            cancel, "1" if bump else "0")
+
+    @_unavailable
+    async def retry(self, job_id: str, delay: float, error: dict[str, Any],
+                    lease: Lease) -> Job:
+        return await self._back_to_queue(
+            job_id, lease, delay, 0, lambda job: rules.retrying_event(job, delay, error)[1])
+
+    @_unavailable
+    async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
+        return await self._back_to_queue(
+            job_id, lease, 0.0, -1,
+            lambda job: rules.requeued_event(max(0, job.attempts - 1), reason)[1])
+
+    async def _back_to_queue(self, job_id: str, lease: Lease, delay: float, delta: int,
+                             payload: Callable[[Job], dict[str, Any]]) -> Job:
+        """Read, decide with genq's rules, then write if nothing changed meanwhile (the
+        token fences other workers; the cancel flag is compared, since a cancel requested
+        between the read and the write must win)."""
+        while True:
+            job = await self.get_job(job_id)
+            if job is None:
+                raise JobNotFound(f"no job {job_id}", job_id=job_id)
+            if job.lease_token != lease.token:
+                raise _lost(job_id, lease)
+            if job.status is not JobStatus.RUNNING:
+                return job  # this very call, retried after a lost reply
+            if job.cancel_requested:
+                _, cancelled = rules.cancelled_event()
+                reply = await self._finish(job_id, JobStatus.CANCELLED, cancelled,
+                                           worker=lease.worker_id, token=lease.token,
+                                           cancel="1")
+            else:
+                not_before = time.time() + delay if delay > 0 else 0.0
+                reply = await self._run(
+                    "REQUEUE", job_id, repr(time.time()), lease.token, lease.worker_id, "",
+                    "0", repr(not_before), delta, "0", _encode(payload(job)))
+            outcome = reply[0]
+            if outcome == b"lost":
+                raise _lost(job_id, lease)
+            if outcome in (b"ok", b"done"):
+                self._seqs.pop(job_id, None)
+                back = _job_from_flat(reply[1])
+                if back.status is JobStatus.QUEUED and delay > 0:
+                    self._announce_work_later(back.function, delay)
+                return back
+            # "changed": the cancel flag moved between the read and the write; decide again
+
+    def _announce_work_later(self, function: str, delay: float) -> None:
+        """When a retry's delay ends, tell every worker (``housekeep`` is the fallback
+        should this process be gone by then)."""
+
+        async def announce() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(RedisError):
+                await self._r().publish(self._key("work"), function)
+
+        self._spawn(announce())
+
+    @_unavailable
+    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
+        _, payload = rules.cancelled_event(reason)
+        reply = await self._run("CANCEL", job_id, repr(time.time()), _encode(payload))
+        if reply[0] == b"missing":
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return _job_from_flat(reply[1])
+
+    @_unavailable
+    async def housekeep(self, now: float) -> None:
+        _, expired = rules.expired_event()
+        await self._run("SWEEP", repr(now), _encode(expired))
+        lapsed = await self._r().zrangebyscore(self._key("leases"), "-inf", repr(now),
+                                               start=0, num=100)
+        for job_id in lapsed:
+            job = await self.get_job(job_id.decode())
+            if job is None or job.status is not JobStatus.RUNNING:
+                await self._r().zrem(self._key("leases"), job_id)
+                continue
+            await self._reclaim(job, now)
+
+    async def _reclaim(self, job: Job, now: float) -> None:
+        """A lease lapsed: compare-and-set on the token, the lease and the cancel flag
+        read, so a renewal or a cancel in between wins, and only one housekeeper acts."""
+        transition = rules.orphan_transition(job, rules.LEASE_LAPSED)
+        cancel = "1" if job.cancel_requested else "0"
+        if transition.status is JobStatus.QUEUED:
+            await self._run("REQUEUE", job.id, repr(time.time()), job.lease_token, "",
+                            repr(now), cancel, "0", 0, "1", _encode(transition.event[1]))
+        else:
+            await self._finish(job.id, transition.status, transition.event[1],
+                               error=transition.error, token=job.lease_token,
+                               lapsed=repr(now), cancel=cancel, bump=True)
+
+    # -- the cluster -----------------------------------------------------------------
+    @_unavailable
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("workers"), info.id, _encode(info.to_dict()))
+            pipe.zadd(self._key("workers", "until"), {info.id: info.seen_at + ttl})
+            await pipe.execute()
+
+    @_unavailable
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hdel(self._key("workers"), worker_id)
+            pipe.zrem(self._key("workers", "until"), worker_id)
+            await pipe.execute()
+
+    @_unavailable
+    async def workers(self) -> list[WorkerInfo]:
+        r = self._r()
+        now = time.time()
+        gone = await r.zrangebyscore(self._key("workers", "until"), "-inf", repr(now))
+        if gone:
+            await r.hdel(self._key("workers"), *gone)  # type: ignore[misc]
+            await r.zrem(self._key("workers", "until"), *gone)
+        reports = await r.hgetall(self._key("workers"))  # type: ignore[misc]
+        return sorted((WorkerInfo.from_dict(json.loads(v)) for v in reports.values()),
+                      key=lambda w: w.id)
+
+    @_unavailable
+    async def running_counts(self) -> dict[str, int]:
+        counts = await self._r().hgetall(self._key("running"))  # type: ignore[misc]
+        return {k.decode(): int(v) for k, v in counts.items() if int(v) > 0}
+
+    # -- artifacts -------------------------------------------------------------------
+    @_unavailable
+    async def put_artifact(self, job_id: str, name: str, content_type: str,
+                           data: bytes) -> ArtifactRef:
+        if len(data) > self.max_artifact_bytes:
+            raise ArtifactTooLarge(
+                f"{name!r} is {len(data)} bytes; the Redis store keeps artifacts of up to "
+                f"{self.max_artifact_bytes} bytes", limit=self.max_artifact_bytes)
+        ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
+        await self._r().hset(self._key("art", ref.id), mapping={  # type: ignore[misc]
+            "job_id": job_id, "name": name, "content_type": content_type,
+            "size": len(data), "data": data})
+        return ref
+
+    @_unavailable
+    async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:
+        h = await self._r().hgetall(self._key("art", artifact_id))  # type: ignore[misc]
+        if not h:
+            return None
+        ref = ArtifactRef(artifact_id, h[b"job_id"].decode(), h[b"name"].decode(),
+                          h[b"content_type"].decode(), int(h[b"size"]))
+        return ref, h[b"data"]
+
+    # -- notifications ---------------------------------------------------------------
+    def _add_callback(self, channel: str, callbacks: list[Any], callback: Any) -> Unsubscribe:
+        callbacks.append(callback)
+        if self._open:
+            self._subscribe(channel)
+        return lambda: callbacks.remove(callback)
+
+    def _subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Subscribe; the future is done once Redis confirms (the listener sees the
+        reply). Registered at once, so scripts run from now on wait for it."""
+        confirmed = self._subscribed.get(channel)
+        if confirmed is None:
+            confirmed = self._subscribed[channel] = asyncio.get_running_loop().create_future()
+            self._spawn(self._send_subscribe(channel))
+        return confirmed
+
+    async def _send_subscribe(self, channel: str) -> None:
+        await self._pubsub.subscribe(self._key(channel))
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="genq-redis-pubsub")
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=False,
+                                                         timeout=None)
+                backoff = 0.05
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await asyncio.sleep(backoff)  # redis-py re-subscribes on reconnect
+                backoff = min(2.0, backoff * 2)
+                self._dispatch_work()  # notifications may have been missed meanwhile
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode().rsplit(":", 1)[1]
+        if message["type"] == "subscribe":
+            confirmed = self._subscribed.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            if channel == "work":  # work may have arrived before the subscription held
+                self._dispatch_work()
+            return
+        if message["type"] != "message":
+            return
+        if channel == "work":
+            self._dispatch_work()
+        elif channel == "cancel":
+            job_id = message["data"].decode()
+            for cancel_callback in list(self._cancel_callbacks):
+                cancel_callback(job_id)
+        elif channel == "jobs" and self._job_callbacks:
+            job = _job_from_flat(json.loads(message["data"]))
+            for job_callback in list(self._job_callbacks):
+                job_callback(job)
+
+    def _dispatch_work(self) -> None:
+        for callback in list(self._work_callbacks):
+            callback()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+

@@ -1,0 +1,361 @@
+"""The Lua scripts that make each change of the Redis store one atomic step.
+
+Keys, under a prefix P (default ``genq``):
+
+======================  =====================================================================
+``P:job:<id>``          hash: the job's fields; ``seq`` is its last event id, ``qm`` its queue
+                        member, ``lease_token`` its fencing token
+``P:ev:<id>``           stream: the job's event log, entry ids ``0-1``, ``0-2``... (= SSE ids)
+``P:q:<fn>``            sorted set of ready jobs: score ``-priority``, member
+                        ``<16 hex digits of arrival>:<id>``, so equal scores keep arrival order
+``P:delayed:<fn>``      sorted set of retries waiting for their delay: score ``not_before``
+``P:leases``            sorted set of running jobs by ``lease_until`` (reclaim of lapsed leases)
+``P:running``           hash: function -> running jobs, across all workers (``max_running``)
+``P:expiry``            sorted set of never-started queued jobs by ``expires_at``
+``P:idem``              hash: ``owner\\nkey`` -> job id (idempotency keys)
+``P:inflight``          hash: ``owner\\ncache_key`` -> the live job (de-duplication)
+``P:cache``             hash: ``cache_key`` -> the latest succeeded job (result cache)
+``P:idx:all``,          sorted sets of job ids by ``created_at`` (listing, newest first)
+``P:idx:owner:<o>``
+``P:fns``               set of function names that ever had a queue
+``P:lastclaim:<w>``     ``nonce:id`` of worker w's latest claim (a retried claim gets it back)
+``P:art:<id>``          hash: an artifact's metadata and bytes
+``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
+``P:workers:until``
+======================  =====================================================================
+
+Channels: ``P:work`` (a function has claimable work), ``P:cancel`` (a running job's id),
+``P:jobs`` (a job's whole hash after each status change: the dashboards' feed).
+
+Every script is safe to run twice (redis-py retries a command whose connection broke,
+and the first attempt may have been applied): submit finds its own job id, claim its own
+nonce, append its own first event id, and the others find the change already made.
+Each script's own comment says which genq rule (``genq.store.rules``) it applies; the
+event payloads are built in Python there, except the three whose numbers only the script
+knows (queued's position, started's attempt, a cache hit's source), which are checked
+against the SQLite store by the shared contract suite.
+"""
+
+from __future__ import annotations
+
+# Helpers shared by every script. ARGV[1] is always the key prefix; ``now`` strings come
+# from the caller's clock (the machines of a cluster keep time with NTP, and a lease of
+# 30 s leaves room for skew), and are stored as given, without Lua float formatting.
+_PRELUDE = r"""
+local P = ARGV[1]
+local function job_key(id) return P .. ':job:' .. id end
+
+local function append_event(id, etype, data, ts)
+  local seq = redis.call('HINCRBY', job_key(id), 'seq', 1)
+  redis.call('XADD', P .. ':ev:' .. id, '0-' .. seq, 't', etype, 'd', data, 'ts', ts)
+  return seq
+end
+
+local function announce(id)
+  redis.call('PUBLISH', P .. ':jobs', cjson.encode(redis.call('HGETALL', job_key(id))))
+end
+
+local function enqueue(id, fn, priority, not_before, now)
+  -- a new place at the back of its priority, like a new submission
+  local member = string.format('%016x', redis.call('INCR', P .. ':seq')) .. ':' .. id
+  redis.call('HSET', job_key(id), 'status', 'queued', 'qm', member, 'not_before', not_before)
+  redis.call('SADD', P .. ':fns', fn)
+  if tonumber(not_before) > tonumber(now) then
+    redis.call('ZADD', P .. ':delayed:' .. fn, not_before, id)
+  else
+    redis.call('ZADD', P .. ':q:' .. fn, -tonumber(priority), member)
+    redis.call('PUBLISH', P .. ':work', fn)
+  end
+end
+
+local function leave_running(id, fn)
+  redis.call('HINCRBY', P .. ':running', fn, -1)
+  redis.call('ZREM', P .. ':leases', id)
+end
+
+local function end_job(id, status, data, result, err, now)
+  local k = job_key(id)
+  local j = redis.call('HMGET', k, 'status', 'function', 'qm', 'owner', 'cache_key')
+  local fn = j[2]
+  if j[1] == 'queued' then
+    redis.call('ZREM', P .. ':q:' .. fn, j[3])
+    redis.call('ZREM', P .. ':delayed:' .. fn, id)
+  elseif j[1] == 'running' then
+    leave_running(id, fn)
+  end
+  redis.call('ZREM', P .. ':expiry', id)
+  redis.call('HSET', k, 'status', status, 'finished_at', now, 'result', result, 'error', err,
+             'lease_until', '', 'qm', '')
+  append_event(id, status, data, now)
+  if j[5] ~= '' then
+    local field = j[4] .. '\n' .. j[5]
+    if redis.call('HGET', P .. ':inflight', field) == id then
+      redis.call('HDEL', P .. ':inflight', field)
+    end
+    if status == 'succeeded' then redis.call('HSET', P .. ':cache', j[5], id) end
+  end
+  announce(id)
+end
+
+local function is_live(status) return status == 'queued' or status == 'running' end
+"""
+
+# ARGV: P, now, id, function, owner, priority, input (canonical JSON), created_at,
+# cache_key, idempotency_key, max_queue, cache_ttl ('inf' = forever), dedupe, expires_at,
+# then the job hash as field, value pairs.
+# Returns {'new', hash, position} | {'idempotent'|'deduplicated'|'cached', hash} |
+# {'conflict', other id} | {'full', depth}.
+SUBMIT = _PRELUDE + r"""
+local now, id, fn, owner, priority = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local input, created, ckey, idem = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local max_queue, ttl, dedupe, expires = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local k = job_key(id)
+if redis.call('EXISTS', k) == 1 then  -- this very submission, retried
+  return {'new', redis.call('HGETALL', k), 0}
+end
+if idem ~= '' then
+  local prev = redis.call('HGET', P .. ':idem', owner .. '\n' .. idem)
+  if prev then
+    local p = redis.call('HMGET', job_key(prev), 'function', 'input')
+    if p[1] ~= fn or p[2] ~= input then return {'conflict', prev} end
+    return {'idempotent', redis.call('HGETALL', job_key(prev))}
+  end
+end
+
+local function store_job()
+  redis.call('HSET', k, unpack(ARGV, 15))
+  redis.call('ZADD', P .. ':idx:all', created, id)
+  redis.call('ZADD', P .. ':idx:owner:' .. owner, created, id)
+  if idem ~= '' then redis.call('HSET', P .. ':idem', owner .. '\n' .. idem, id) end
+end
+
+if ckey ~= '' then
+  if dedupe == '1' then
+    local live = redis.call('HGET', P .. ':inflight', owner .. '\n' .. ckey)
+    if live and is_live(redis.call('HGET', job_key(live), 'status')) then
+      return {'deduplicated', redis.call('HGETALL', job_key(live))}
+    end
+  end
+  if ttl ~= '' then
+    local hit = redis.call('HGET', P .. ':cache', ckey)
+    if hit then
+      local h = redis.call('HMGET', job_key(hit), 'status', 'finished_at', 'result')
+      if h[1] == 'succeeded'
+          and (ttl == 'inf' or tonumber(h[2]) >= tonumber(now) - tonumber(ttl)) then
+        -- rules.cached_event: a job of its own, already succeeded with the cached result
+        store_job()
+        redis.call('HSET', k, 'status', 'succeeded', 'started_at', now, 'finished_at', now,
+                   'result', h[3])
+        append_event(id, 'succeeded', '{"result":' .. h[3] .. ',"cached_from":"' .. hit
+                     .. '"}', now)
+        announce(id)
+        return {'cached', redis.call('HGETALL', k)}
+      end
+    end
+  end
+end
+
+local depth = redis.call('ZCARD', P .. ':q:' .. fn) + redis.call('ZCARD', P .. ':delayed:' .. fn)
+if max_queue ~= '' and depth >= tonumber(max_queue) then return {'full', depth} end
+-- behind everything of equal or higher priority
+local position = redis.call('ZCOUNT', P .. ':q:' .. fn, '-inf', -tonumber(priority)) + 1
+store_job()
+if ckey ~= '' then redis.call('HSET', P .. ':inflight', owner .. '\n' .. ckey, id) end
+if expires ~= '' then redis.call('ZADD', P .. ':expiry', expires, id) end
+enqueue(id, fn, priority, '0', now)
+append_event(id, 'queued', '{"position":' .. position .. '}', now)  -- rules.queued_event
+announce(id)
+return {'new', redis.call('HGETALL', k), position}
+"""
+
+# ARGV: P, now, worker, lease_until, nonce, expired event data, then function, limit
+# pairs (limit '' = none). Returns the claimed job's hash, or false.
+CLAIM = _PRELUDE + r"""
+local now, worker, lease_until, nonce = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local last_key = P .. ':lastclaim:' .. worker
+local last = redis.call('GET', last_key)
+if last and string.sub(last, 1, #nonce + 1) == nonce .. ':' then  -- this claim, retried
+  return redis.call('HGETALL', job_key(string.sub(last, #nonce + 2)))
+end
+local fns = {}
+for i = 7, #ARGV, 2 do
+  local fn, limit = ARGV[i], ARGV[i + 1]
+  local due = redis.call('ZRANGEBYSCORE', P .. ':delayed:' .. fn, '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do  -- retries whose delay is over join their queue
+    local j = redis.call('HMGET', job_key(id), 'qm', 'priority')
+    redis.call('ZADD', P .. ':q:' .. fn, -tonumber(j[2]), j[1])
+    redis.call('ZREM', P .. ':delayed:' .. fn, id)
+  end
+  if limit == '' or tonumber(redis.call('HGET', P .. ':running', fn) or '0') < tonumber(limit) then
+    table.insert(fns, fn)
+  end
+end
+while true do
+  local best_fn, best_member, best_score
+  for _, fn in ipairs(fns) do  -- highest priority, then oldest, over all the functions
+    local top = redis.call('ZRANGE', P .. ':q:' .. fn, 0, 0, 'WITHSCORES')
+    if top[1] then
+      local score = tonumber(top[2])
+      if not best_fn or score < best_score or (score == best_score and top[1] < best_member) then
+        best_fn, best_member, best_score = fn, top[1], score
+      end
+    end
+  end
+  if not best_fn then return false end
+  redis.call('ZREM', P .. ':q:' .. best_fn, best_member)
+  local id = string.sub(best_member, 18)
+  local k = job_key(id)
+  local j = redis.call('HMGET', k, 'expires_at', 'started_at', 'attempts', 'max_attempts')
+  if j[1] ~= '' and j[2] == '' and tonumber(j[1]) <= tonumber(now) then
+    end_job(id, 'expired', ARGV[6], 'null', '', now)  -- rules.queue_timed_out
+  else
+    local attempts = tonumber(j[3]) + 1
+    redis.call('HINCRBY', k, 'lease_token', 1)
+    redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'started_at', now,
+               'worker_id', worker, 'lease_until', lease_until, 'qm', '')
+    redis.call('ZADD', P .. ':leases', lease_until, id)
+    redis.call('ZREM', P .. ':expiry', id)
+    redis.call('HINCRBY', P .. ':running', best_fn, 1)
+    append_event(id, 'started', cjson.encode({attempt = attempts,  -- rules.started_event
+      max_attempts = tonumber(j[4]), worker = worker}), now)
+    redis.call('SET', last_key, nonce .. ':' .. id, 'EX', 3600)
+    announce(id)
+    return redis.call('HGETALL', k)
+  end
+end
+"""
+
+# ARGV: P, id, worker, token, first id ('' = unknown), ts, then type, data pairs.
+# Returns {'ok', last id} | {'lost'}.
+APPEND = r"""
+local P, id = ARGV[1], ARGV[2]
+local k = P .. ':job:' .. id
+local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'seq')
+if j[1] ~= 'running' or j[2] ~= ARGV[3] or j[3] ~= ARGV[4] then return {'lost'} end
+local seq = tonumber(j[4])
+if ARGV[5] ~= '' and tonumber(ARGV[5]) <= seq then return {'ok', seq} end  -- retried
+local stream = P .. ':ev:' .. id
+for i = 7, #ARGV, 2 do
+  seq = seq + 1
+  redis.call('XADD', stream, '0-' .. seq, 't', ARGV[i], 'd', ARGV[i + 1], 'ts', ARGV[6])
+end
+redis.call('HSET', k, 'seq', seq)
+return {'ok', seq}
+"""
+
+# A job becomes terminal. ARGV: P, id, now, status, result, error, event data, then the
+# conditions, each '' when not asked for: worker, token (the lease that must hold it),
+# lapsed before (its lease must have lapsed: a reclaim), expected cancel_requested,
+# bump ('1': move the token on, so the lapsed worker is fenced off).
+# Returns {'ok', hash} | {'done', hash} (already terminal) | {'missing'} | {'lost'} |
+# {'renewed'} (the lease was renewed meanwhile) | {'changed'} (cancel was requested).
+FINISH = _PRELUDE + r"""
+local id, now = ARGV[2], ARGV[3]
+local worker, token, lapsed, cancel = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local k = job_key(id)
+local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'lease_until',
+                     'cancel_requested')
+if not j[1] then return {'missing'} end
+if not is_live(j[1]) then return {'done', redis.call('HGETALL', k)} end
+if token ~= '' then
+  if j[1] ~= 'running' or j[3] ~= token or (worker ~= '' and j[2] ~= worker) then
+    return {'lost'}
+  end
+  if lapsed ~= '' and (j[4] == '' or tonumber(j[4]) > tonumber(lapsed)) then
+    return {'renewed'}
+  end
+  if cancel ~= '' and j[5] ~= cancel then return {'changed'} end
+end
+if ARGV[12] == '1' then redis.call('HINCRBY', k, 'lease_token', 1) end
+end_job(id, ARGV[4], ARGV[7], ARGV[5], ARGV[6], now)
+return {'ok', redis.call('HGETALL', k)}
+"""
+
+# A running job goes back to the queue (retry, requeue, reclaim). ARGV: P, id, now,
+# token, worker ('' = any: a reclaim), lapsed before (''), expected cancel_requested,
+# not_before, attempts delta, bump ('1'/'0'), retrying event data.
+# Returns as FINISH; {'done', hash} when the run had already left the queue's hands
+# with this token (a retried call, or an administrative end).
+REQUEUE = _PRELUDE + r"""
+local id, now, token, worker, lapsed, cancel = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local k = job_key(id)
+local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'lease_until',
+                     'cancel_requested', 'function', 'priority', 'attempts')
+if not j[1] then return {'missing'} end
+if j[3] ~= token then return {'lost'} end
+if j[1] ~= 'running' then return {'done', redis.call('HGETALL', k)} end
+if worker ~= '' and j[2] ~= worker then return {'lost'} end
+if lapsed ~= '' and (j[4] == '' or tonumber(j[4]) > tonumber(lapsed)) then return {'renewed'} end
+if j[5] ~= cancel then return {'changed'} end  -- rules: a requested cancel beats a retry
+leave_running(id, j[6])
+if ARGV[10] == '1' then redis.call('HINCRBY', k, 'lease_token', 1) end
+redis.call('HSET', k, 'attempts', tonumber(j[8]) + tonumber(ARGV[9]), 'worker_id', '',
+           'lease_until', '')
+enqueue(id, j[6], j[7], ARGV[8], now)
+append_event(id, 'retrying', ARGV[11], now)
+announce(id)
+return {'ok', redis.call('HGETALL', k)}
+"""
+
+# ARGV: P, id, now, cancelled event data. A queued job ends at once; a running one gets
+# cancel_requested and its worker, wherever it runs, is told on P:cancel.
+# Returns {'ok', hash} | {'missing'}.
+CANCEL = _PRELUDE + r"""
+local id, now = ARGV[2], ARGV[3]
+local k = job_key(id)
+local j = redis.call('HMGET', k, 'status', 'cancel_requested')
+if not j[1] then return {'missing'} end
+if j[1] == 'queued' then
+  end_job(id, 'cancelled', ARGV[4], 'null', '', now)
+elseif j[1] == 'running' and j[2] ~= '1' then
+  redis.call('HSET', k, 'cancel_requested', '1')
+  redis.call('PUBLISH', P .. ':cancel', id)
+end
+return {'ok', redis.call('HGETALL', k)}
+"""
+
+# ARGV: P, worker, lease_until, then job id, token pairs. Returns {cancelled, lost}.
+EXTEND = r"""
+local P, worker, lease_until = ARGV[1], ARGV[2], ARGV[3]
+local cancelled, lost = {}, {}
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  local k = P .. ':job:' .. id
+  local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'cancel_requested')
+  if j[1] == 'running' and j[2] == worker and j[3] == ARGV[i + 1] then
+    redis.call('HSET', k, 'lease_until', lease_until)
+    redis.call('ZADD', P .. ':leases', lease_until, id)
+    if j[4] == '1' then table.insert(cancelled, id) end
+  else
+    table.insert(lost, id)
+  end
+end
+return {cancelled, lost}
+"""
+
+# ARGV: P, now, expired event data. Ends every queued, never-started job past its queue
+# timeout (rules.queue_timed_out); moves retries whose delay is over to their queue and
+# announces them. Returns the number expired.
+SWEEP = _PRELUDE + r"""
+local now = ARGV[2]
+local expired = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':expiry', '-inf', now, 'LIMIT', 0, 1000)) do
+  local j = redis.call('HMGET', job_key(id), 'status', 'started_at')
+  if j[1] == 'queued' and j[2] == '' then
+    end_job(id, 'expired', ARGV[3], 'null', '', now)
+    expired = expired + 1
+  else
+    redis.call('ZREM', P .. ':expiry', id)
+  end
+end
+for _, fn in ipairs(redis.call('SMEMBERS', P .. ':fns')) do
+  local due = redis.call('ZRANGEBYSCORE', P .. ':delayed:' .. fn, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local j = redis.call('HMGET', job_key(id), 'qm', 'priority')
+    redis.call('ZADD', P .. ':q:' .. fn, -tonumber(j[2]), j[1])
+    redis.call('ZREM', P .. ':delayed:' .. fn, id)
+  end
+  if #due > 0 then redis.call('PUBLISH', P .. ':work', fn) end
+end
+return expired
+"""
