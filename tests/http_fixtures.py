@@ -16,7 +16,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,10 @@ def finished(http: httpx.Client, job_id: str, headers: dict[str, str] | None = N
 class ChaosProxy:
     """Loopback TCP proxy to ``upstream_port`` that cuts connections.
 
+    Given several ports it is also a round-robin load balancer: each connection goes to
+    the next upstream that accepts it, so a dead front end is skipped, as a real load
+    balancer's health checks would.
+
     ``drop_responses_first``: the first N connections are cut as soon as the server starts
     answering (the request was received and processed; the response is lost).
     ``budget``: (low, high) — after that, each connection is cut once a random number of
@@ -269,9 +273,12 @@ class ChaosProxy:
     half the time, a reset. ``drops`` counts the connections cut.
     """
 
-    def __init__(self, upstream_port: int, *, budget: tuple[int, int] | None = None,
+    def __init__(self, upstream_port: int | Sequence[int], *,
+                 budget: tuple[int, int] | None = None,
                  drop_responses_first: int = 0, seed: int = 7) -> None:
-        self.upstream_port = upstream_port
+        self.upstream_ports = ([upstream_port] if isinstance(upstream_port, int)
+                               else list(upstream_port))
+        self._turn = 0
         self.budget = budget
         self.drop_responses_first = drop_responses_first
         self.random = random.Random(seed)
@@ -314,9 +321,8 @@ class ChaosProxy:
                 continue
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 5)
-            except OSError:
+            upstream = self._connect_upstream()
+            if upstream is None:
                 _close(client)
                 continue
             upstream.settimeout(None)
@@ -335,6 +341,17 @@ class ChaosProxy:
                              daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, budget, pair, reset),
                              daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket | None:
+        ports = self.upstream_ports
+        self._turn += 1
+        for i in range(len(ports)):
+            try:
+                return socket.create_connection(
+                    ("127.0.0.1", ports[(self._turn + i) % len(ports)]), 5)
+            except OSError:
+                continue
+        return None
 
     def _pump(self, source: socket.socket, sink: socket.socket, budget: int | None,
               pair: tuple[socket.socket, socket.socket], reset: bool) -> None:

@@ -955,6 +955,19 @@ class StoreContract:
             assert receive.statistics().current_buffer_used == 0
 
     # -- notifications ---------------------------------------------------------------
+    async def test_subscriptions_made_together_all_hold(self, store: Store) -> None:
+        heard: list[str] = []
+        store.subscribe_work(lambda: heard.append("work"))
+        store.subscribe_cancels(lambda job_id: heard.append(f"cancel {job_id}"))
+        store.subscribe_jobs(lambda job: heard.append(f"{job.status.value} {job.id}"))
+        job = await submit(store)
+        await claim_one(store)
+        await store.cancel(job.id)
+        with anyio.fail_after(WAIT):  # three callbacks and one condition: polled
+            while not {f"queued {job.id}", f"running {job.id}", f"cancel {job.id}",  # noqa: ASYNC110
+                       "work"} <= set(heard):
+                await anyio.sleep(0.01)
+
     async def test_subscribe_work_fires_on_submit(self, store: Store) -> None:
         calls: list[str] = []
         told = anyio.Event()

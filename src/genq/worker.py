@@ -32,7 +32,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from genq.encoding import NotSerializable, encode
-from genq.errors import Cancelled, LeaseLost
+from genq.errors import Cancelled, LeaseLost, StoreUnavailable
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
@@ -184,8 +184,15 @@ class Worker:
         while not self._stopping:
             self._wake.clear()  # rather than a new Event per claim; a set() after this wakes us
             free = [n for n, slots in self._slots.items() if self._running[n] < slots]
-            job = (await self.store.claim(free, self.id, self._lease, self._limits)
-                   if free else None)
+            try:
+                job = (await self.store.claim(free, self.id, self._lease, self._limits)
+                       if free else None)
+            except StoreUnavailable:
+                # Redis is down for longer than the store retries: keep the worker alive
+                # and claim again once it is back (the running jobs go on meanwhile).
+                log.warning("genq worker %s: the store is unavailable; claiming again soon",
+                            self.id, exc_info=True)
+                job = None
             if job is None:
                 with anyio.move_on_after(1.0):
                     await self._wake.wait()
@@ -248,7 +255,10 @@ class Worker:
         size = spec.options.batch_size or 1
         deadline = time.monotonic() + spec.options.batch_wait
         while len(jobs) < size and not self._stopping:
-            more = await self.store.claim([spec.name], self.id, self._lease, self._limits)
+            try:
+                more = await self.store.claim([spec.name], self.id, self._lease, self._limits)
+            except StoreUnavailable:
+                return  # run the batch with what it has
             if more is not None:
                 jobs.append(more)
                 continue

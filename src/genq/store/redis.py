@@ -44,8 +44,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -89,16 +87,26 @@ class ArtifactTooLarge(GenqError):
     status = 413
 
 
-def _unavailable(method: Callable[P, Coroutine[Any, Any, T]]
-                 ) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn Redis being unreachable (after redis-py's retries) into StoreUnavailable."""
+def _retried(method: Callable[P, Coroutine[Any, Any, T]]
+             ) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Retry a store call while Redis is unreachable (it restarts, a network blip), with
+    backoff, for the store's ``retry_for`` seconds; then raise StoreUnavailable. Safe
+    because every call is: each script may run twice (see redis_lua)."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
+        store = args[0]
+        assert isinstance(store, RedisStore)
+        deadline = time.monotonic() + store.retry_for
+        delay = 0.05
+        while True:
+            try:
+                return await method(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline or not store.is_open:
+                    raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     return wrapper
 
@@ -184,11 +192,9 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.max_artifact_bytes = max_artifact_bytes
-        # redis-py retries a command whose connection broke (every script is safe to run
-        # twice) with backoff up to 1 s, for about ``retry_for`` seconds in all: a Redis
-        # restart stalls genq instead of failing jobs.
-        self._retry = Retry(ExponentialBackoff(cap=1.0, base=0.05),
-                            retries=max(1, math.ceil(retry_for)))
+        # How long a call keeps retrying while Redis is unreachable: a Redis restart
+        # stalls genq for that long instead of failing jobs.
+        self.retry_for = retry_for
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._hub: StreamHub | None = None
@@ -197,6 +203,7 @@ class RedisStore:
         # Channel -> confirmed once Redis has the subscription. Scripts wait for pending
         # ones, so whatever this store changes after a subscribe_* call is reported.
         self._subscribed: dict[str, asyncio.Future[None]] = {}
+        self._subscribe_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._work_callbacks: list[Callable[[], None]] = []
         self._cancel_callbacks: list[Callable[[str], None]] = []
@@ -211,10 +218,9 @@ class RedisStore:
             socket_keepalive=True, **options)
         return connection
 
-    @_unavailable
+    @_retried
     async def open(self) -> None:
-        self._redis = self._connect(retry=self._retry,
-                                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        self._redis = self._connect()
         await self._redis.ping()
         self._scripts = {name: self._redis.register_script(getattr(redis_lua, name))
                          for name in ("SUBMIT", "CLAIM", "APPEND", "FINISH", "REQUEUE",
@@ -249,6 +255,10 @@ class RedisStore:
             confirmed.cancel()
         self._subscribed.clear()
 
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
     def _r(self) -> aioredis.Redis:
         if self._redis is None:
             raise RuntimeError("the store is not open")
@@ -270,7 +280,7 @@ class RedisStore:
         return f"{self.prefix}:ev:{job_id}"
 
     # -- submission and reads --------------------------------------------------------
-    @_unavailable
+    @_retried
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
         ttl = policy.cache_ttl
         reply = await self._run(
@@ -297,12 +307,12 @@ class RedisStore:
             return Submitted(stored, created=True)
         return Submitted(stored, created=False, reason=outcome)
 
-    @_unavailable
+    @_retried
     async def get_job(self, job_id: str) -> Job | None:
         h = await self._r().hgetall(self._key("job", job_id))  # type: ignore[misc]
         return _job_from_hash(h) if h else None
 
-    @_unavailable
+    @_retried
     async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
                         status: JobStatus | None = None, limit: int = 50,
                         before: float | None = None) -> list[Job]:
@@ -330,7 +340,7 @@ class RedisStore:
                     found.append(job)
         return found[:limit]
 
-    @_unavailable
+    @_retried
     async def queue_position(self, job_id: str) -> int | None:
         r = self._r()
         function, member = await r.hmget(self._key("job", job_id),  # type: ignore[misc]
@@ -340,7 +350,7 @@ class RedisStore:
         rank = await r.zrank(self._key("q", function.decode()), member)
         return None if rank is None else int(rank) + 1
 
-    @_unavailable
+    @_retried
     async def queue_depth(self, function: str) -> int:
         async with self._r().pipeline(transaction=False) as pipe:
             pipe.zcard(self._key("q", function))
@@ -349,7 +359,7 @@ class RedisStore:
         return int(ready) + int(delayed)
 
     # -- events ----------------------------------------------------------------------
-    @_unavailable
+    @_retried
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
         known = self._seqs.get(job_id)
         args: list[Any] = [job_id, lease.worker_id, lease.token,
@@ -364,7 +374,7 @@ class RedisStore:
         self._seqs[job_id] = last
         return last
 
-    @_unavailable
+    @_retried
     async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         entries = await self._r().xrange(self._events_key(job_id), f"(0-{after}", "+",
                                          count=limit)
@@ -421,7 +431,7 @@ class RedisStore:
         return done
 
     # -- the worker's side -----------------------------------------------------------
-    @_unavailable
+    @_retried
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None) -> Job | None:
         pairs: list[Any] = []
@@ -449,7 +459,7 @@ class RedisStore:
     def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
         return self._add_callback("jobs", self._job_callbacks, callback)
 
-    @_unavailable
+    @_retried
     async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
                             lease: float) -> LeaseReport:
         if not leases:
@@ -461,7 +471,7 @@ class RedisStore:
         return LeaseReport(frozenset(i.decode() for i in cancelled),
                            frozenset(i.decode() for i in lost))
 
-    @_unavailable
+    @_retried
     async def finish(self, job_id: str, status: JobStatus, *, result: Any = None,
                      error: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
                      lease: Lease | None = None) -> Job:
@@ -487,13 +497,13 @@ class RedisStore:
             "" if error is None else _encode(error), _encode(payload), worker, token, lapsed,
             cancel, "1" if bump else "0")
 
-    @_unavailable
+    @_retried
     async def retry(self, job_id: str, delay: float, error: dict[str, Any],
                     lease: Lease) -> Job:
         return await self._back_to_queue(
             job_id, lease, delay, 0, lambda job: rules.retrying_event(job, delay, error)[1])
 
-    @_unavailable
+    @_retried
     async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
         return await self._back_to_queue(
             job_id, lease, 0.0, -1,
@@ -544,7 +554,7 @@ class RedisStore:
 
         self._spawn(announce())
 
-    @_unavailable
+    @_retried
     async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
         _, payload = rules.cancelled_event(reason)
         reply = await self._run("CANCEL", job_id, repr(time.time()), _encode(payload))
@@ -552,7 +562,7 @@ class RedisStore:
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
         return _job_from_flat(reply[1])
 
-    @_unavailable
+    @_retried
     async def housekeep(self, now: float) -> None:
         _, expired = rules.expired_event()
         await self._run("SWEEP", repr(now), _encode(expired))
@@ -579,21 +589,21 @@ class RedisStore:
                                lapsed=repr(now), cancel=cancel, bump=True)
 
     # -- the cluster -----------------------------------------------------------------
-    @_unavailable
+    @_retried
     async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
         async with self._r().pipeline(transaction=True) as pipe:
             pipe.hset(self._key("workers"), info.id, _encode(info.to_dict()))
             pipe.zadd(self._key("workers", "until"), {info.id: info.seen_at + ttl})
             await pipe.execute()
 
-    @_unavailable
+    @_retried
     async def unregister_worker(self, worker_id: str) -> None:
         async with self._r().pipeline(transaction=True) as pipe:
             pipe.hdel(self._key("workers"), worker_id)
             pipe.zrem(self._key("workers", "until"), worker_id)
             await pipe.execute()
 
-    @_unavailable
+    @_retried
     async def workers(self) -> list[WorkerInfo]:
         r = self._r()
         now = time.time()
@@ -605,13 +615,13 @@ class RedisStore:
         return sorted((WorkerInfo.from_dict(json.loads(v)) for v in reports.values()),
                       key=lambda w: w.id)
 
-    @_unavailable
+    @_retried
     async def running_counts(self) -> dict[str, int]:
         counts = await self._r().hgetall(self._key("running"))  # type: ignore[misc]
         return {k.decode(): int(v) for k, v in counts.items() if int(v) > 0}
 
     # -- artifacts -------------------------------------------------------------------
-    @_unavailable
+    @_retried
     async def put_artifact(self, job_id: str, name: str, content_type: str,
                            data: bytes) -> ArtifactRef:
         if len(data) > self.max_artifact_bytes:
@@ -624,7 +634,7 @@ class RedisStore:
             "size": len(data), "data": data})
         return ref
 
-    @_unavailable
+    @_retried
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:
         h = await self._r().hgetall(self._key("art", artifact_id))  # type: ignore[misc]
         if not h:
@@ -650,7 +660,8 @@ class RedisStore:
         return confirmed
 
     async def _send_subscribe(self, channel: str) -> None:
-        await self._pubsub.subscribe(self._key(channel))
+        async with self._subscribe_lock:  # two at once would each open a connection
+            await self._pubsub.subscribe(self._key(channel))
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(
                 self._listen(), name="genq-redis-pubsub")
