@@ -730,6 +730,27 @@ class StoreContract:
         assert await store.running_counts() == {"gpu": 2, "cpu": 1}
         assert await store.claim(["gpu"], "w1", LEASE) is not None  # no limit given
 
+    async def test_claim_many_takes_the_queue_head_within_each_want(
+            self, store: Store) -> None:
+        low = [await submit(store, "render") for _ in range(3)]
+        high = await submit(store, "render", priority=5)
+        captions = [await submit(store, "caption", priority=2) for _ in range(3)]
+        got = await store.claim_many({"render": 2, "caption": 2, "upscale": 4}, "w1", LEASE)
+        # The best four in claim order, but never more of a function than wanted.
+        assert [j.id for j in got] == [high.id, captions[0].id, captions[1].id, low[0].id]
+        assert all(j.status is JobStatus.RUNNING and j.worker_id == "w1" for j in got)
+        assert len({j.lease_token for j in got}) >= 1 and all(j.attempts == 1 for j in got)
+        assert await store.claim_many({"render": 0}, "w1", LEASE) == []
+        # A cluster-wide limit counts what is already running.
+        limited = await store.claim_many({"caption": 5}, "w2", LEASE, {"caption": 3})
+        assert [j.id for j in limited] == [captions[2].id]
+        assert await store.claim_many({"caption": 5}, "w2", LEASE, {"caption": 3}) == []
+        rest = await store.claim_many({"render": 9}, "w2", LEASE)
+        assert [j.id for j in rest] == [low[1].id, low[2].id]
+        for job in got:
+            events = await events_until(store, job.id, 2)
+            assert shape(events) == [(1, "queued"), (2, "started")]
+
     async def test_started_event_says_attempt_and_worker(self, store: Store) -> None:
         job = await submit(store, max_attempts=4)
         claimed = await claim_one(store, worker="gpu-box:17")

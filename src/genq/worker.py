@@ -183,28 +183,32 @@ class Worker:
     async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
             self._wake.clear()  # rather than a new Event per claim; a set() after this wakes us
-            free = [n for n, slots in self._slots.items() if self._running[n] < slots]
+            # One round trip for every free slot: the queue is served from its head, and
+            # this worker takes only what it can start now (no prefetch past capacity).
+            wants = {n: slots - self._running[n] for n, slots in self._slots.items()
+                     if self._running[n] < slots}
             try:
-                job = (await self.store.claim(free, self.id, self._lease, self._limits)
-                       if free else None)
+                jobs = (await self.store.claim_many(wants, self.id, self._lease, self._limits)
+                        if wants else [])
             except StoreUnavailable:
                 # Redis is down for longer than the store retries: keep the worker alive
                 # and claim again once it is back (the running jobs go on meanwhile).
                 log.warning("genq worker %s: the store is unavailable; claiming again soon",
                             self.id, exc_info=True)
-                job = None
-            if job is None:
+                jobs = []
+            if not jobs:
                 with anyio.move_on_after(1.0):
                     await self._wake.wait()
                 continue
-            self._running[job.function] += 1
             if self._idle.is_set():  # only ever set while stopping; else no new Event per job
                 self._idle = anyio.Event()
-            # A plain task rather than tg.start_soon (a third of the per-job overhead in
-            # anyio); the worker still owns it: run() awaits every one before returning.
-            task = asyncio.get_running_loop().create_task(self._run_call([job]))
-            self._calls.add(task)
-            task.add_done_callback(self._call_done)
+            for job in jobs:
+                self._running[job.function] += 1
+                # A plain task rather than tg.start_soon (a third of the per-job overhead
+                # in anyio); the worker still owns it: run() awaits every one first.
+                task = asyncio.get_running_loop().create_task(self._run_call([job]))
+                self._calls.add(task)
+                task.add_done_callback(self._call_done)
         if not self._active:
             self._idle.set()
 

@@ -106,6 +106,11 @@ class Store(Protocol):
         The job comes with a new ``lease_token``. ``limits`` caps how many jobs of a
         function run at once across every worker of the store (its ``max_running``)."""
 
+    async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
+                         limits: Mapping[str, int] | None = None) -> list[Job]:
+        """Up to ``wants[f]`` jobs of each function f, in the order ``claim`` would take
+        them one by one, in one step (one round trip for a worker with many free slots)."""
+
     def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
         """Call ``callback`` (on the store's loop) whenever a job may have become claimable."""
 

@@ -434,21 +434,31 @@ class RedisStore:
     @_retried
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None) -> Job | None:
-        pairs: list[Any] = []
-        for function in functions:
+        jobs = await self._claim(dict.fromkeys(functions, 1), 1, worker_id, lease, limits)
+        return jobs[0] if jobs else None
+
+    @_retried
+    async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
+                         limits: Mapping[str, int] | None = None) -> list[Job]:
+        return await self._claim(wants, sum(wants.values()), worker_id, lease, limits)
+
+    async def _claim(self, wants: Mapping[str, int], count: int, worker_id: str,
+                     lease: float, limits: Mapping[str, int] | None) -> list[Job]:
+        triples: list[Any] = []
+        for function, want in wants.items():
             limit = None if limits is None else limits.get(function)
-            pairs += (function, "" if limit is None else limit)
-        if not pairs:
-            return None
+            if want > 0:
+                triples += (function, "" if limit is None else limit, want)
+        if not triples:
+            return []
         now = time.time()
         _, expired_data = rules.expired_event()
         reply = await self._run("CLAIM", repr(now), worker_id, repr(now + lease),
-                                uuid.uuid4().hex, _encode(expired_data), *pairs)
-        if not reply:
-            return None
-        job = _job_from_flat(reply)
-        self._seqs[job.id] = job.last_event_id
-        return job
+                                uuid.uuid4().hex, _encode(expired_data), count, *triples)
+        jobs = [_job_from_flat(flat) for flat in reply]
+        for job in jobs:
+            self._seqs[job.id] = job.last_event_id
+        return jobs
 
     def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
         return self._add_callback("work", self._work_callbacks, callback)

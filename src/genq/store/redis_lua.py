@@ -52,7 +52,11 @@ local function append_event(id, etype, data, ts)
 end
 
 local function announce(id)
-  redis.call('PUBLISH', P .. ':jobs', cjson.encode(redis.call('HGETALL', job_key(id))))
+  -- Only when some front end listens: encoding the whole hash costs more than the rest.
+  local channel = P .. ':jobs'
+  if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+    redis.call('PUBLISH', channel, cjson.encode(redis.call('HGETALL', job_key(id))))
+  end
 end
 
 local function enqueue(id, fn, priority, not_before, now)
@@ -168,41 +172,50 @@ announce(id)
 return {'new', redis.call('HGETALL', k), position}
 """
 
-# ARGV: P, now, worker, lease_until, nonce, expired event data, then function, limit
-# pairs (limit '' = none). Returns the claimed job's hash, or false.
+# ARGV: P, now, worker, lease_until, nonce, expired event data, count, then triples of
+# function, limit ('' = none: the cluster-wide max_running), want (at most this many of
+# it now). Claims up to ``count`` jobs, each the best of all the functions (highest
+# priority, then oldest). Returns a list of job hashes.
 CLAIM = _PRELUDE + r"""
 local now, worker, lease_until, nonce = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local count = tonumber(ARGV[7])
 local last_key = P .. ':lastclaim:' .. worker
+local claimed = {}
 local last = redis.call('GET', last_key)
 if last and string.sub(last, 1, #nonce + 1) == nonce .. ':' then  -- this claim, retried
-  return redis.call('HGETALL', job_key(string.sub(last, #nonce + 2)))
+  for id in string.gmatch(string.sub(last, #nonce + 2), '[^,]+') do
+    table.insert(claimed, redis.call('HGETALL', job_key(id)))
+  end
+  return claimed
 end
 local fns = {}
-for i = 7, #ARGV, 2 do
-  local fn, limit = ARGV[i], ARGV[i + 1]
+for i = 8, #ARGV, 3 do
+  local fn = ARGV[i]
   local due = redis.call('ZRANGEBYSCORE', P .. ':delayed:' .. fn, '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do  -- retries whose delay is over join their queue
     local j = redis.call('HMGET', job_key(id), 'qm', 'priority')
     redis.call('ZADD', P .. ':q:' .. fn, -tonumber(j[2]), j[1])
     redis.call('ZREM', P .. ':delayed:' .. fn, id)
   end
-  if limit == '' or tonumber(redis.call('HGET', P .. ':running', fn) or '0') < tonumber(limit) then
-    table.insert(fns, fn)
-  end
+  table.insert(fns, {fn = fn, limit = ARGV[i + 1], want = tonumber(ARGV[i + 2])})
 end
-while true do
-  local best_fn, best_member, best_score
-  for _, fn in ipairs(fns) do  -- highest priority, then oldest, over all the functions
-    local top = redis.call('ZRANGE', P .. ':q:' .. fn, 0, 0, 'WITHSCORES')
-    if top[1] then
-      local score = tonumber(top[2])
-      if not best_fn or score < best_score or (score == best_score and top[1] < best_member) then
-        best_fn, best_member, best_score = fn, top[1], score
+local ids = {}
+while #ids < count do
+  local best, best_member, best_score
+  for _, f in ipairs(fns) do  -- highest priority, then oldest, over all the functions
+    if f.want > 0 and (f.limit == '' or tonumber(
+        redis.call('HGET', P .. ':running', f.fn) or '0') < tonumber(f.limit)) then
+      local top = redis.call('ZRANGE', P .. ':q:' .. f.fn, 0, 0, 'WITHSCORES')
+      if top[1] then
+        local score = tonumber(top[2])
+        if not best or score < best_score or (score == best_score and top[1] < best_member) then
+          best, best_member, best_score = f, top[1], score
+        end
       end
     end
   end
-  if not best_fn then return false end
-  redis.call('ZREM', P .. ':q:' .. best_fn, best_member)
+  if not best then break end
+  redis.call('ZREM', P .. ':q:' .. best.fn, best_member)
   local id = string.sub(best_member, 18)
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'expires_at', 'started_at', 'attempts', 'max_attempts')
@@ -215,14 +228,17 @@ while true do
                'worker_id', worker, 'lease_until', lease_until, 'qm', '')
     redis.call('ZADD', P .. ':leases', lease_until, id)
     redis.call('ZREM', P .. ':expiry', id)
-    redis.call('HINCRBY', P .. ':running', best_fn, 1)
+    redis.call('HINCRBY', P .. ':running', best.fn, 1)
     append_event(id, 'started', cjson.encode({attempt = attempts,  -- rules.started_event
       max_attempts = tonumber(j[4]), worker = worker}), now)
-    redis.call('SET', last_key, nonce .. ':' .. id, 'EX', 3600)
     announce(id)
-    return redis.call('HGETALL', k)
+    best.want = best.want - 1
+    table.insert(ids, id)
+    table.insert(claimed, redis.call('HGETALL', k))
   end
 end
+if #ids > 0 then redis.call('SET', last_key, nonce .. ':' .. table.concat(ids, ','), 'EX', 3600) end
+return claimed
 """
 
 # ARGV: P, id, worker, token, first id ('' = unknown), ts, then type, data pairs.

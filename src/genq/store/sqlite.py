@@ -779,6 +779,17 @@ class SQLiteStore:
             await self._write(job, [rules.started_event(job)], wait=False)
             return job.copy()
 
+    async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
+                         limits: Mapping[str, int] | None = None) -> list[Job]:
+        left = {f: n for f, n in wants.items() if n > 0}
+        jobs: list[Job] = []
+        while left and (job := await self.claim(left, worker_id, lease, limits)) is not None:
+            jobs.append(job)
+            left[job.function] -= 1
+            if not left[job.function]:
+                del left[job.function]
+        return jobs
+
     def _running_counts(self) -> Counter[str]:
         return Counter(j.function for j in self._live.values() if j.status is JobStatus.RUNNING)
 
