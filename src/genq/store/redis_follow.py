@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,7 +31,7 @@ BLOCK_MS = 5_000  # a safety net only: changes of the watched set unblock the re
 READ_COUNT = 1_000  # entries per stream per read
 MAX_BEHIND = 20_000  # events a follower may have undelivered before it must catch up
 
-Decode = Callable[[str, list[tuple[bytes, dict[bytes, bytes]]]], list[Event]]
+Decode = Callable[[str, list[list[Any]]], list[Event]]
 
 
 @dataclass(eq=False)

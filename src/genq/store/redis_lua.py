@@ -241,7 +241,8 @@ if #ids > 0 then redis.call('SET', last_key, nonce .. ':' .. table.concat(ids, '
 return claimed
 """
 
-# ARGV: P, id, worker, token, first id ('' = unknown), ts, then type, data pairs.
+# ARGV: P, id, worker, token, first id ('' = unknown), ts, and the events: a line each,
+# "<type> <JSON data>" (compact JSON never holds a raw line break).
 # Returns {'ok', last id} | {'lost'}.
 APPEND = r"""
 local P, id = ARGV[1], ARGV[2]
@@ -250,10 +251,12 @@ local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'seq')
 if j[1] ~= 'running' or j[2] ~= ARGV[3] or j[3] ~= ARGV[4] then return {'lost'} end
 local seq = tonumber(j[4])
 if ARGV[5] ~= '' and tonumber(ARGV[5]) <= seq then return {'ok', seq} end  -- retried
-local stream = P .. ':ev:' .. id
-for i = 7, #ARGV, 2 do
+local stream, ts = P .. ':ev:' .. id, ARGV[6]
+for line in string.gmatch(ARGV[7], '[^\n]+') do
+  local space = string.find(line, ' ', 1, true)
   seq = seq + 1
-  redis.call('XADD', stream, '0-' .. seq, 't', ARGV[i], 'd', ARGV[i + 1], 'ts', ARGV[6])
+  redis.call('XADD', stream, '0-' .. seq, 't', string.sub(line, 1, space - 1),
+             'd', string.sub(line, space + 1), 'ts', ts)
 end
 redis.call('HSET', k, 'seq', seq)
 return {'ok', seq}
