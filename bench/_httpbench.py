@@ -114,13 +114,15 @@ def _wait_ready(server: Server, path: str, timeout: float) -> None:
 def serve(name: str, target: str, *, genq: bool, heartbeat: float = 15.0,
           host: str = "127.0.0.1", ready_path: str = "/healthz",
           extra_env: dict[str, str] | None = None, kill: bool = False,
-          startup_timeout: float = 60.0) -> Iterator[Server]:
-    """Run one server process; ``target`` is FILE:ATTR. genq gets a fresh SQLite file."""
+          startup_timeout: float = 60.0, store: str | None = None) -> Iterator[Server]:
+    """Run one server process; ``target`` is FILE:ATTR. genq gets a fresh SQLite file,
+    unless ``store`` names one (then the server runs no workers: see ``redis_cluster``)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"genq-http-bench-{name}-"))
     port = free_port(host)
-    db = tmp / "genq.sqlite3" if genq else None
+    db = tmp / "genq.sqlite3" if genq and store is None else None
     if genq:
-        cmd = [GENQ, "serve", target, "--host", host, "--port", str(port), "--db", str(db),
+        where = ["--db", str(db)] if store is None else ["--store", store, "--no-workers"]
+        cmd = [GENQ, "serve", target, "--host", host, "--port", str(port), *where,
                "--heartbeat", str(heartbeat), "--log-level", "warning"]
     else:
         cmd = [PYTHON, str(BENCH / "_httpbench.py"), "serve", target, "--host", host,
@@ -137,6 +139,31 @@ def serve(name: str, target: str, *, genq: bool, heartbeat: float = 15.0,
         yield server
     finally:
         stop(proc, kill=kill)
+
+
+@contextlib.contextmanager
+def redis_cluster(target: str, workers: int = 1) -> Iterator[str]:
+    """A private redis-server (AOF, fsync every second) and ``workers`` ``genq worker``
+    processes for ``target`` on it; yields the store URL for ``serve(store=...)``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_server import RedisServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="genq-redis-bench-"))
+    with RedisServer(tmp / "redis", appendfsync="everysec") as redis:
+        procs = []
+        try:
+            for i in range(workers):
+                with (tmp / f"worker-{i}.log").open("wb") as out:
+                    procs.append(subprocess.Popen(
+                        [GENQ, "worker", target, "--store", redis.url], stdout=out,
+                        stderr=subprocess.STDOUT, cwd=ROOT))
+            yield redis.url
+        finally:
+            for proc in procs:
+                stop(proc)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 20.0, kill: bool = False) -> None:

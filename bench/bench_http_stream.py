@@ -16,6 +16,10 @@ schedules are not in phase. Systems:
   is an ``output`` event committed to the job's SQLite log before it is sent.
 * genq, the same followed with ``genq.AsyncClient``: ``job.events()``, the real client
   (resume bookkeeping, events parsed into ``Event``).
+* genq on Redis, across processes: the ``ticks`` generator runs in a ``genq worker``
+  process, the followers connect to a ``genq serve --no-workers`` front end, and every
+  chunk goes worker -> Redis Stream (APPEND script) -> the front end's XREAD -> SSE: the
+  path of a cluster. A private redis-server with AOF ``everysec``; followed with httpx-sse.
 * (``--systems`` only) genq, the first again with the server's cyclic-GC thresholds raised
   to 50000,20,20 (``gc.set_threshold``, through GENQ_BENCH_GC_THRESHOLD in
   bench/http_apps.py). The default rows print the server's GC pauses; at 100 streams a run
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -47,6 +52,7 @@ import _harness as h
 import _httpbench as hb
 
 TUNED_GC = "50000,20,20"
+REDIS = "genq on Redis: worker -> front end / httpx-sse"
 SYSTEMS = {  # name -> (server target, genq?, function, client, server GC thresholds)
     "genq async-gen / httpx-sse": ("bench/http_apps.py:app", True, "ticks", "httpx-sse", ""),
     "genq async-gen / genq.AsyncClient": ("bench/http_apps.py:app", True, "ticks", "genq", ""),
@@ -56,8 +62,9 @@ SYSTEMS = {  # name -> (server target, genq?, function, client, server GC thresh
                                   ""),
     "sse-starlette+Queue / httpx-sse": ("bench/http_apps.py:stream_peer", False, "ticks",
                                         "httpx-sse", ""),
+    REDIS: ("bench/http_apps.py:app", True, "ticks", "httpx-sse", ""),
 }
-DEFAULT = ["genq async-gen / httpx-sse", "genq async-gen / genq.AsyncClient",
+DEFAULT = ["genq async-gen / httpx-sse", "genq async-gen / genq.AsyncClient", REDIS,
            "sse-starlette+Queue / httpx-sse"]
 TARGET_P99_MS = 10.0
 START_DELAY = 1.0
@@ -162,7 +169,10 @@ def follow_main(argv: list[str]) -> None:
 def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     target, genq, function, client_kind, gc_threshold = SYSTEMS[name]
     env = {"GENQ_BENCH_GC_THRESHOLD": gc_threshold} if gc_threshold else {}
-    with hb.serve(name.split()[0], target, genq=genq, extra_env=env) as server:
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(hb.redis_cluster(target)) if name == REDIS else None
+        server = stack.enter_context(hb.serve(name.split()[0], target, genq=genq,
+                                              extra_env=env, store=store))
         duration = args.n * args.interval
         r = hb.run_json([__file__, "--child", "follow", function, client_kind, server.url,
                          str(server.pid), str(args.streams), str(args.n), str(args.interval)],

@@ -69,6 +69,7 @@ from genq.models import (
 )
 from genq.store import redis_lua, rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_follow import StreamHub
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
@@ -98,16 +99,7 @@ def _retried(method: Callable[P, Coroutine[Any, Any, T]]
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         store = args[0]
         assert isinstance(store, RedisStore)
-        deadline = time.monotonic() + store.retry_for
-        delay = 0.05
-        while True:
-            try:
-                return await method(*args, **kwargs)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() + delay > deadline or not store.is_open:
-                    raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
-                await asyncio.sleep(delay)
-                delay = min(1.0, delay * 2)
+        return await store.retrying(lambda: method(*args, **kwargs))
 
     return wrapper
 
@@ -234,6 +226,7 @@ class RedisStore:
         self._cancel_callbacks: list[Callable[[str], None]] = []
         self._job_callbacks: list[Callable[[Job], None]] = []
         self._seqs: dict[str, int] = {}  # job id -> last event id, for jobs claimed here
+        self._appends = AppendBatcher(self._run_appends)
         self._open = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -280,9 +273,18 @@ class RedisStore:
             confirmed.cancel()
         self._subscribed.clear()
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
+    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again while Redis is unreachable, for up to ``retry_for`` s."""
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline or not self._open:
+                    raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     def _r(self) -> aioredis.Redis:
         if self._redis is None:
@@ -293,6 +295,10 @@ class RedisStore:
         if self._subscribing:
             await asyncio.gather(*self._subscribing)
         return await self._scripts[script](args=[self.prefix, *args])
+
+    async def _run_appends(self, args: list[Any]) -> list[int]:
+        ts = repr(time.time())
+        return list(await self.retrying(lambda: self._run("APPEND", ts, *args)))
 
     @property
     def _subscribing(self) -> list[asyncio.Future[None]]:
@@ -384,24 +390,21 @@ class RedisStore:
         return int(ready) + int(delayed)
 
     # -- events ----------------------------------------------------------------------
-    @_retried
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
         if not events:
             job = await self.get_job(job_id)
             if job is None or not _holds(job, lease):
                 raise _lost(job_id, lease)
             return job.last_event_id
-        known = self._seqs.get(job_id)
         # One argument for the whole batch, a line per event: compact JSON never holds a
         # raw line break, and one big argument packs far faster than two per event.
         packed = "\n".join([f"{etype.value} {_event_json(data)}" for etype, data in events])
-        reply = await self._run("APPEND", job_id, lease.worker_id, lease.token,
-                                "" if known is None else known + 1, repr(time.time()),
-                                packed)
-        if reply[0] == b"lost":
+        known = self._seqs.get(job_id)
+        last = await self._appends.append(job_id, lease,
+                                          None if known is None else known + 1, packed)
+        if last < 0:
             self._seqs.pop(job_id, None)
             raise _lost(job_id, lease)
-        last = int(reply[1])
         self._seqs[job_id] = last
         return last
 

@@ -241,25 +241,35 @@ if #ids > 0 then redis.call('SET', last_key, nonce .. ':' .. table.concat(ids, '
 return claimed
 """
 
-# ARGV: P, id, worker, token, first id ('' = unknown), ts, and the events: a line each,
-# "<type> <JSON data>" (compact JSON never holds a raw line break).
-# Returns {'ok', last id} | {'lost'}.
+# Appends of several running jobs at once. ARGV: P, ts, then for each job: id, worker,
+# token, first id ('' = unknown), and its events, a line each, "<type> <JSON data>"
+# (compact JSON never holds a raw line break). Returns each job's last event id, or -1
+# when the lease no longer holds it.
 APPEND = r"""
-local P, id = ARGV[1], ARGV[2]
-local k = P .. ':job:' .. id
-local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'seq')
-if j[1] ~= 'running' or j[2] ~= ARGV[3] or j[3] ~= ARGV[4] then return {'lost'} end
-local seq = tonumber(j[4])
-if ARGV[5] ~= '' and tonumber(ARGV[5]) <= seq then return {'ok', seq} end  -- retried
-local stream, ts = P .. ':ev:' .. id, ARGV[6]
-for line in string.gmatch(ARGV[7], '[^\n]+') do
-  local space = string.find(line, ' ', 1, true)
-  seq = seq + 1
-  redis.call('XADD', stream, '0-' .. seq, 't', string.sub(line, 1, space - 1),
-             'd', string.sub(line, space + 1), 'ts', ts)
+local P, ts = ARGV[1], ARGV[2]
+local last = {}
+for i = 3, #ARGV, 5 do
+  local id = ARGV[i]
+  local k = P .. ':job:' .. id
+  local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'seq')
+  if j[1] ~= 'running' or j[2] ~= ARGV[i + 1] or j[3] ~= ARGV[i + 2] then
+    table.insert(last, -1)
+  else
+    local seq = tonumber(j[4])
+    if ARGV[i + 3] == '' or tonumber(ARGV[i + 3]) > seq then  -- else: a retried batch
+      local stream = P .. ':ev:' .. id
+      for line in string.gmatch(ARGV[i + 4], '[^\n]+') do
+        local space = string.find(line, ' ', 1, true)
+        seq = seq + 1
+        redis.call('XADD', stream, '0-' .. seq, 't', string.sub(line, 1, space - 1),
+                   'd', string.sub(line, space + 1), 'ts', ts)
+      end
+      redis.call('HSET', k, 'seq', seq)
+    end
+    table.insert(last, seq)
+  end
 end
-redis.call('HSET', k, 'seq', seq)
-return {'ok', seq}
+return last
 """
 
 # A job becomes terminal. ARGV: P, id, now, status, result, error, event data, then the
