@@ -8,6 +8,8 @@ writes are refused, and limits hold for the cluster as a whole.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +19,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from cluster_fixtures import Cluster, Proc
-from http_fixtures import ChaosProxy, event_log, finished, submit, wait_until
+from cluster_fixtures import APP, Cluster, Proc
+from http_fixtures import ChaosProxy, cli_env, event_log, finished, free_port, submit, wait_until
 from redis_server import RedisServer
 
 from genq import AsyncClient
@@ -258,3 +260,17 @@ def test_max_running_holds_across_all_workers(cluster: Cluster) -> None:
     most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
     assert most == 2  # reached (by two workers together), and never exceeded
     assert len({job["result"] for job in jobs}) >= 2
+
+
+# -- what an operator gets wrong -------------------------------------------------------------
+def test_a_worker_says_why_it_cannot_start(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0?retry_for=1"  # nobody listens there
+    run = subprocess.run([sys.executable, "-m", "genq.cli", "worker", APP, "--store", dead],
+                         capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert run.returncode == 6, run.stderr
+    assert "cannot open the store" in run.stderr and "unreachable" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "genq.cli", "worker", APP, "--store",
+                          "redis://127.0.0.1:1/0", "--functions", "square,nope"],
+                         capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert run.returncode == 2 and "no function named 'nope'" in run.stderr

@@ -13,7 +13,7 @@ from redis_server import RedisServer
 from store_contract import StoreContract, StoreFactory
 
 from genq.store import store_from_url
-from genq.store.redis import RedisStore
+from genq.store.redis import ArtifactTooLarge, RedisStore
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,29 @@ class TestRedisStoreContract(StoreContract):
 
 
 def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
-    redis = store_from_url("redis://127.0.0.1:6390/2?prefix=myapp")
+    redis = store_from_url("redis://127.0.0.1:6390/2?prefix=myapp&retry_for=3"
+                           "&max_artifact_mb=0.5&socket_timeout=5")
     assert isinstance(redis, RedisStore) and redis.prefix == "myapp"
-    assert redis.url == "redis://127.0.0.1:6390/2"
+    assert redis.retry_for == 3 and redis.max_artifact_bytes == 1 << 19
+    assert redis.url == "redis://127.0.0.1:6390/2?socket_timeout=5"  # the rest: redis-py's
     assert store_from_url("sqlite:///rel/genq.sqlite3").kind == "sqlite"
     with pytest.raises(ValueError, match="unknown store URL"):
         store_from_url("postgres://localhost/genq")
+    with pytest.raises(ValueError, match="retry_for"):
+        store_from_url("redis://localhost/0?retry_for=soon")
+
+
+@pytest.mark.anyio
+async def test_an_artifact_over_the_size_limit_is_refused_by_name(
+        anyio_backend: Any, redis_server: RedisServer) -> None:
+    store = store_from_url(f"{redis_server.url}?prefix=big&max_artifact_mb=1")
+    await store.open()
+    try:
+        fits = await store.put_artifact("j1", "small.png", "image/png", b"x" * (1 << 20))
+        assert fits.size == 1 << 20
+        with pytest.raises(ArtifactTooLarge) as caught:
+            await store.put_artifact("j1", "huge.png", "image/png", b"x" * ((1 << 20) + 1))
+        assert caught.value.status == 413 and "huge.png" in str(caught.value)
+        assert caught.value.detail["limit"] == 1 << 20
+    finally:
+        await store.close()

@@ -175,7 +175,13 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     err.print(f"genq worker {engine.worker.id}: {', '.join(names or app.functions)} "
               f"from {_redacted(url)}")
-    anyio.run(_run_until_signalled, engine)
+    try:
+        anyio.run(_run_until_signalled, engine)
+    except* (errors.StoreUnavailable, errors.StoreLocked) as group:
+        first = group.exceptions[0]
+        message = first.message if isinstance(first, errors.GenqError) else str(first)
+        err.print(f"[red]cannot open the store[/red]: {message}")
+        raise typer.Exit(EXIT_UNREACHABLE) from None
     err.print(f"genq worker {engine.worker.id}: stopped")
 
 

@@ -3,9 +3,11 @@
 * ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``, or a bare
   path: the embedded store, one process on one machine (the default).
 * ``redis://[:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``:
-  the Redis store, shared by front ends and workers on many machines. A ``prefix``
-  query parameter (``redis://host/0?prefix=myapp``) keeps several genq deployments
-  apart on one Redis database.
+  the Redis store, shared by front ends and workers on many machines. Query
+  parameters: ``prefix`` (default ``genq``) keeps several deployments apart on one
+  Redis database; ``retry_for`` (seconds, default 15) is how long a call waits for an
+  unreachable Redis before failing; ``max_artifact_mb`` (default 64) caps one artifact.
+  See docs/redis.md.
 """
 
 from __future__ import annotations
@@ -37,14 +39,22 @@ def store_from_url(url: str | os.PathLike[str]) -> Store:
     if scheme in ("redis", "rediss", "unix"):
         from genq.store.redis import RedisStore  # imports redis-py only when asked for
 
-        query = parse_qs(urlsplit(text).query)
-        prefix = query.pop("prefix", ["genq"])[-1]
-        return RedisStore(_without_query_param(text, "prefix"), prefix=prefix)
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(text).query).items()}
+        try:
+            options = {"prefix": query.get("prefix", "genq"),
+                       "retry_for": float(query.get("retry_for", 15.0)),
+                       "max_artifact_bytes": int(float(query.get("max_artifact_mb", 64))
+                                                 * (1 << 20))}
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        return RedisStore(_without_query_params(text, ("prefix", "retry_for",
+                                                       "max_artifact_mb")), **options)
     raise ValueError(f"unknown store URL {text!r}: use sqlite:///path or "
                      "redis://host:port/db")
 
 
-def _without_query_param(url: str, name: str) -> str:
+def _without_query_params(url: str, names: tuple[str, ...]) -> str:
+    """``url`` without genq's own parameters (the rest go to redis-py)."""
     parts = urlsplit(url)
-    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] != name)
+    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in names)
     return parts._replace(query=kept).geturl()
