@@ -41,14 +41,14 @@ def store_from_url(url: str | os.PathLike[str]) -> Store:
 
         query = {k: v[-1] for k, v in parse_qs(urlsplit(text).query).items()}
         try:
-            options = {"prefix": query.get("prefix", "genq"),
-                       "retry_for": float(query.get("retry_for", 15.0)),
-                       "max_artifact_bytes": int(float(query.get("max_artifact_mb", 64))
-                                                 * (1 << 20))}
+            retry_for = float(query.get("retry_for", 15.0))
+            max_artifact_bytes = int(float(query.get("max_artifact_mb", 64)) * (1 << 20))
         except ValueError as exc:
             raise ValueError(f"{text!r}: {exc}") from None
         return RedisStore(_without_query_params(text, ("prefix", "retry_for",
-                                                       "max_artifact_mb")), **options)
+                                                       "max_artifact_mb")),
+                          prefix=query.get("prefix", "genq"), retry_for=retry_for,
+                          max_artifact_bytes=max_artifact_bytes)
     raise ValueError(f"unknown store URL {text!r}: use sqlite:///path or "
                      "redis://host:port/db")
 
