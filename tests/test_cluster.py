@@ -262,6 +262,27 @@ def test_max_running_holds_across_all_workers(cluster: Cluster) -> None:
     assert len({job["result"] for job in jobs}) >= 2
 
 
+# -- cancel reaches a worker on another machine --------------------------------------------
+def test_a_cancel_through_one_front_end_stops_the_job_on_a_worker(cluster: Cluster) -> None:
+    front, other = cluster.front_end("fe1"), cluster.front_end("fe2")
+    worker = cluster.worker("w1")
+    with httpx.Client(base_url=front.url, timeout=10) as http:
+        job_id = submit(http, "paced", n=600, delay=0.05)["id"]  # 30 s if left alone
+        wait_until(lambda: any(e["type"] == "output" for e in event_log(http, job_id)), 30,
+                   what="the job to stream")
+        metrics = httpx.get(f"{other.url}/metrics").text  # any front end: the whole cluster
+        assert "genq_workers 1.0" in metrics and 'genq_jobs_running{function="paced"} 1.0' \
+            in metrics
+        assert httpx.post(f"{other.url}/api/jobs/{job_id}/cancel").json()["status"] in (
+            "running", "cancelled")
+        done = finished(http, job_id)
+        log = event_log(http, job_id)
+    assert done["status"] == "cancelled"  # not succeeded: the worker did stop it
+    assert [e["type"] for e in log][-1] == "cancelled"
+    assert sum(e["type"] == "output" for e in log) < 600
+    assert worker.popen.poll() is None
+
+
 # -- what an operator gets wrong -------------------------------------------------------------
 def test_a_worker_says_why_it_cannot_start(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0?retry_for=1"  # nobody listens there
