@@ -102,6 +102,11 @@ class Job:
     cancel_requested: bool = False
     last_event_id: int = 0
 
+    def held_by(self, lease: Lease) -> bool:
+        """Running under exactly this lease: the only state in which its worker may write."""
+        return (self.status is JobStatus.RUNNING and self.worker_id == lease.worker_id
+                and self.lease_token == lease.token)
+
     @property
     def lease(self) -> Lease:
         """The right to write to this job as claimed: its worker plus the claim's token."""

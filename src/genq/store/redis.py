@@ -52,7 +52,6 @@ from genq.errors import (
     GenqError,
     IdempotencyConflict,
     JobNotFound,
-    LeaseLost,
     QueueFull,
     ResultTimeout,
     StoreUnavailable,
@@ -186,16 +185,6 @@ def _event_json(data: dict[str, Any]) -> str:
     if len(data) == 1 and type(chunk := data.get("chunk")) is str:
         return f'{{"chunk":{_encode_str(chunk)}}}'
     return _encode(data)
-
-
-def _holds(job: Job, lease: Lease) -> bool:
-    return (job.status is JobStatus.RUNNING and job.worker_id == lease.worker_id
-            and job.lease_token == lease.token)
-
-
-def _lost(job_id: str, lease: Lease) -> LeaseLost:
-    return LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
-                     f"(lease token {lease.token})", job_id=job_id, worker=lease.worker_id)
 
 
 class RedisStore:
@@ -393,8 +382,8 @@ class RedisStore:
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
         if not events:
             job = await self.get_job(job_id)
-            if job is None or not _holds(job, lease):
-                raise _lost(job_id, lease)
+            if job is None or not job.held_by(lease):
+                raise rules.lease_lost(job_id, lease)
             return job.last_event_id
         # One argument for the whole batch, a line per event: compact JSON never holds a
         # raw line break, and one big argument packs far faster than two per event.
@@ -404,7 +393,7 @@ class RedisStore:
                                           None if known is None else known + 1, packed)
         if last < 0:
             self._seqs.pop(job_id, None)
-            raise _lost(job_id, lease)
+            raise rules.lease_lost(job_id, lease)
         self._seqs[job_id] = last
         return last
 
@@ -528,7 +517,7 @@ class RedisStore:
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
         if outcome == b"lost":
             assert lease is not None
-            raise _lost(job_id, lease)
+            raise rules.lease_lost(job_id, lease)
         self._seqs.pop(job_id, None)
         return _job_from_flat(reply[1])
 
@@ -563,7 +552,7 @@ class RedisStore:
             if job is None:
                 raise JobNotFound(f"no job {job_id}", job_id=job_id)
             if job.lease_token != lease.token:
-                raise _lost(job_id, lease)
+                raise rules.lease_lost(job_id, lease)
             if job.status is not JobStatus.RUNNING:
                 return job  # this very call, retried after a lost reply
             if job.cancel_requested:
@@ -578,7 +567,7 @@ class RedisStore:
                     "0", repr(not_before), delta, "0", _encode(payload(job)))
             outcome = reply[0]
             if outcome == b"lost":
-                raise _lost(job_id, lease)
+                raise rules.lease_lost(job_id, lease)
             if outcome in (b"ok", b"done"):
                 self._seqs.pop(job_id, None)
                 back = _job_from_flat(reply[1])

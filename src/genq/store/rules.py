@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genq.models import EventType, Job, JobStatus
+from genq.errors import LeaseLost
+from genq.models import EventType, Job, JobStatus, Lease
 from genq.store.base import NewEvent
 
 EXPIRED_REASON = "queue timeout: the job waited longer than its function allows"
@@ -71,6 +72,12 @@ def cancelled_event(reason: str = CANCELLED_REASON) -> NewEvent:
     """Also what ``retry`` and ``requeue`` log instead when cancellation was requested:
     a job the user asked to stop must never run again."""
     return terminal_event(JobStatus.CANCELLED, data={"reason": reason})
+
+
+def lease_lost(job_id: str, lease: Lease) -> LeaseLost:
+    """The answer to a write under a lease that no longer holds the job (fencing)."""
+    return LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
+                     f"(lease token {lease.token})", job_id=job_id, worker=lease.worker_id)
 
 
 def queue_timed_out(job: Job, now: float) -> bool:

@@ -41,7 +41,6 @@ from typing import Any
 from genq.errors import (
     IdempotencyConflict,
     JobNotFound,
-    LeaseLost,
     QueueFull,
     ResultTimeout,
     StoreLocked,
@@ -167,11 +166,6 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         idempotency_key=idempotency_key, worker_id=worker_id, lease_until=lease_until,
         cancel_requested=bool(cancel_requested), lease_token=lease_token,
     )
-
-
-def _holds(job: Job, lease: Lease) -> bool:
-    return (job.status is JobStatus.RUNNING and job.worker_id == lease.worker_id
-            and job.lease_token == lease.token)
 
 
 @dataclass(slots=True)
@@ -811,7 +805,7 @@ class SQLiteStore:
         cancelled, lost = set(), set()
         for job_id, token in leases.items():
             job = self._live.get(job_id)
-            if job is None or not _holds(job, Lease(worker_id, token)):
+            if job is None or not job.held_by(Lease(worker_id, token)):
                 lost.add(job_id)
                 continue
             job.lease_until = until
@@ -823,10 +817,8 @@ class SQLiteStore:
     def _leased(self, job_id: str, lease: Lease) -> Job:
         """The live job ``lease`` still holds; raises LeaseLost otherwise."""
         job = self._live.get(job_id)
-        if job is None or not _holds(job, lease):
-            raise LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
-                            f"(lease token {lease.token})", job_id=job_id,
-                            worker=lease.worker_id)
+        if job is None or not job.held_by(lease):
+            raise rules.lease_lost(job_id, lease)
         return job
 
     async def finish(self, job_id: str, status: JobStatus, *, result: Any = None,
