@@ -40,7 +40,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -156,7 +156,17 @@ def _job_hash(job: Job) -> list[str]:
     ]
 
 
-StreamEntries = list[list[Any]]  # [[b"0-7", [b"t", type, b"d", data, b"ts", ts]], ...]
+StreamEntries = Sequence[Any] | None  # [[b"0-7", [b"t", type, b"d", data, b"ts", ts]], ...]
+BytesHash = dict[bytes, bytes]
+
+
+def _bytes_hash(reply: object) -> BytesHash:
+    """A hash as read with ``decode_responses=False`` (redis-py types it bytes | str)."""
+    return cast(BytesHash, reply)
+
+
+def _bytes_list(reply: object) -> list[bytes]:
+    return cast("list[bytes]", reply)
 
 
 def _decode_events(job_id: str, entries: StreamEntries) -> list[Event]:
@@ -220,9 +230,11 @@ class RedisStore:
 
     # -- life cycle ------------------------------------------------------------------
     def _connect(self, **options: Any) -> aioredis.Redis:
+        # RESP2 on every redis-py: 8.x speaks RESP3 by default, where XREAD answers a map
+        # instead of a list and script replies change shape; genq parses RESP2 replies.
         connection: aioredis.Redis = aioredis.Redis.from_url(
             self.url, decode_responses=False, health_check_interval=30,
-            socket_keepalive=True, **options)
+            socket_keepalive=True, protocol=2, **options)
         return _raw_streams(connection)
 
     @_retried
@@ -329,7 +341,7 @@ class RedisStore:
 
     @_retried
     async def get_job(self, job_id: str) -> Job | None:
-        h = await self._r().hgetall(self._key("job", job_id))  # type: ignore[misc]
+        h = _bytes_hash(await self._r().hgetall(self._key("job", job_id)))
         return _job_from_hash(h) if h else None
 
     @_retried
@@ -343,7 +355,8 @@ class RedisStore:
         found: list[Job] = []
         r = self._r()
         while len(found) < limit:
-            ids = await r.zrevrangebyscore(index, top, "-inf", start=offset, num=page)
+            ids = _bytes_list(await r.zrevrangebyscore(index, top, "-inf",
+                                                       start=offset, num=page))
             if not ids:
                 break
             offset += len(ids)
@@ -363,12 +376,12 @@ class RedisStore:
     @_retried
     async def queue_position(self, job_id: str) -> int | None:
         r = self._r()
-        function, member = await r.hmget(self._key("job", job_id),  # type: ignore[misc]
-                                         ["function", "qm"])
+        function, member = _bytes_list(await r.hmget(self._key("job", job_id),
+                                                     ["function", "qm"]))
         if not member:
             return None
-        rank = await r.zrank(self._key("q", function.decode()), member)
-        return None if rank is None else int(rank) + 1
+        rank = cast("int | None", await r.zrank(self._key("q", function.decode()), member))
+        return None if rank is None else rank + 1
 
     @_retried
     async def queue_depth(self, function: str) -> int:
@@ -599,8 +612,8 @@ class RedisStore:
     async def housekeep(self, now: float) -> None:
         _, expired = rules.expired_event()
         await self._run("SWEEP", repr(now), _encode(expired))
-        lapsed = await self._r().zrangebyscore(self._key("leases"), "-inf", repr(now),
-                                               start=0, num=100)
+        lapsed = _bytes_list(await self._r().zrangebyscore(
+            self._key("leases"), "-inf", repr(now), start=0, num=100))
         for job_id in lapsed:
             job = await self.get_job(job_id.decode())
             if job is None or job.status is not JobStatus.RUNNING:
@@ -642,15 +655,15 @@ class RedisStore:
         now = time.time()
         gone = await r.zrangebyscore(self._key("workers", "until"), "-inf", repr(now))
         if gone:
-            await r.hdel(self._key("workers"), *gone)  # type: ignore[misc]
+            await r.hdel(self._key("workers"), *gone)
             await r.zrem(self._key("workers", "until"), *gone)
-        reports = await r.hgetall(self._key("workers"))  # type: ignore[misc]
+        reports = _bytes_hash(await r.hgetall(self._key("workers")))
         return sorted((WorkerInfo.from_dict(json.loads(v)) for v in reports.values()),
                       key=lambda w: w.id)
 
     @_retried
     async def running_counts(self) -> dict[str, int]:
-        counts = await self._r().hgetall(self._key("running"))  # type: ignore[misc]
+        counts = _bytes_hash(await self._r().hgetall(self._key("running")))
         return {k.decode(): int(v) for k, v in counts.items() if int(v) > 0}
 
     # -- artifacts -------------------------------------------------------------------
@@ -662,14 +675,14 @@ class RedisStore:
                 f"{name!r} is {len(data)} bytes; the Redis store keeps artifacts of up to "
                 f"{self.max_artifact_bytes} bytes", limit=self.max_artifact_bytes)
         ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
-        await self._r().hset(self._key("art", ref.id), mapping={  # type: ignore[misc]
+        await self._r().hset(self._key("art", ref.id), mapping={
             "job_id": job_id, "name": name, "content_type": content_type,
             "size": len(data), "data": data})
         return ref
 
     @_retried
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:
-        h = await self._r().hgetall(self._key("art", artifact_id))  # type: ignore[misc]
+        h = _bytes_hash(await self._r().hgetall(self._key("art", artifact_id)))
         if not h:
             return None
         ref = ArtifactRef(artifact_id, h[b"job_id"].decode(), h[b"name"].decode(),

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,7 +34,8 @@ ROUND_GAP = 0.002  # s between reads that found data: each read re-sends every w
 # 2 ms pause lets the flow gather into fewer, larger reads
 MAX_BEHIND = 20_000  # events a follower may have undelivered before it must catch up
 
-Decode = Callable[[str, list[list[Any]]], list[Event]]
+Decode = Callable[[str, Sequence[Any]], list[Event]]
+StreamsReply = list[tuple[bytes, list[Any]]] | None
 
 
 @dataclass(eq=False)
@@ -180,7 +181,9 @@ class StreamHub:
                                for job_id, cursor in self._reading.items()}
                     self._generation += 1
                     self._blocked = True
-                    reply = await conn.xread(streams, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
+                    # Raw RESP2 reply (see RedisStore._connect): [[key, entries], ...]
+                    reply = cast(StreamsReply, await conn.xread(
+                        streams, count=READ_COUNT, block=BLOCK_MS))  # type: ignore[arg-type]
                     self._blocked = False
                     backoff = 0.05
                     if reply:
