@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import torch  # noqa: F401 - scripts/setup.sh installs the llm extra; missing is a failure
 import transformers  # noqa: F401
 
+import genq
 from genq import llm
 from genq.bridge import iterate_in_thread
 from genq.demo import app
@@ -190,3 +192,48 @@ def test_cli_streams_chat_over_http(loaded: Loaded, tmp_path: Path) -> None:
     # Printed as produced: the first text was on stdout before the model's last piece.
     assert len(reads) >= 2
     assert reads[0][0] < record.piece_times[-1]
+
+
+# transformers' AsyncTextIteratorStreamer: an async def job awaits each piece.
+async_app = genq.App("async-chat")
+
+
+@async_app.function()
+async def achat(message: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                progress: genq.Progress = genq.Progress()) -> AsyncIterator[str]:
+    async for piece in llm.achat(message, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, progress=progress):
+        yield piece
+
+
+def test_async_streamer_streams_without_blocking_the_loop(loaded: Loaded,
+                                                           tmp_path: Path) -> None:
+    arrivals: list[tuple[float, str]] = []
+    with async_app.local(tmp_path / "db.sqlite3") as client:
+        job = client.submit("achat", message="Tell me about the sea.", max_new_tokens=47)
+        for event in job.events():
+            if event.type is EventType.OUTPUT:
+                arrivals.append((time.monotonic(), event.data["chunk"]))
+        log = list(job.events())
+    record = _record(loaded.model, 47)
+    assert "".join(c for _, c in arrivals) == record.text and record.text.strip()
+    assert len(arrivals) >= 5 and arrivals[0][0] < record.piece_times[-1]
+    # It awaited every piece: genq found nothing to warn about.
+    assert not [e for e in log if e.type is EventType.LOG and e.data["level"] == "warning"]
+    assert log[-1].type is EventType.SUCCEEDED
+
+
+def test_async_streamer_cancel_stops_generate(loaded: Loaded, tmp_path: Path) -> None:
+    with async_app.local(tmp_path / "db.sqlite3") as client:
+        job = client.submit("achat", message=LONG, max_new_tokens=297)
+        outputs = 0
+        for event in job.events():
+            if event.type is EventType.OUTPUT:
+                outputs += 1
+                if outputs == 3:
+                    job.cancel()
+        assert event.type is EventType.CANCELLED
+    record = _record(loaded.model, 297)
+    _wait_finished(record)
+    assert record.thread is not None and not record.thread.is_alive()
+    assert record.stopped in ("cancelled", "consumer stopped") and record.tokens < 297

@@ -11,6 +11,7 @@ Output chunks are handed to ``emit`` in batches, as they are produced.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -133,6 +134,10 @@ async def _drive_async_generator(agen: AsyncIterator[Any], emit: Emit,
     try:
         async for chunk in agen:
             outcome.chunks.extend(await emit([chunk]))
+            # Let the loop run between items, even if emit did not wait for anything: a
+            # generator that never awaits (blocking code inside an async def) would
+            # otherwise hold the loop until it ends, and its stream would arrive at once.
+            await asyncio.sleep(0)
     finally:
         with anyio.CancelScope(shield=True):
             await agen.aclose()  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +163,57 @@ class ChatModel:
 
         ``history`` is a list of ``[user, assistant]`` pairs. ``temperature`` 0 is greedy.
         """
+        from transformers import TextIteratorStreamer
+
+        run = self._start(TextIteratorStreamer, message, history, max_new_tokens,
+                          temperature, progress)
+        completed = False
+        try:
+            for piece in run.streamer:
+                if piece:
+                    run.received(piece, max_new_tokens)
+                    yield piece
+            completed = True
+            run.check_outcome()
+        finally:
+            if not completed:
+                run.flag.set("consumer stopped")
+            run.join()
+
+    async def achat(self, message: str, history: Sequence[Sequence[str]] = (),
+                    max_new_tokens: int = 256, temperature: float = 0.7, *,
+                    progress: Progress | None = None) -> AsyncIterator[str]:
+        """``chat`` as an async generator over transformers' ``AsyncTextIteratorStreamer``:
+        the pieces are awaited, so the event loop serves everyone else meanwhile. Loading
+        and joining the generate thread, both blocking, happen in worker threads."""
+        import anyio.to_thread
+        from transformers import AsyncTextIteratorStreamer
+
+        if not self.loaded:
+            await anyio.to_thread.run_sync(self.load)
+        run = self._start(AsyncTextIteratorStreamer, message, history, max_new_tokens,
+                          temperature, progress)
+        completed = False
+        try:
+            async for piece in run.streamer:
+                if piece:
+                    run.received(piece, max_new_tokens)
+                    yield piece
+            completed = True
+            run.check_outcome()
+        finally:
+            if not completed:  # aclose() on a cancel, a timeout or a consumer gone
+                run.flag.set("consumer stopped")
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(run.join)
+
+    def _start(self, streamer_cls: Any, message: str, history: Sequence[Sequence[str]],
+               max_new_tokens: int, temperature: float,
+               progress: Progress | None) -> _Run:
+        """Start ``model.generate`` in its own thread, feeding a new ``streamer_cls``."""
         if not self.loaded and progress is not None:
             progress(None, desc="loading model")
         tokenizer, model = self.load()
-        from transformers import TextIteratorStreamer
-
         messages: list[dict[str, str]] = []
         for pair in history:
             user, assistant = [*pair, "", ""][:2]
@@ -178,8 +224,7 @@ class ChatModel:
         messages.append({"role": "user", "content": message})
         inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                return_tensors="pt", return_dict=True)
-        streamer: Any = TextIteratorStreamer(tokenizer, skip_prompt=True,
-                                             skip_special_tokens=True)
+        streamer: Any = streamer_cls(tokenizer, skip_prompt=True, skip_special_tokens=True)
         record = Generation(max_new_tokens=max_new_tokens, model_id=id(model))
         self.recent.append(record)
         flag = _StopFlag(record, progress)
@@ -197,34 +242,42 @@ class ChatModel:
         def generate() -> None:
             try:
                 model.generate(**kwargs)
-            except BaseException as exc:  # handed to the consumer below
+            except BaseException as exc:  # handed to the consumer by check_outcome
                 record.error = exc
                 streamer.end()  # wake the consumer: generate() only ends it on success
 
         thread = record.thread = threading.Thread(target=generate, name="genq-llm-generate",
                                                   daemon=True)
         thread.start()
-        completed = False
-        try:
-            for piece in streamer:
-                if not piece:
-                    continue
-                record.pieces.append(piece)
-                record.piece_times.append(time.monotonic())
-                if progress is not None:  # raises genq.Cancelled once the job is cancelled
-                    progress(current=min(record.tokens, max_new_tokens),
-                             total=max_new_tokens, desc="generating", unit="tokens")
-                yield piece
-            completed = True
-            if record.error is not None:
-                raise record.error
-            if progress is not None:
-                progress.check()  # generation stopped because the job was cancelled
-        finally:
-            if not completed:
-                flag.set("consumer stopped")
-            thread.join(JOIN_TIMEOUT)
-            record.finished = time.monotonic()
+        return _Run(streamer, record, flag, progress)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One generation in progress, as ``chat`` and ``achat`` consume it."""
+
+    streamer: Any
+    record: Generation
+    flag: _StopFlag
+    progress: Progress | None
+
+    def received(self, piece: str, max_new_tokens: int) -> None:
+        self.record.pieces.append(piece)
+        self.record.piece_times.append(time.monotonic())
+        if self.progress is not None:  # raises genq.Cancelled once the job is cancelled
+            self.progress(current=min(self.record.tokens, max_new_tokens),
+                          total=max_new_tokens, desc="generating", unit="tokens")
+
+    def check_outcome(self) -> None:
+        if self.record.error is not None:
+            raise self.record.error
+        if self.progress is not None:
+            self.progress.check()  # generation stopped because the job was cancelled
+
+    def join(self) -> None:
+        assert self.record.thread is not None
+        self.record.thread.join(JOIN_TIMEOUT)
+        self.record.finished = time.monotonic()
 
 
 _default = ChatModel()
@@ -239,3 +292,10 @@ def chat(message: str, history: Sequence[Sequence[str]] = (), max_new_tokens: in
          temperature: float = 0.7, *, progress: Progress | None = None) -> Iterator[str]:
     """Stream a reply from the shared SmolLM2-135M-Instruct (see ``ChatModel.chat``)."""
     return _default.chat(message, history, max_new_tokens, temperature, progress=progress)
+
+
+def achat(message: str, history: Sequence[Sequence[str]] = (), max_new_tokens: int = 256,
+          temperature: float = 0.7, *, progress: Progress | None = None
+          ) -> AsyncIterator[str]:
+    """``chat`` for ``async def`` code (see ``ChatModel.achat``)."""
+    return _default.achat(message, history, max_new_tokens, temperature, progress=progress)

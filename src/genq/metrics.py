@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from genq.loopwatch import Block
 from genq.models import Job
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
@@ -40,6 +41,10 @@ class Metrics:
                              ["function"], registry=self.registry)
         self.workers = Gauge("genq_workers", "Worker processes reporting to the store",
                              registry=self.registry)
+        self.loop_blocked = Counter(
+            "genq_loop_blocked_seconds", "Time this process's event loop was stuck in a "
+            "job function's blocking code (function=\"\" when none was on the stack)",
+            ["function"], registry=self.registry)
 
         self.connected_streams = 0
 
@@ -50,6 +55,9 @@ class Metrics:
     def stream_closed(self) -> None:
         self.connected_streams -= 1
         self.streams.set(self.connected_streams)
+
+    def loop_block(self, block: Block) -> None:
+        self.loop_blocked.labels(block.function or "").inc(block.seconds)
 
     def job_done(self, job: Job) -> None:
         """Count a terminal job and observe its queue wait and run time."""

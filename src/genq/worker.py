@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import socket
 import time
 import traceback
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from genq.errors import Cancelled, LeaseLost, StoreUnavailable
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
+from genq.loopwatch import Block, LoopWatch, function_codes
 from genq.models import EventType, Job, JobStatus, WorkerInfo
 from genq.progress import Progress
 
@@ -53,6 +55,7 @@ class _Call:
     progress: Progress
     stopped: dict[str, str] = field(default_factory=dict)  # job id -> cancelled|shutdown|lost
     thread: ThreadWatch = field(default_factory=ThreadWatch)  # a sync function's thread
+    told_blocking: bool = False  # its jobs' logs say it blocked the loop
 
     def stop(self, job_id: str, reason: str) -> None:
         """Stop one job; the call itself stops once none of its jobs still wants it."""
@@ -81,6 +84,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
 
 log = logging.getLogger("genq.worker")
 
+BLOCK_REPORTED = 0.1  # seconds a function may keep the loop stuck before it is warned of
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(24):06x}"
@@ -98,7 +103,8 @@ class Worker:
 
     def __init__(self, functions: Mapping[str, FunctionSpec], store: Store, *,
                  stats: FunctionStats | None = None, worker_id: str | None = None,
-                 concurrency: int | None = None, lease: float = 30.0) -> None:
+                 concurrency: int | None = None, lease: float = 30.0,
+                 on_loop_block: Callable[[Block], None] | None = None) -> None:
         self.store = store
         self.stats = stats
         self.id = worker_id or default_worker_id()
@@ -117,6 +123,10 @@ class Worker:
         self._idle = anyio.Event()
         self._calls: set[asyncio.Task[None]] = set()
         self._threads = anyio.CapacityLimiter(max(4, sum(self._slots.values())))
+        self._loop_watch = LoopWatch(function_codes({n: s.fn for n, s in self._specs.items()}))
+        self._on_loop_block = on_loop_block
+        self._warned_blocking: dict[str, float] = {}  # function -> when the log said so
+        self._stuck: dict[str, float] = {}  # function -> seconds it kept the loop stuck
 
     @property
     def active_jobs(self) -> list[str]:
@@ -129,6 +139,7 @@ class Worker:
         """Claim and run jobs until ``stop``; returns once every job has been settled."""
         unsubscribe_work = self.store.subscribe_work(self._notify)
         unsubscribe_cancels = self.store.subscribe_cancels(self._on_cancel_requested)
+        self._loop_watch.start()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._maintain)
@@ -137,6 +148,7 @@ class Worker:
                 await self._idle.wait()
                 tg.cancel_scope.cancel()  # the maintenance loop
         finally:
+            self._loop_watch.stop()
             unsubscribe_work()
             unsubscribe_cancels()
             await self._reap_calls()
@@ -218,6 +230,7 @@ class Worker:
         interval = self._maintain_interval
         try:
             while True:
+                self._report_blocks()
                 try:
                     await self._maintain_once()
                 except Exception:
@@ -240,6 +253,39 @@ class Worker:
         # Three missed reports and the cluster view drops this worker.
         await self.store.register_worker(self.info(), ttl=3 * self._maintain_interval + 0.5)
         await self.store.housekeep(time.time())
+
+    def _report_blocks(self) -> None:
+        for block in self._loop_watch.take():
+            self._report_block(block)
+
+    def _report_block(self, block: Block) -> None:
+        """A function kept the loop stuck: say so in the process log (once a minute per
+        function), in the log of each job running it (once per call), and to metrics."""
+        if self._on_loop_block is not None:
+            self._on_loop_block(block)
+        if block.function is None:
+            if block.seconds >= BLOCK_REPORTED:
+                log.debug("genq worker %s: the event loop was stuck for %.2f s outside "
+                          "job functions (last at %s)", self.id, block.seconds, block.where)
+            return
+        # Many short stalls (one per token) add up: the total since start-up decides.
+        self._stuck[block.function] = self._stuck.get(block.function, 0.0) + block.seconds
+        total = self._stuck[block.function]
+        if total < BLOCK_REPORTED:
+            return
+        message = (f"{block.function} has kept the event loop stuck for {total:.2f} s so "
+                   f"far (last at {block.where}), stalling every stream and request of this "
+                   "process: it is an async function calling blocking code. Make it a "
+                   "plain def (generator), which genq runs in a thread, or iterate the "
+                   "blocking part with genq.iterate_in_thread(...).")
+        now = time.monotonic()
+        if now - self._warned_blocking.get(block.function, -math.inf) >= 60:
+            self._warned_blocking[block.function] = now
+            log.warning("genq worker %s: %s", self.id, message)
+        for call in {id(c): c for c in self._active.values()}.values():
+            if call.jobs[0].function == block.function and not call.told_blocking:
+                call.told_blocking = True
+                call.progress.log(message, "warning")
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(self.id, socket.gethostname(), os.getpid(), tuple(self._specs),
@@ -306,6 +352,7 @@ class Worker:
                 outcome = _Outcome("stopped")
             else:
                 outcome = await self._execute(spec, call, logs)
+            self._report_blocks()  # while the job's log still takes a warning
             progress.close()
             with anyio.CancelScope(shield=True):
                 for index, job in enumerate(jobs):
