@@ -25,19 +25,18 @@ import json
 import random
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
 import anyio
 import httpx
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource
 
 from genq import errors
 from genq.client.base import AsyncClientBase
-from genq.client.sync import SyncClient
+from genq.client.sync import LoopThread, SyncClient
 from genq.models import Event, EventType, Job, JobStatus
 
 _ERRORS_BY_CODE: dict[str, type[errors.GenqError]] = {
@@ -273,19 +272,28 @@ class AsyncClient(AsyncClientBase):
             attempt += 1
 
     async def _sse_once(self, job_id: str, after: int) -> AsyncIterator[Event | float]:
-        headers = {"Last-Event-ID": str(after)} if after else {}
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
         timeout = httpx.Timeout(self.stream_idle_timeout, connect=self._timeout.connect)
         with self._pools.lease() as http:
-            async with aconnect_sse(http, "GET", f"/api/jobs/{job_id}/events",
-                                    headers=headers, timeout=timeout) as source:
-                if source.response.status_code != 200:
-                    await source.response.aread()
-                    if source.response.status_code in _RETRY_STATUSES:
-                        raise RemoteError(f"HTTP {source.response.status_code}",
-                                          status=source.response.status_code)
-                    _raise_for_error(source.response)
+            # The response is closed in ``finally``, not by ``async with aconnect_sse``: a
+            # stream left part way in a loop that ends (asyncio.run) has all its async
+            # generators closed at once, and a context manager's generator closed from
+            # here at the same time prints "aclose(): asynchronous generator is already
+            # running" at exit.
+            request = http.build_request("GET", f"/api/jobs/{job_id}/events",
+                                         headers=headers, timeout=timeout)
+            response = await http.send(request, stream=True)
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    if response.status_code in _RETRY_STATUSES:
+                        raise RemoteError(f"HTTP {response.status_code}",
+                                          status=response.status_code)
+                    _raise_for_error(response)
                 try:
-                    async for sse in source.aiter_sse():
+                    async for sse in EventSource(response).aiter_sse():
                         if sse.retry is not None:
                             yield sse.retry / 1000
                         if not sse.id or not sse.data:
@@ -296,6 +304,8 @@ class AsyncClient(AsyncClientBase):
                 except httpx.ReadTimeout as exc:
                     raise _StreamIdle(f"no data or heartbeat for {self.stream_idle_timeout} s"
                                       ) from exc
+            finally:
+                await response.aclose()
 
 
 class _StreamIdle(Exception):
@@ -315,17 +325,27 @@ class Client(SyncClient):
     """Blocking HTTP client: ``with genq.Client(url, api_key=...) as client``.
 
     Runs an ``AsyncClient`` on an event loop in a thread of its own, so it is safe in
-    scripts, in Jupyter cells and from many threads.
+    scripts, in Jupyter cells and from many threads. Closing is best done with ``with``
+    or ``close()``; a client never closed is closed when garbage-collected or at
+    interpreter exit, so a script never hangs on one (``LoopThread``).
     """
 
     def __init__(self, url: str, **options: Any) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
-        portal: BlockingPortal = self._portal_cm.__enter__()
+        self._loop_thread = LoopThread("genq-client")
 
         async def build() -> AsyncClient:
             return AsyncClient(url, **options)
 
-        super().__init__(portal, portal.call(build))
+        try:
+            aio = self._loop_thread.portal.call(build)
+        except BaseException:
+            self._loop_thread.stop()
+            raise
+        self._loop_thread.cleanups.append(aio.aclose)
+        super().__init__(self._loop_thread.portal, aio, self._loop_thread.iterators)
+        # Runs once: on close(), when this client is garbage-collected or at exit. It
+        # holds the thread, not the client, so it does not keep the client alive.
+        self._closer = weakref.finalize(self, self._loop_thread.stop)
 
     def __enter__(self) -> Client:
         return self
@@ -335,15 +355,11 @@ class Client(SyncClient):
         self.close()
 
     def close(self) -> None:
-        if self._portal_cm is None:
-            return
-        aio = self.aio
-        assert isinstance(aio, AsyncClient)
-        try:
-            self._portal.call(aio.aclose)
-        finally:
-            cm, self._portal_cm = self._portal_cm, None
-            cm.__exit__(None, None, None)
+        """Stop calls in flight, cancel jobs of streams left part way, close connections.
+
+        Waits ``CLOSE_TIMEOUT`` (5) s at most; calling it again does nothing.
+        """
+        self._closer()
 
     def list_jobs(self, **filters: Any) -> list[Job]:
         aio = self.aio

@@ -4,13 +4,18 @@ Because genq's loop lives in its own thread (an anyio blocking portal), the sync
 works the same in a plain script, inside a running loop (a Jupyter cell, where
 ``asyncio.run`` would fail) and from many threads at once. Iterators cross threads once
 per batch of events.
+
+The loop's thread (``LoopThread``) is a daemon and every way of closing it waits a bounded
+time, so a client nobody closed never holds the interpreter open (issue 9).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -24,6 +29,74 @@ from genq.models import Job as JobState
 T = TypeVar("T")
 
 _WAKE = 0.2  # seconds between wake-ups of a thread blocked on the portal
+CLOSE_TIMEOUT = 5.0  # seconds closing a client waits for its loop thread, at most
+
+
+class LoopThread:
+    """An event loop in a daemon thread, reached through an anyio blocking portal.
+
+    Built on ``start_blocking_portal``, a client left open made its script hang at exit:
+    nothing closed it, and an iterator left part way, finalized after the interpreter had
+    frozen daemon threads, waited on the portal forever (``start_blocking_portal`` also
+    joins its thread without a bound). Here the thread is a daemon, and
+    ``stop`` (explicit, at garbage collection or at exit) cancels what still runs, closes
+    async generators left part way (a stream's ``finally`` cancels its job), runs the
+    ``cleanups`` (closing connections) and waits ``CLOSE_TIMEOUT`` s at most: a server
+    that does not answer cannot hold the process open either.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.cleanups: list[Callable[[], Awaitable[object]]] = []
+        # The async iterators behind the sync ones handed out (``iterate_batches``).
+        self.iterators: weakref.WeakSet[AsyncIterator[Any]] = weakref.WeakSet()
+        started: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, args=(started,), name=name,
+                                        daemon=True)
+        self._thread.start()
+        self.portal = started.result()
+
+    def _run(self, started: concurrent.futures.Future[BlockingPortal]) -> None:
+        async def main() -> None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+            async with BlockingPortal() as portal:
+                started.set_result(portal)
+                await self._stopping.wait()
+                await portal.stop(cancel_remaining=True)  # refuses new calls at once
+            # Every task the portal ran has ended; now the iterators callers dropped
+            # midway, one by one while the connections are open (a stream cancels its
+            # job), then any other generator, then the connections.
+            for agen in list(self.iterators):
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
+            await self._loop.shutdown_asyncgens()
+            for cleanup in self.cleanups:
+                with contextlib.suppress(Exception):  # best effort: nobody to report to
+                    await cleanup()
+
+        try:
+            anyio.run(main)
+        except BaseException as exc:
+            if started.done():
+                raise
+            started.set_exception(exc)
+
+    def stop(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Ask the loop to wind down; wait ``timeout`` s at most. True once it has ended.
+
+        Safe from any thread (garbage collection may run this on the loop thread itself,
+        which then does not wait) and any number of times.
+        """
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(stopping.set)
+        if threading.get_ident() != self._thread.ident:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def wait(future: concurrent.futures.Future[T]) -> T:
@@ -51,10 +124,17 @@ def call(portal: BlockingPortal, func: Callable[..., Awaitable[T]], *args: Any) 
         raise
 
 
-def iterate_batches(portal: BlockingPortal,
-                    make: Callable[[], AsyncIterator[list[T]]]) -> Iterator[T]:
-    """Drive an async iterator of batches from a sync thread, flattening the batches."""
+def iterate_batches(portal: BlockingPortal, make: Callable[[], AsyncIterator[list[T]]],
+                    opened: weakref.WeakSet[AsyncIterator[Any]] | None = None
+                    ) -> Iterator[T]:
+    """Drive an async iterator of batches from a sync thread, flattening the batches.
+
+    ``opened`` records the async iterator, so that the loop can close it if this one is
+    dropped unfinished and outlives the loop (``LoopThread``).
+    """
     agen = make()
+    if opened is not None:
+        opened.add(agen)
     running: list[anyio.CancelScope] = []  # the step in progress on the portal's loop
     stepped = threading.Event()  # set when the latest step has returned
 
@@ -108,9 +188,11 @@ def iterate_batches(portal: BlockingPortal,
 class Job:
     """Blocking twin of ``AsyncJob``."""
 
-    def __init__(self, portal: BlockingPortal, job: AsyncJob) -> None:
+    def __init__(self, portal: BlockingPortal, job: AsyncJob,
+                 owner: SyncClient | None = None) -> None:
         self._portal = portal
         self._job = job
+        self._owner = owner  # keeps the client (and so its loop thread) alive
         self.id = job.id
         self.function = job.function
         self.reason = job.reason
@@ -123,7 +205,8 @@ class Job:
 
     def events(self, after: int = 0) -> Iterator[Event]:
         client = self._job._client
-        return iterate_batches(self._portal, lambda: client._follow(self.id, after))
+        opened = self._owner._opened if self._owner is not None else None
+        return iterate_batches(self._portal, lambda: client._follow(self.id, after), opened)
 
     def result(self, timeout: float | None = None) -> Any:
         return call(self._portal, self._job.result, timeout)
@@ -135,9 +218,11 @@ class Job:
 class SyncClient:
     """Blocking twin of an async client, bound to the portal whose loop runs it."""
 
-    def __init__(self, portal: BlockingPortal, client: AsyncClientBase) -> None:
+    def __init__(self, portal: BlockingPortal, client: AsyncClientBase,
+                 opened: weakref.WeakSet[AsyncIterator[Any]] | None = None) -> None:
         self._portal = portal
         self.aio = client  # the async client, for code that runs on the portal's loop
+        self._opened = opened  # see iterate_batches
 
     def submit(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
                priority: int | None = None, idempotency_key: str | None = None,
@@ -146,10 +231,10 @@ class SyncClient:
             return await self.aio.submit(function, inputs, priority=priority,
                                          idempotency_key=idempotency_key, **kwargs)
 
-        return Job(self._portal, call(self._portal, go))
+        return Job(self._portal, call(self._portal, go), self)
 
     def job(self, job_id: str) -> Job:
-        return Job(self._portal, self.aio.job(job_id))
+        return Job(self._portal, self.aio.job(job_id), self)
 
     def get(self, job_id: str) -> JobState:
         return call(self._portal, self.aio.get, job_id)
@@ -169,7 +254,7 @@ class SyncClient:
         """Yield output chunks as produced; leaving early cancels the job."""
         data = {**(inputs or {}), **kwargs}
         return iterate_batches(self._portal,
-                               lambda: self.aio._stream_batches(function, data))
+                               lambda: self.aio._stream_batches(function, data), self._opened)
 
     def map(self, function: str, inputs: Iterable[Mapping[str, Any]], *,
             concurrency: int = 8, return_exceptions: bool = False) -> list[Any]:
