@@ -5,7 +5,8 @@
   into one vectorised call, and caching of identical prompts.
 * ``primes``: a blocking sync generator streaming primes as a sieve finds them.
 * ``countdown``: a long job to try cancellation, reconnects and restarts on.
-* ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA.
+* ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA,
+  confined to its folder, public addresses and a size limit (``genq.download_policy``).
 * ``chat``: a real small LLM (SmolLM2-135M-Instruct, ``genq[llm]``) streaming its reply.
 """
 
@@ -18,9 +19,16 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 import genq
+from genq.download_policy import (
+    DownloadPolicy,
+    check_name,
+    check_url,
+    name_from_url,
+    safe_destination,
+)
 from genq.downloads import DownloadError, download
 from genq.llm import chat as llm_chat
 from genq.png import encode_rgb
@@ -106,18 +114,31 @@ async def countdown(seconds: Annotated[int, Field(ge=1, le=3600)] = 30,
     return f"counted {seconds} seconds"
 
 
+def _url(value: str) -> str:
+    check_url(value, allow_credentials=False)
+    return value
+
+
+def _name(value: str | None) -> str | None:
+    return None if value is None else check_name(value)
+
+
+# Refusals (DownloadRefused: a bad name or URL, a non-public address, over the size
+# limit) are not DownloadErrors, so the job fails at once instead of retrying.
 @app.function(concurrency=2, retries=5, retry_on=(DownloadError,), retry_backoff=2.0)
-def download_model(url: Annotated[str, Field(pattern=r"^https?://")],
+def download_model(url: Annotated[str, Field(pattern=r"^https?://"), AfterValidator(_url)],
                    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None,
-                   filename: Annotated[str | None, Field(pattern=r"^[\w.-]+$")] = None,
+                   filename: Annotated[str | None, Field(pattern=r"^[\w.-]+$"),
+                                       AfterValidator(_name)] = None,
                    progress: genq.Progress = genq.Progress()) -> dict[str, object]:
     """Download a file into $GENQ_DOWNLOADS (default .genq/downloads), resuming after drops
-    and restarts, and verify its sha256."""
-    name = filename or url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-    if not name.strip(".") or "/" in name:
-        name = "download"
+    and restarts, and verify its sha256. Public addresses only and at most 20 GiB unless
+    GENQ_DOWNLOAD_ALLOW_PRIVATE, GENQ_DOWNLOAD_ALLOW_NETWORKS or GENQ_DOWNLOAD_MAX_MB
+    say otherwise."""
     folder = os.environ.get("GENQ_DOWNLOADS", ".genq/downloads")
-    return download(url, os.path.join(folder, name), sha256=sha256, progress=progress).to_dict()
+    dest = safe_destination(folder, filename or name_from_url(url))
+    return download(url, dest, sha256=sha256, progress=progress,
+                    policy=DownloadPolicy.from_env()).to_dict()
 
 
 @app.function(concurrency=4, timeout=600)

@@ -8,6 +8,10 @@ for the same destination. The bytes are hashed as they arrive (the kept part is 
 once on resume) and checked against ``sha256`` before the file is moved into place
 atomically. It is blocking code: run it inside a sync genq function, where it reports
 bytes, rate and ETA through ``Progress`` and stops at cancellation.
+
+It trusts its caller with the URL and path. For a URL from a user, pass a
+``DownloadPolicy`` (``genq.download_policy``: addresses, redirects, size) and make the
+path with ``safe_destination``. Part files are never opened through a symbolic link.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from genq.download_policy import DownloadPolicy, DownloadRefused, DownloadTooLarge, check_url
 from genq.progress import Progress
 
 CHUNK = 1 << 20
@@ -61,9 +66,18 @@ def _backoff(attempt: int, base: float, cap: float = 30.0) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+_FLAGS = {"rb": os.O_RDONLY, "r+b": os.O_RDWR, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+          "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}
+
+
+def _open(path: Path, mode: str) -> Any:
+    """``open`` that fails rather than follow a symbolic link planted at a part file."""
+    return os.fdopen(os.open(path, _FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0), 0o644), mode)
+
+
 def _hash_file(path: Path, digest: Any) -> int:
     size = 0
-    with path.open("rb") as f:
+    with _open(path, "rb") as f:
         while block := f.read(CHUNK):
             digest.update(block)
             size += len(block)
@@ -90,7 +104,8 @@ class _Part:
         return meta
 
     def save(self, meta: dict[str, Any]) -> None:
-        self.meta_path.write_text(json.dumps(meta))
+        with _open(self.meta_path, "w") as f:
+            f.write(json.dumps(meta))
 
     def discard(self) -> None:
         for p in (self.path, self.meta_path):
@@ -111,14 +126,24 @@ class _Attempt:
 def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
              progress: Progress | None = None, connect_timeout: float = 10.0,
              read_timeout: float = 30.0, retries: int = 10, backoff: float = 0.5,
-             client: httpx.Client | None = None) -> DownloadResult:
-    """Download ``url`` to ``dest``, resuming partial data; verify ``sha256`` if given."""
+             client: httpx.Client | None = None,
+             policy: DownloadPolicy | None = None) -> DownloadResult:
+    """Download ``url`` to ``dest``, resuming partial data; verify ``sha256`` if given.
+
+    With a ``policy`` every connection and redirect is checked and the size capped
+    (``DownloadRefused`` says what was refused); it makes its own client, so not both."""
+    if client is not None and policy is not None:
+        raise TypeError("download() takes a client or a policy, not both")
+    check_url(url, allow_credentials=policy is None)
     target = Path(dest)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = _Part(target, url)
     own_client = client is None
-    http = client or httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-                                  follow_redirects=True)
+    if policy is not None:
+        http = policy.client(connect_timeout=connect_timeout, read_timeout=read_timeout)
+    else:
+        http = client or httpx.Client(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout), follow_redirects=True)
     report = progress or Progress()
     transferred = resumed = 0
     started = time.monotonic()
@@ -130,7 +155,10 @@ def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = Non
             offset = _hash_file(part.path, digest) if part.path.exists() else 0
             attempt = _Attempt(offset, digest)
             try:
-                _fetch(http, part, meta, attempt, report, started, transferred)
+                _fetch(http, part, meta, attempt, report, started, transferred, policy)
+            except DownloadTooLarge:
+                part.discard()  # bytes past the limit are of no use: free the disk
+                raise
             except _Retryable as exc:
                 if attempt_no == retries:
                     raise DownloadError(f"download of {url} failed after {attempt_no + 1} "
@@ -156,7 +184,8 @@ def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = Non
 
 
 def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Attempt,
-           report: Progress, started: float, before: int) -> None:
+           report: Progress, started: float, before: int,
+           policy: DownloadPolicy | None) -> None:
     """One request, appending to the part file; raises _Retryable when it can go on."""
     headers = {"Accept-Encoding": "identity"}
     validator = meta.get("etag") or meta.get("last_modified")
@@ -178,14 +207,19 @@ def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Atte
                 attempt.offset = 0
                 attempt.digest = hashlib.sha256()
             total = _total_size(response, attempt.offset)
+            if policy is not None and total is not None:  # refused before a byte is kept
+                policy.check_size(part.url, total, declared=True)
             meta.update(url=part.url, etag=response.headers.get("etag"),
                         last_modified=response.headers.get("last-modified"), size=total)
             part.save(meta)
-            with part.path.open("r+b" if attempt.resumed else "wb") as f:
+            with _open(part.path, "r+b" if attempt.resumed else "wb") as f:
                 f.seek(attempt.offset)
                 f.truncate()
                 for block in response.iter_bytes(CHUNK):
                     report.check()
+                    if policy is not None:  # a body longer than announced is cut off here
+                        policy.check_size(part.url, attempt.offset + attempt.received
+                                          + len(block), declared=False)
                     f.write(block)
                     attempt.digest.update(block)
                     attempt.received += len(block)
@@ -194,6 +228,8 @@ def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Atte
             done = attempt.offset + attempt.received
             if total is not None and done < total:
                 raise _Retryable(f"connection closed at byte {done} of {total}")
+    except httpx.UnsupportedProtocol as exc:  # a redirect to ftp:, file:...
+        raise DownloadRefused(f"{part.url}: {exc}") from None
     except httpx.TransportError as exc:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from None
 
