@@ -20,11 +20,14 @@ STATIC = Path(__file__).parent / "static"
 UI_PATHS = ("/", "/functions/{name}", "/jobs", "/jobs/{job_id}", "/dashboard")
 
 # Everything the page loads comes from this origin; images may also be data: (upload
-# previews) or blob: URLs. No inline script or style, no third-party request.
+# previews) or blob: URLs. No inline script or style, no third-party request. Trusted
+# Types with no policy: any HTML string sink (innerHTML, document.write...) throws, so
+# job output can never become markup even through a future slip in app.js.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'self'"
+    "frame-ancestors 'none'; form-action 'self'; "
+    "require-trusted-types-for 'script'; trusted-types 'none'"
 )
 
 
@@ -39,12 +42,8 @@ def ui_routes() -> list[BaseRoute]:
     """Routes of the web UI: ``/static/*`` and index.html on each UI path."""
     html = (STATIC / "index.html").read_text(encoding="utf-8").replace(
         "__ASSET_VERSION__", _asset_version())
-    headers = {
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-    }
+    # nosniff, Referrer-Policy and the rest come from security.SecurityHeaders
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 
     async def index(request: Request) -> Response:
         return HTMLResponse(html, headers=headers)

@@ -14,7 +14,25 @@
   // ---------------------------------------------------------------------------------
   const $ = (selector, root = document) => root.querySelector(selector);
 
-  /** Create an element: h("a", {href: "/", class: "x"}, "text", child). */
+  /**
+   * Create an element: h("a", {href: "/", class: "x"}, "text", child).
+   *
+   * The only way this UI builds DOM, and job data (input, output, errors, names) only
+   * ever reaches it as text nodes or attribute values, never as markup. Two guards keep
+   * it that way: an on* attribute must be a function (a string would be inline script),
+   * and a URL attribute must not run code (javascript: and the like are dropped; data:
+   * only as an image source, for upload previews).
+   */
+  const SAFE_URL_PROTOCOLS = new Set(["http:", "https:", "blob:"]);
+  function safeUrl(value, key) {
+    try {
+      const { protocol } = new URL(value, location.href);
+      return SAFE_URL_PROTOCOLS.has(protocol) || (key === "src" && protocol === "data:") ? value : null;
+    } catch {
+      return null;
+    }
+  }
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -22,8 +40,12 @@
       if (key === "class") el.className = value;
       else if (key === "text") el.textContent = value;
       else if (key === "dataset") Object.assign(el.dataset, value);
-      else if (key.startsWith("on") && typeof value === "function") {
+      else if (key.toLowerCase().startsWith("on")) {
+        if (typeof value !== "function") throw new TypeError(`${key} must be a function`);
         el.addEventListener(key.slice(2), value);
+      } else if (key === "href" || key === "src") {
+        const url = safeUrl(String(value), key);
+        if (url !== null) el.setAttribute(key, url);
       } else if (value === true) el.setAttribute(key, "");
       else el.setAttribute(key, String(value));
     }
