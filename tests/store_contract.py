@@ -975,6 +975,125 @@ class StoreContract:
             await anyio.sleep(0.05)
             assert receive.statistics().current_buffer_used == 0
 
+    # -- retention -------------------------------------------------------------------
+    async def test_purge_deletes_old_finished_jobs_with_all_their_traces(
+            self, store: Store) -> None:
+        cached = SubmitPolicy(cache_ttl=3600.0, dedupe=True)
+        # Live jobs older than the cutoff: never deleted, whatever their age.
+        queued = await submit(store, "upscale", owner="alice")
+        running = await submit(store, "train", owner="alice")
+        lease = (await claim_one(store, "train")).lease
+
+        old_ok = await submit(store, policy=cached, owner="alice", cache_key="ck",
+                              idempotency_key="req-old")
+        ok_lease = (await claim_one(store)).lease
+        await store.append_events(old_ok.id, [(EventType.OUTPUT, {"chunk": "a"})], ok_lease)
+        art = await store.put_artifact(old_ok.id, "cat.png", "image/png", b"\x89PNG")
+        await store.finish(old_ok.id, JobStatus.SUCCEEDED, result="cat", lease=ok_lease)
+        old_failed = await submit(store, owner="alice")
+        failed_lease = (await claim_one(store)).lease
+        await store.finish(old_failed.id, JobStatus.FAILED, lease=failed_lease,
+                           error={"type": "OOM", "message": "x"})
+        old_cancelled = await submit(store, owner="bob")
+        await store.cancel(old_cancelled.id)
+        await anyio.sleep(0.02)
+        cutoff = time.time()
+        await anyio.sleep(0.02)
+        recent = await submit(store, "caption", owner="alice")
+        await claim_one(store, "caption")
+        await store.finish(recent.id, JobStatus.SUCCEEDED, result="fresh")
+
+        assert await store.purge_finished(cutoff, 100) == 3
+        for gone in (old_ok, old_failed, old_cancelled):
+            assert await store.get_job(gone.id) is None
+            assert await store.read_events(gone.id) == []
+            with pytest.raises(JobNotFound):
+                await store.wait_terminal(gone.id, timeout=1.0)
+        assert await store.get_artifact(art.id) is None
+        listed = [j.id for j in await store.list_jobs(owner="alice")]
+        assert listed == [recent.id, running.id, queued.id]
+        assert [j.id for j in await store.list_jobs()] == [recent.id, running.id, queued.id]
+        assert [j.id for j in await store.list_jobs(owner="alice",
+                                                    status=JobStatus.SUCCEEDED)] == [recent.id]
+        assert await store.list_jobs(owner="bob") == []
+        assert await store.list_jobs(status=JobStatus.FAILED) == []
+
+        # What stays is untouched: the running job still holds its lease.
+        still = await store.get_job(queued.id)
+        assert still is not None and still.status is JobStatus.QUEUED
+        assert await store.append_events(running.id, [(EventType.LOG, {"line": "hi"})],
+                                         lease) == 3
+        kept = await store.get_job(recent.id)
+        assert kept is not None and kept.result == "fresh"
+        assert [e.type for e in await store.read_events(recent.id)][-1] is EventType.SUCCEEDED
+        assert await store.purge_finished(cutoff, 100) == 0
+
+        # Neither the idempotency key nor the cache entry resolves to the deleted job:
+        # the key is free again, and the same input is computed again.
+        again = await store.create_job(make_job(owner="alice", idempotency_key="req-old",
+                                                input={"prompt": "other"}), OPEN)
+        assert (again.created, again.reason) == (True, "new") and again.job.id != old_ok.id
+        fresh = await store.create_job(make_job(owner="alice", cache_key="ck"), cached)
+        assert (fresh.created, fresh.reason) == (True, "new")
+        assert fresh.job.status is JobStatus.QUEUED
+
+    async def test_a_cache_hit_keeps_a_result_in_use_past_its_first_job(
+            self, store: Store) -> None:
+        policy = SubmitPolicy(cache_ttl=3600.0)
+        first = await submit(store, policy=policy, cache_key="k")
+        await claim_one(store)
+        await store.finish(first.id, JobStatus.SUCCEEDED, result="r")
+        hit = await store.create_job(make_job(cache_key="k"), policy)
+        assert hit.reason == "cached"
+        await anyio.sleep(0.02)
+        # Only the first job is past the cutoff: the hit, a job of its own, answers next.
+        assert await store.purge_finished(hit.job.finished_at or 0.0, 10) == 1
+        assert await store.get_job(first.id) is None
+        again = await store.create_job(make_job(cache_key="k"), policy)
+        assert again.reason == "cached" and again.job.result == "r"
+        [event] = await store.read_events(again.job.id)
+        assert event.data["cached_from"] == hit.job.id
+
+    async def test_housekeep_deletes_expired_jobs_in_batches_until_done(
+            self, store: Store) -> None:
+        store.retain, store.retain_batch = 3600.0, 2
+        done = [await submit(store) for _ in range(5)]
+        for job in done:
+            await store.cancel(job.id)
+        waiting = await submit(store, "upscale")
+        later = time.time() + 7200  # every job above ended more than 3600 s before this
+        left = []
+        for _ in range(4):
+            await store.housekeep(later)
+            left.append(len(await store.list_jobs(status=JobStatus.CANCELLED)))
+        assert left == [3, 1, 0, 0]
+        assert all([await store.get_job(j.id) is None for j in done])
+        assert [j.id for j in await store.list_jobs()] == [waiting.id]
+
+        # A window not yet over, or none at all, deletes nothing.
+        kept = await submit(store)
+        await store.cancel(kept.id)
+        await store.housekeep(time.time())
+        store.retain = None
+        await store.housekeep(later)
+        assert (await store.get_job(kept.id)) is not None
+
+    async def test_purges_at_once_delete_each_job_once(self, store: Store) -> None:
+        done = [await submit(store) for _ in range(7)]
+        for job in done:
+            await store.cancel(job.id)
+        counts: list[int] = []
+
+        async def purge() -> None:
+            while n := await store.purge_finished(time.time(), 2):
+                counts.append(n)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(purge)
+            tg.start_soon(purge)
+        assert sum(counts) == 7 and max(counts) <= 2
+        assert await store.list_jobs() == []
+
     # -- notifications ---------------------------------------------------------------
     async def test_subscriptions_made_together_all_hold(self, store: Store) -> None:
         heard: list[str] = []

@@ -193,3 +193,46 @@ def test_serve_on_a_public_address_with_keys_or_insecure_public(tmp_path: Path,
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -signal.SIGTERM), stderr
     assert f"http://0.0.0.0:{port}" in stderr
+
+
+# -- retention -------------------------------------------------------------------------------
+def test_serve_retain_deletes_finished_jobs_after_the_window(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(GENQ_BIN), "serve", "apps.http_app:app", "--port", str(port), "--db",
+         str(tmp_path / "db.sqlite3"), "--log-level", "warning", "--retain", "2s"],
+        env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            def healthy() -> bool:
+                assert proc.poll() is None, proc.communicate()[1]
+                try:
+                    return http.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(healthy, 30, what="genq serve to answer")
+            job = submit(http, "add", x=2)
+            assert finished(http, job["id"])["result"] == 2
+            assert [j["id"] for j in http.get("/api/jobs").json()["jobs"]] == [job["id"]]
+            # Housekeeping (once a second) deletes it once it ended 2 s ago.
+            wait_until(lambda: http.get(f"/api/jobs/{job['id']}").status_code == 404, 20,
+                       interval=0.2, what="the finished job to be deleted")
+            assert http.get("/api/jobs").json()["jobs"] == []
+            gone = http.get(f"/api/jobs/{job['id']}/events")
+            assert gone.status_code == 404 and gone.json()["error"]["code"] == "job_not_found"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert "keeping finished jobs 2s" in stderr
+
+
+def test_retain_must_be_a_duration(tmp_path: Path) -> None:
+    done = genq("worker", "apps.http_app:app", "--db", str(tmp_path / "db.sqlite3"),
+                "--retain", "soon", timeout=30)
+    assert done.returncode == 2
+    assert "--retain" in done.stderr and "7d" in done.stderr
+    done = genq("worker", "apps.http_app:app", "--store",
+                f"sqlite:///{tmp_path}/db.sqlite3?retain=later", timeout=30)
+    assert done.returncode == 2 and "later" in done.stderr

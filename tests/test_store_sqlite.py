@@ -201,6 +201,50 @@ async def test_followers_end_quietly_when_the_store_closes(tmp_path: Path) -> No
             await ended.wait()
 
 
+# -- indexed reads ---------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_listing_and_retention_queries_read_an_index(tmp_path: Path) -> None:
+    """Every query behind GET /api/jobs (one owner's jobs, by function and/or status, a
+    page ``before`` a time) and the retention sweep searches an index in the order it
+    answers: no scan of the jobs table and no sort, however many jobs it holds."""
+    import sqlite3
+
+    path = tmp_path / "genq.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        for i in range(30):
+            job = make_job("render" if i % 2 else "caption", owner=f"user{i % 3}")
+            await store.create_job(job, SubmitPolicy())
+            if i % 4:
+                await store.cancel(job.id)
+        queries: list[str] = []
+        reader = store._reader
+        assert reader is not None
+        reader.set_trace_callback(queries.append)
+        for owner in ("user1", None):
+            for function in ("render", None):
+                for status in (JobStatus.CANCELLED, None):
+                    for before in (time.time(), None):
+                        await store.list_jobs(owner=owner, function=function, status=status,
+                                              before=before)
+        await store.purge_finished(time.time() - 3600, 100)
+        reader.set_trace_callback(None)
+    finally:
+        await store.close()
+    selects = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 17
+    with sqlite3.connect(path) as conn:
+        for sql in selects:
+            plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            owner_given = "owner=" in sql
+            # Without an owner (no API call lists every owner's jobs), the newest-first
+            # walk of jobs_by_created is still an index, in order.
+            assert "SEARCH jobs USING" in plan or (
+                not owner_given and "SCAN jobs USING INDEX jobs_by_created" in plan), (sql, plan)
+            assert "TEMP B-TREE" not in plan, (sql, plan)
+
+
 # -- crash recovery with a real kill -9 ------------------------------------------------
 CHILD = textwrap.dedent('''
     """Runs an engine with jobs in every state, reports what is committed, then waits to

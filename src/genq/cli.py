@@ -35,6 +35,7 @@ from genq.client.sync import SyncClient
 from genq.engine import Engine
 from genq.models import Event, EventType
 from genq.store import Store, store_from_url
+from genq.store.retention import describe_retain, parse_retain
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL, EXIT_INTERRUPTED = (
@@ -55,6 +56,11 @@ StoreOption = Annotated[str | None, typer.Option(
                                          "(default: --db, $GENQ_DB or .genq/genq.sqlite3).")]
 DbOption = Annotated[Path | None, typer.Option(help="SQLite file; the same as "
                                                     "--store sqlite:///FILE.")]
+RetainOption = Annotated[str | None, typer.Option(
+    "--retain", envvar="GENQ_RETAIN", metavar="DURATION",
+    help="Delete finished jobs (with their events and artifacts) this long after they "
+         "end: 30m, 12h, 7d, 2w; 0 or forever keeps every job (default: the store URL's "
+         "retain, else 7d).")]
 
 
 def load_app(target: str) -> App:
@@ -107,11 +113,12 @@ def serve(
              "processes run the jobs).")] = True,
     heartbeat: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    retain: RetainOption = None,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
                api_keys_file=api_keys_file, insecure_public=insecure_public,
-               workers=workers, heartbeat=heartbeat, log_level=log_level)
+               workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain)
 
 
 @cli.command()
@@ -133,11 +140,18 @@ def _store_url(store: str | None, db: Path | None) -> str:
     return store_url(db or store)
 
 
-def _open_store(url: str) -> Store:
+def _open_store(url: str, retain: str | None = None) -> Store:
+    """The store of ``url``; ``retain`` (--retain) overrides the URL's own window."""
     try:
-        return store_from_url(url)
+        store = store_from_url(url)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
+    if retain is not None:
+        try:
+            store.retain = parse_retain(retain)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--retain") from None
+    return store
 
 
 @cli.command()
@@ -156,6 +170,7 @@ def worker(
     shutdown_grace: Annotated[float, typer.Option(
         help="Seconds running jobs get to finish on SIGTERM/Ctrl-C before they go back "
              "to the queue.")] = 10.0,
+    retain: RetainOption = None,
 ) -> None:
     """Run an app's jobs from a shared store (Redis), without serving HTTP."""
     import logging
@@ -169,12 +184,14 @@ def worker(
                                      f"{', '.join(sorted(app.functions))})",
                                      param_hint="--functions")
     url = _store_url(store, db)
-    engine = Engine(app, _open_store(url), functions=names, concurrency=concurrency,
+    opened = _open_store(url, retain)
+    engine = Engine(app, opened, functions=names, concurrency=concurrency,
                     lease=lease, shutdown_grace=shutdown_grace)
     assert engine.worker is not None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     err.print(f"genq worker {engine.worker.id}: {', '.join(names or app.functions)} "
-              f"from {_redacted(url)}")
+              f"from {_redacted(url)}, keeping finished jobs "
+              f"{describe_retain(opened.retain)}")
     try:
         anyio.run(_run_until_signalled, engine)
     except* (errors.StoreUnavailable, errors.StoreLocked) as group:
@@ -208,7 +225,7 @@ def _redacted(url: str) -> str:
 
 def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
-               heartbeat: float, log_level: str) -> None:
+               heartbeat: float, log_level: str, retain: str | None = None) -> None:
     import uvicorn
 
     from genq.server import ApiKeys, ServerSettings, create_server
@@ -220,9 +237,12 @@ def run_server(app: App, *, host: str, port: int, store: str,
                   "pass --insecure-public if this network is trusted.")
         raise typer.Exit(EXIT_USAGE)
     settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys)
-    server = create_server(app, _open_store(store), settings)
+    opened = _open_store(store, retain)
+    server = create_server(app, opened, settings)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
-              f"http://{host}:{port}" + ("" if workers else " (no workers here)"))
+              f"http://{host}:{port}" + (
+                  f", keeping finished jobs {describe_retain(opened.retain)}" if workers
+                  else " (no workers here: `genq worker` processes delete old jobs)"))
     # The server owns this process: thousands of open streams keep many long-lived
     # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
     # bench/bench_sse_idle.py). Freeze what start-up made and collect less often.

@@ -52,6 +52,10 @@ class Submitted:
 
 class Store(Protocol):
     kind: str  # "sqlite" | "redis": for health checks and logs
+    # Finished jobs older than this many seconds are deleted by ``housekeep``; None keeps
+    # them forever (genq.store.retention). ``retain_batch``: jobs deleted per call.
+    retain: float | None
+    retain_batch: int
 
     async def open(self) -> None:
         """Connect, create the schema, and recover jobs left behind by a crash."""
@@ -158,7 +162,14 @@ class Store(Protocol):
 
     async def housekeep(self, now: float) -> None:
         """Expire queued jobs past their queue timeout; reclaim running jobs whose lease
-        lapsed (rules.orphan_transition), bumping their lease token."""
+        lapsed (rules.orphan_transition), bumping their lease token; delete up to
+        ``retain_batch`` finished jobs that ended before ``now - retain``."""
+
+    async def purge_finished(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs (never queued or running ones) whose
+        ``finished_at`` is before ``before``, oldest first, with their events, artifacts
+        and every index, cache and idempotency entry naming them. Returns how many were
+        deleted; safe to run from several processes at once."""
 
     # -- the cluster -----------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo, ttl: float) -> None:

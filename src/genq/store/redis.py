@@ -70,9 +70,11 @@ from genq.store import redis_lua, rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_follow import StreamHub
+from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
+FILTERED_PAGE = 1000  # index entries per round trip of a filtered listing
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _canonical = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
@@ -204,9 +206,11 @@ class RedisStore:
 
     def __init__(self, url: str, *, prefix: str = "genq",
                  max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
-                 retry_for: float = 15.0) -> None:
+                 retry_for: float = 15.0, retain: float | None = DEFAULT_RETAIN) -> None:
         self.url = url
         self.prefix = prefix
+        self.retain = retain
+        self.retain_batch = RETAIN_BATCH
         self.max_artifact_bytes = max_artifact_bytes
         # How long a call keeps retrying while Redis is unreachable: a Redis restart
         # stalls genq for that long instead of failing jobs.
@@ -243,7 +247,7 @@ class RedisStore:
         await self._redis.ping()
         self._scripts = {name: self._redis.register_script(getattr(redis_lua, name))
                          for name in ("SUBMIT", "CLAIM", "APPEND", "FINISH", "REQUEUE",
-                                      "CANCEL", "EXTEND", "SWEEP")}
+                                      "CANCEL", "EXTEND", "SWEEP", "RETAIN")}
         self._hub = StreamHub(lambda: self._connect(single_connection_client=True),
                               self._redis, self._events_key, _decode_events)
         self._hub.start()
@@ -348,9 +352,14 @@ class RedisStore:
     async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
                         status: JobStatus | None = None, limit: int = 50,
                         before: float | None = None) -> list[Job]:
+        if status is JobStatus.QUEUED or status is JobStatus.RUNNING:
+            return await self._list_live(owner, function, status, limit, before)
         index = self._key("idx", "owner", owner) if owner is not None else self._key("idx", "all")
         top = "+inf" if before is None else f"({before!r}"
-        page = max(limit, 50)
+        filtered = function is not None or status is not None
+        # A filter may match few jobs: walk the index in growing pages, reading only the
+        # two fields it tests, and the whole hash of the matches alone.
+        page = max(limit, 100) * (2 if filtered else 1)
         offset = 0
         found: list[Job] = []
         r = self._r()
@@ -360,6 +369,15 @@ class RedisStore:
             if not ids:
                 break
             offset += len(ids)
+            if filtered:
+                page = min(page * 4, FILTERED_PAGE)
+                async with r.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hmget(self._key("job", job_id.decode()), ["function", "status"])
+                    fields = await pipe.execute()
+                ids = [job_id for job_id, (fn, st) in zip(ids, fields, strict=True)
+                       if (function is None or fn == function.encode())
+                       and (status is None or st == status.value.encode())]
             async with r.pipeline(transaction=False) as pipe:
                 for job_id in ids:
                     pipe.hgetall(self._key("job", job_id.decode()))
@@ -372,6 +390,40 @@ class RedisStore:
                         and (status is None or job.status is status)):
                     found.append(job)
         return found[:limit]
+
+    async def _list_live(self, owner: str | None, function: str | None, status: JobStatus,
+                         limit: int, before: float | None) -> list[Job]:
+        """Queued or running jobs, from the queues and the lease set rather than a walk
+        of every job ever listed: the cost follows the live jobs, not the history."""
+        r = self._r()
+        if status is JobStatus.RUNNING:
+            ids = _bytes_list(await r.zrange(self._key("leases"), 0, -1))
+        else:
+            functions = ([function] if function is not None else
+                         [f.decode() for f in _bytes_list(await r.smembers(self._key("fns")))])
+            async with r.pipeline(transaction=False) as pipe:
+                for fn in functions:
+                    pipe.zrange(self._key("q", fn), 0, -1)
+                    pipe.zrange(self._key("delayed", fn), 0, -1)
+                replies = await pipe.execute()
+            ids = [m[17:] for ready in replies[::2] for m in ready]  # "<16 hex>:<id>"
+            ids += [m for delayed in replies[1::2] for m in delayed]
+        async with r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self._key("job", job_id.decode()),
+                           ["owner", "function", "status", "created_at"])
+            fields = await pipe.execute()
+        wanted = sorted(
+            ((float(created), job_id) for job_id, (own, fn, st, created)
+             in zip(ids, fields, strict=True)
+             if st == status.value.encode() and (owner is None or own == owner.encode())
+             and (function is None or fn == function.encode())
+             and (before is None or float(created) < before)), reverse=True)[:limit]
+        async with r.pipeline(transaction=False) as pipe:
+            for _, job_id in wanted:
+                pipe.hgetall(self._key("job", job_id.decode()))
+            hashes = await pipe.execute()
+        return [_job_from_hash(h) for h in hashes if h]
 
     @_retried
     async def queue_position(self, job_id: str) -> int | None:
@@ -620,6 +672,12 @@ class RedisStore:
                 await self._r().zrem(self._key("leases"), job_id)
                 continue
             await self._reclaim(job, now)
+        if self.retain is not None:
+            await self.purge_finished(now - self.retain, self.retain_batch)
+
+    @_retried
+    async def purge_finished(self, before: float, limit: int) -> int:
+        return int(await self._run("RETAIN", repr(before), limit))
 
     async def _reclaim(self, job: Job, now: float) -> None:
         """A lease lapsed: compare-and-set on the token, the lease and the cancel flag
@@ -675,9 +733,12 @@ class RedisStore:
                 f"{name!r} is {len(data)} bytes; the Redis store keeps artifacts of up to "
                 f"{self.max_artifact_bytes} bytes", limit=self.max_artifact_bytes)
         ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
-        await self._r().hset(self._key("art", ref.id), mapping={
-            "job_id": job_id, "name": name, "content_type": content_type,
-            "size": len(data), "data": data})
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("art", ref.id), mapping={
+                "job_id": job_id, "name": name, "content_type": content_type,
+                "size": len(data), "data": data})
+            pipe.sadd(self._key("arts", job_id), ref.id)  # deleted with the job
+            await pipe.execute()
         return ref
 
     @_retried

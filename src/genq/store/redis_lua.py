@@ -20,6 +20,8 @@ Keys, under a prefix P (default ``genq``):
 ``P:fns``               set of function names that ever had a queue
 ``P:lastclaim:<w>``     ``nonce:id`` of worker w's latest claim (a retried claim gets it back)
 ``P:art:<id>``          hash: an artifact's metadata and bytes
+``P:arts:<job id>``     set of the job's artifact ids (deleted with the job)
+``P:finished``          sorted set of finished jobs by ``finished_at`` (retention)
 ``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
 ``P:workers:until``
 ======================  =====================================================================
@@ -98,6 +100,7 @@ local function end_job(id, status, data, result, err, now)
     end
     if status == 'succeeded' then redis.call('HSET', P .. ':cache', j[5], id) end
   end
+  redis.call('ZADD', P .. ':finished', now, id)
   announce(id)
 end
 
@@ -119,6 +122,10 @@ if redis.call('EXISTS', k) == 1 then  -- this very submission, retried
 end
 if idem ~= '' then
   local prev = redis.call('HGET', P .. ':idem', owner .. '\n' .. idem)
+  if prev and redis.call('EXISTS', job_key(prev)) == 0 then  -- deleted by retention
+    redis.call('HDEL', P .. ':idem', owner .. '\n' .. idem)
+    prev = false
+  end
   if prev then
     local p = redis.call('HMGET', job_key(prev), 'function', 'input')
     if p[1] ~= fn or p[2] ~= input then return {'conflict', prev} end
@@ -152,6 +159,10 @@ if ckey ~= '' then
                    'result', h[3])
         append_event(id, 'succeeded', '{"result":' .. h[3] .. ',"cached_from":"' .. hit
                      .. '"}', now)
+        -- the newest job holding the result answers next, as on SQLite: a result in
+        -- use outlives the retention of the job that first computed it
+        redis.call('HSET', P .. ':cache', ckey, id)
+        redis.call('ZADD', P .. ':finished', now, id)
         announce(id)
         return {'cached', redis.call('HGETALL', k)}
       end
@@ -387,4 +398,42 @@ for _, fn in ipairs(redis.call('SMEMBERS', P .. ':fns')) do
   if #due > 0 then redis.call('PUBLISH', P .. ':work', fn) end
 end
 return expired
+"""
+
+# ARGV: P, before, limit. Retention (genq.store.retention): deletes up to ``limit``
+# finished jobs whose finished_at is before ``before``, oldest first, with their event
+# stream, artifacts, listing entries, and the cache, idempotency and de-duplication
+# entries that name them (only when they still name this job). Atomic, so housekeepers
+# on many machines may run it at once; a second run finds the jobs gone.
+# Returns the number of jobs deleted.
+RETAIN = r"""
+local P, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local finished = P .. ':finished'
+local deleted = 0
+local function drop_if_mine(hash, field, id)
+  if redis.call('HGET', hash, field) == id then redis.call('HDEL', hash, field) end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. before,
+                               'LIMIT', 0, limit)) do
+  local k = P .. ':job:' .. id
+  local j = redis.call('HMGET', k, 'status', 'owner', 'cache_key', 'idempotency_key')
+  if j[1] ~= 'queued' and j[1] ~= 'running' then  -- never a live job
+    if j[1] then
+      redis.call('ZREM', P .. ':idx:all', id)
+      redis.call('ZREM', P .. ':idx:owner:' .. j[2], id)
+      if j[3] ~= '' then
+        drop_if_mine(P .. ':cache', j[3], id)
+        drop_if_mine(P .. ':inflight', j[2] .. '\n' .. j[3], id)
+      end
+      if j[4] ~= '' then drop_if_mine(P .. ':idem', j[2] .. '\n' .. j[4], id) end
+      for _, art in ipairs(redis.call('SMEMBERS', P .. ':arts:' .. id)) do
+        redis.call('UNLINK', P .. ':art:' .. art)
+      end
+      redis.call('UNLINK', k, P .. ':ev:' .. id, P .. ':arts:' .. id)
+      deleted = deleted + 1
+    end
+  end
+  redis.call('ZREM', finished, id)
+end
+return deleted
 """

@@ -57,6 +57,7 @@ from genq.models import (
 )
 from genq.store import rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -82,12 +83,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     lease_token INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+DROP INDEX IF EXISTS jobs_by_status;  -- superseded by jobs_by_status_created
+CREATE INDEX IF NOT EXISTS jobs_by_status_created ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_cache_key ON jobs(cache_key, finished_at)
     WHERE cache_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs(owner, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Listing (always one owner's jobs from the API, newest first, optionally by function or
+-- status) and retention (finished jobs by age) each read one index range, whatever the
+-- table's size. CREATE ... IF NOT EXISTS also adds them to files made before them.
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_owner_function ON jobs(owner, function, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_owner_status ON jobs(owner, status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at)
+    WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -104,6 +114,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size INTEGER NOT NULL,
     data BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS artifacts_by_job ON artifacts(job_id);
 """
 
 _JOB_COLUMNS = (
@@ -128,6 +139,7 @@ _MAX_BATCH_OPS = 5_000  # ops per transaction
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 _EVENT_TYPES = {t.value: t for t in EventType}
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in JobStatus if s.terminal)
 
 
 def _dumps(value: Any) -> str:
@@ -276,8 +288,12 @@ class SQLiteStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 retain: float | None = DEFAULT_RETAIN) -> None:
         self.path = Path(path)
+        self.retain = retain
+        self.retain_batch = RETAIN_BATCH
+        self._purging = asyncio.Lock()  # two purges at once would pick the same rows
         self._lock_file: int | None = None
         self._reader: sqlite3.Connection | None = None
         self._writer: _Writer | None = None
@@ -303,6 +319,7 @@ class SQLiteStore:
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
+        self._purging = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         setup = sqlite3.connect(self.path, isolation_level=None)
@@ -633,8 +650,8 @@ class SQLiteStore:
         if before is not None:
             where.append("created_at<?")
             params.append(before)
-        # Rows of live jobs may lag their in-memory state, so status is filtered after
-        # overlaying it; over-fetch a little for that.
+        # Rows of live jobs may lag their in-memory state: live statuses are answered
+        # from memory, and every row is overlaid with its live job.
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -649,7 +666,9 @@ class SQLiteStore:
             sql += (" AND " if where else " WHERE ") + "status=?"
             params.append(status.value)
         sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(limit + len(self._live))
+        # A row's status may lag a live job's, but a terminal status never changes, so
+        # the rows the status filter keeps are the ones to show: no over-fetch needed.
+        params.append(limit)
         jobs = []
         for row in self._require_reader().execute(sql, params):
             job = _row_to_job(row)
@@ -893,6 +912,29 @@ class SQLiteStore:
                   and j.lease_until is not None and j.lease_until <= now]
         for job in lapsed:
             await self._reclaim(job, rules.LEASE_LAPSED)
+        if self.retain is not None:
+            await self.purge_finished(now - self.retain, self.retain_batch)
+
+    async def purge_finished(self, before: float, limit: int) -> int:
+        # Chosen on the reader, deleted by the writer: a finished job never changes
+        # again, so the rows read are still the ones to delete. The idempotency key and
+        # the cache entry live in the job's row, so they go with it; de-duplication
+        # only ever names live jobs (in memory).
+        async with self._purging:
+            ids = [(row[0],) for row in self._require_reader().execute(
+                # ``+status``: a check on each row, so the oldest-first walk of
+                # jobs_by_finished is the plan, not a sort of every finished job.
+                f"SELECT id FROM jobs WHERE finished_at < ? AND +status IN ({_TERMINAL_SQL}) "
+                "ORDER BY finished_at LIMIT ?", (before, limit))
+                if row[0] not in self._live]
+            if not ids:
+                return 0
+            future = self._require_loop().create_future()
+            self._submit_op(_Op([("DELETE FROM events WHERE job_id=?", ids, True),
+                                 ("DELETE FROM artifacts WHERE job_id=?", ids, True),
+                                 ("DELETE FROM jobs WHERE id=?", ids, True)], future=future))
+            await future
+            return len(ids)
 
     # -- the cluster (one process: the workers of this store) ------------------------
     async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
