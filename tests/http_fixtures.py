@@ -236,6 +236,16 @@ def event_log(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     return events
 
 
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The JSON error body, after checking its status and stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
 def submit(http: httpx.Client, function: str, status: int = 201, headers: dict[str, str]
            | None = None, **inputs: Any) -> dict[str, Any]:
     response = http.post("/api/jobs", json={"function": function, "input": inputs},

@@ -236,3 +236,16 @@ def test_retain_must_be_a_duration(tmp_path: Path) -> None:
     done = genq("worker", "apps.http_app:app", "--store",
                 f"sqlite:///{tmp_path}/db.sqlite3?retain=later", timeout=30)
     assert done.returncode == 2 and "later" in done.stderr
+
+
+def test_serve_refuses_a_bad_rate_limit_or_key_entry(tmp_path: Path) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    done = genq("serve", "apps.http_app:app", "--db", db, "--rate-limit", "lots",
+                timeout=30)
+    assert done.returncode == 2
+    assert "--rate-limit" in done.stderr and "20/s" in done.stderr
+    keys = tmp_path / "keys"
+    keys.write_text("key-a=alice superuser\n")
+    done = genq("serve", "apps.http_app:app", "--db", db, "--api-keys-file", str(keys),
+                timeout=30)
+    assert done.returncode == 2 and "superuser" in done.stderr

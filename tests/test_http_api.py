@@ -10,20 +10,18 @@ from typing import Any
 
 import httpx
 from apps import http_app
-from http_fixtures import LiveServer, event_log, finished, iter_sse, submit, wait_until
+from http_fixtures import (
+    LiveServer,
+    error_of,
+    event_log,
+    finished,
+    iter_sse,
+    submit,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The JSON error body, after checking its status and stable code."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 # -- submit, idempotency, get ----------------------------------------------------------

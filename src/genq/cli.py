@@ -114,11 +114,16 @@ def serve(
     heartbeat: Annotated[float, typer.Option(help="Seconds between SSE heartbeats.")] = 15.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     retain: RetainOption = None,
+    rate_limit: Annotated[str | None, typer.Option(
+        "--rate-limit", envvar="GENQ_RATE_LIMIT", metavar="RATE",
+        help="Requests each API key may make: 20/s, 600/min, 1000/h (bursts of one "
+             "second's worth); a key's own rate= entry overrides it. Default: none.")] = None,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
                api_keys_file=api_keys_file, insecure_public=insecure_public,
-               workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain)
+               workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
+               rate_limit=rate_limit)
 
 
 @cli.command()
@@ -225,18 +230,29 @@ def _redacted(url: str) -> str:
 
 def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
-               heartbeat: float, log_level: str, retain: str | None = None) -> None:
+               heartbeat: float, log_level: str, retain: str | None = None,
+               rate_limit: str | None = None) -> None:
     import uvicorn
 
     from genq.server import ApiKeys, ServerSettings, create_server
+    from genq.server.ratelimit import Rate
 
-    keys = ApiKeys.from_env(api_keys_file)
+    try:
+        keys = ApiKeys.from_env(api_keys_file)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="GENQ_API_KEYS / --api-keys-file"
+                                 ) from None
+    try:
+        rate = None if rate_limit is None else Rate.parse(rate_limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
     if not keys.enabled and not _is_loopback(host) and not insecure_public:
         err.print(f"[red]refusing to listen on {host} without API keys[/red]: anyone who "
                   "can reach it could run jobs. Set GENQ_API_KEYS or --api-keys-file, or "
                   "pass --insecure-public if this network is trusted.")
         raise typer.Exit(EXIT_USAGE)
-    settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys)
+    settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys,
+                              rate_limit=rate)
     opened = _open_store(store, retain)
     server = create_server(app, opened, settings)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "

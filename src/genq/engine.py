@@ -9,13 +9,14 @@ and the worker one life cycle: open, run, drain, close.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from genq.errors import JobNotFound
+from genq.errors import InvalidInput, JobNotFound
+from genq.loopwatch import Block
 from genq.models import ArtifactRef, Event, Job, JobStatus
 from genq.store.base import Store, Submitted
 from genq.worker import Worker
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from genq.app import App
 
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
+# Priorities a submission may ask for: a 32-bit range, well inside what SQLite's INTEGER
+# and Redis's sorted-set scores (doubles) hold exactly. Larger ones stopped SQLite's
+# writer thread (OverflowError), which took the whole store down.
+PRIORITY_MIN, PRIORITY_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class JobService:
@@ -37,6 +42,12 @@ class JobService:
                      priority: int | None = None,
                      idempotency_key: str | None = None) -> Submitted:
         """Validate and store a job; raises UnknownFunction, InvalidInput, QueueFull..."""
+        if priority is not None and not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            message = f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}"
+            raise InvalidInput(f"invalid submission for {function!r}: {message}",
+                               function=function, errors=[{
+                                   "field": "priority", "message": message,
+                                   "type": "priority_range"}])
         job, policy = self.app.new_job(function, inputs, owner=owner, priority=priority,
                                        idempotency_key=idempotency_key)
         return await self.store.create_job(job, policy)
@@ -107,7 +118,8 @@ class Engine:
 
     def __init__(self, app: App, store: Store, *, workers: bool = True,
                  functions: Sequence[str] | None = None, concurrency: int | None = None,
-                 lease: float = 30.0, shutdown_grace: float = 10.0) -> None:
+                 lease: float = 30.0, shutdown_grace: float = 10.0,
+                 on_loop_block: Callable[[Block], None] | None = None) -> None:
         self.app = app
         self.store = store
         self.jobs = JobService(app, store)
@@ -116,7 +128,7 @@ class Engine:
             names = list(app.functions) if functions is None else list(functions)
             specs = {name: app.get_function(name) for name in names}
             self.worker = Worker(specs, store, stats=app.stats, concurrency=concurrency,
-                                 lease=lease)
+                                 lease=lease, on_loop_block=on_loop_block)
         self.shutdown_grace = shutdown_grace
         self._stop = anyio.Event()
         self._stopped = anyio.Event()

@@ -45,6 +45,17 @@ class QueueFull(GenqError):
         return int(self.detail.get("retry_after", 1))
 
 
+class RateLimited(GenqError):
+    """The API key (or the client address, after wrong keys) is over its request rate."""
+
+    code = "rate_limited"
+    status = 429
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.detail.get("retry_after", 1))
+
+
 class JobNotFound(GenqError):
     code = "job_not_found"
     status = 404

@@ -10,8 +10,9 @@ Robustness is the point:
 * **Submits retry safely.** Every submit carries an ``Idempotency-Key`` (a fresh one
   unless you pass your own), so resending after a lost response never runs a job twice.
 * **Other calls** retry on connection errors and 502/503/504 with backoff, honouring
-  ``Retry-After``. A full queue (429) is not retried: it raises ``QueueFull`` with
-  ``retry_after`` so the caller decides.
+  ``Retry-After``, and wait out a 429 ``rate_limited`` for its ``Retry-After`` (raising
+  ``RateLimited`` if that would pass ``retry_for``). A full queue (429 ``queue_full``)
+  is not retried: it raises ``QueueFull`` with ``retry_after`` so the caller decides.
 
 Timeouts (seconds): ``connect`` 5, ``read`` 30 per request, ``stream_idle_timeout`` 45
 (the server's heartbeat is 15 s by default); ``retry_for`` 120 caps how long one call
@@ -42,7 +43,7 @@ from genq.models import Event, EventType, Job, JobStatus
 _ERRORS_BY_CODE: dict[str, type[errors.GenqError]] = {
     cls.code: cls for cls in (
         errors.UnknownFunction, errors.InvalidInput, errors.QueueFull, errors.JobNotFound,
-        errors.IdempotencyConflict, errors.StoreLocked,
+        errors.IdempotencyConflict, errors.StoreLocked, errors.RateLimited,
     )
 }
 _RETRY_STATUSES = {502, 503, 504}
@@ -79,6 +80,16 @@ def _job_from_json(data: Mapping[str, Any]) -> Job:
     )
 
 
+def _rate_limited(response: httpx.Response) -> bool:
+    """A 429 that says "slow down" (retried after Retry-After), not a full queue."""
+    if response.status_code != 429:
+        return False
+    try:
+        return bool(response.json()["error"]["code"] == errors.RateLimited.code)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
@@ -93,7 +104,7 @@ def _raise_for_error(response: httpx.Response) -> None:
         err = RemoteError(message, **body)
         err.code, err.status = code, response.status_code
         raise err
-    if cls is errors.QueueFull and "retry-after" in response.headers:
+    if cls in (errors.QueueFull, errors.RateLimited) and "retry-after" in response.headers:
         body["retry_after"] = int(response.headers["retry-after"])
     raise cls(message, **body)
 
@@ -177,11 +188,14 @@ class AsyncClient(AsyncClientBase):
                 failure: str = f"{type(exc).__name__}: {exc}"
                 wait = _backoff(attempt)
             else:
-                if response.status_code not in _RETRY_STATUSES:
+                limited = _rate_limited(response)
+                if response.status_code not in _RETRY_STATUSES and not limited:
                     _raise_for_error(response)
                     return response
                 failure = f"HTTP {response.status_code}"
                 wait = _retry_after(response) or _backoff(attempt)
+                if limited and time.monotonic() + wait > deadline:
+                    _raise_for_error(response)  # genq.RateLimited, with its retry_after
             if time.monotonic() + wait > deadline:
                 raise ConnectionLost(f"{method} {self.url}{path} failed for "
                                      f"{self.retry_for:.0f} s; last error: {failure}")
@@ -244,6 +258,7 @@ class AsyncClient(AsyncClientBase):
         retry_hint: float | None = None
         failing_since: float | None = None
         while True:
+            told_to_wait = 0.0
             try:
                 async for event in self._sse_once(job_id, last_id):
                     if isinstance(event, float):
@@ -259,6 +274,9 @@ class AsyncClient(AsyncClientBase):
                 failure = "the stream ended before the job did"
             except (httpx.TransportError, _StreamIdle) as exc:
                 failure = f"{type(exc).__name__}: {exc}"
+            except errors.RateLimited as exc:  # waits its turn, like any client
+                failure = str(exc)
+                told_to_wait = float(exc.retry_after)
             except errors.GenqError as exc:
                 if exc.status not in _RETRY_STATUSES:
                     raise
@@ -268,7 +286,7 @@ class AsyncClient(AsyncClientBase):
             if now - failing_since > self.retry_for:
                 raise ConnectionLost(f"the event stream of job {job_id} could not be "
                                      f"resumed for {self.retry_for:.0f} s: {failure}")
-            await anyio.sleep(max(retry_hint or 0.0, _backoff(attempt)))
+            await anyio.sleep(max(retry_hint or 0.0, _backoff(attempt), told_to_wait))
             attempt += 1
 
     async def _sse_once(self, job_id: str, after: int) -> AsyncIterator[Event | float]:

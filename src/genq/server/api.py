@@ -7,8 +7,11 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,16 +27,22 @@ from starlette.routing import BaseRoute, Route
 
 from genq.app import App
 from genq.engine import Engine, JobService
-from genq.errors import GenqError, QueueFull
+from genq.errors import GenqError, QueueFull, RateLimited
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
-from genq.server.auth import ApiKeys
+from genq.server.auth import ApiKeys, Caller, Forbidden, Unauthorized, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
+from genq.server.ratelimit import Rate, RateLimiter
+from genq.server.security import SecureStarlette, artifact_headers
 from genq.server.ui import ui_routes
 from genq.store.base import Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
+MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
+# Wrong API keys a client address may present before it must wait: ten, then one a
+# minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
+AUTH_FAILURES = Rate(1 / 60, burst=10)
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 
@@ -56,6 +65,7 @@ class ServerSettings:
     workers: bool = True
     shutdown_grace: float = 10.0
     keys: ApiKeys = field(default_factory=ApiKeys)
+    rate_limit: Rate | None = None  # requests per API key, unless its entry says otherwise
 
 
 @dataclass
@@ -67,6 +77,8 @@ class ServerState:
     engine: Engine
     activity: Activity = field(default_factory=Activity)
     feed: JobFeed = field(default_factory=JobFeed)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    streams_by_owner: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -87,7 +99,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     settings = settings or ServerSettings()
     metrics = Metrics()
     engine = Engine(app, store, workers=settings.workers,
-                    shutdown_grace=settings.shutdown_grace)
+                    shutdown_grace=settings.shutdown_grace, on_loop_block=metrics.loop_block)
     state = ServerState(app, store, settings, metrics, engine)
     store.subscribe_jobs(state.on_job_changed)
 
@@ -107,8 +119,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/openapi.json", openapi_endpoint),
         Route("/api/functions", list_functions),
         Route("/api/functions/{name}", get_function),
-        Route("/api/jobs", submit_job, methods=["POST"]),
-        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/api/jobs/{job_id}", get_job),
         Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/result", job_result),
@@ -118,7 +129,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/stats", stats),
     ]
     routes += ui_routes()
-    server = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    server = SecureStarlette(routes=routes, lifespan=lifespan, exception_handlers={
         GenqError: genq_error_handler, HTTPException: http_error_handler,
     })
     server.state.genq = state
@@ -138,7 +149,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 async def genq_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GenqError)
     headers = {}
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -148,13 +159,43 @@ async def genq_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _json({"error": {"code": code, "message": exc.detail}}, exc.status_code)
+    # Starlette's own headers, such as the Allow list a 405 must carry (RFC 9110).
+    return _json({"error": {"code": code, "message": exc.detail}}, exc.status_code,
+                 dict(exc.headers or {}))
 
 
 def _caller(request: Request) -> tuple[ServerState, str]:
     """The server state and the owner the request's API key stands for."""
+    state, caller = _authenticated(request)
+    return state, caller.owner
+
+
+def _authenticated(request: Request) -> tuple[ServerState, Caller]:
+    """Who is calling, charged one request against their key's rate limit.
+
+    A client address that presented too many wrong keys is refused (429) before its
+    key is even looked at."""
     state = _state(request)
-    return state, state.settings.keys.owner_for(request)
+    address = f"addr:{request.client.host if request.client else '?'}"
+    state.limiter.check(address, AUTH_FAILURES, "requests with a wrong API key")
+    try:
+        caller = state.settings.keys.caller_for(request)
+    except Unauthorized:
+        with contextlib.suppress(RateLimited):  # this one still gets its 401
+            state.limiter.charge(address, AUTH_FAILURES)
+        raise
+    rate = caller.rate or state.settings.rate_limit
+    if rate is not None:
+        state.limiter.charge(f"key:{caller.key_id}", rate)
+    return state, caller
+
+
+def _admin(request: Request, what: str) -> ServerState:
+    state, caller = _authenticated(request)
+    if not caller.admin:
+        raise Forbidden(f"{what} covers every owner's jobs: it needs an admin API key "
+                        "('KEY=OWNER admin' in GENQ_API_KEYS)")
+    return state
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
@@ -166,8 +207,14 @@ async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
 
 # -- endpoints ---------------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
-    """Liveness plus the cluster as the store sees it: every worker on any machine."""
+    """Liveness plus the cluster as the store sees it: every worker on any machine.
+
+    Load balancers call it without a key; the cluster figures (which say how busy
+    every owner keeps it) are only for an admin key, or an open loopback server."""
     state = _state(request)
+    if state.settings.keys.enabled and (presented_key(request) is None
+                                        or not _authenticated(request)[1].admin):
+        return _json({"status": "ok"})
     worker = state.engine.worker
     workers = await state.store.workers()
     running = await state.store.running_counts()
@@ -179,7 +226,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    state = _state(request)
+    state = _admin(request, "/metrics")
     running = await state.store.running_counts()
     for name in state.app.functions:
         state.metrics.queue_depth.labels(name).set(await state.store.queue_depth(name))
@@ -226,9 +273,23 @@ async def _read_json_body(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes",
                                   limit=limit)
     try:
-        return json.loads(body or b"{}")
+        return json.loads(body or b"{}", parse_constant=_not_json)
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json recurses per level: "[[[[...]]]]" exhausts the stack
+        raise BadRequest("the request body is nested too deeply") from None
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity are not JSON; accepted, they would come back in job views as
+    tokens no JSON parser reads."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+async def jobs_collection(request: Request) -> Response:
+    """/api/jobs: one route for both methods, so a 405 lists both in its Allow header
+    (with a route per method, Starlette names only the first one's)."""
+    return await (submit_job(request) if request.method == "POST" else list_jobs(request))
 
 
 async def submit_job(request: Request) -> Response:
@@ -242,8 +303,8 @@ async def submit_job(request: Request) -> Response:
     priority = body.get("priority")
     if not isinstance(inputs, dict):
         raise BadRequest('"input" must be an object of parameter values')
-    if priority is not None and not isinstance(priority, int):
-        raise BadRequest('"priority" must be an integer')
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        raise BadRequest('"priority" must be an integer', field="priority")
     try:
         submitted = await state.jobs.submit(
             owner, function, inputs, priority=priority,
@@ -291,8 +352,10 @@ async def list_jobs(request: Request) -> Response:
         try:
             before = float(q["before"])
         except ValueError:
+            before = math.nan
+        if not math.isfinite(before):  # nan: no rows on SQLite, an error on Redis
             raise BadRequest("query parameter 'before' must be a timestamp",
-                             field="before") from None
+                             field="before")
     jobs = await state.jobs.list_jobs(owner, function=q.get("function") or None, status=status,
                                  limit=limit, before=before)
     views = [await _job_view(state, j) for j in jobs]
@@ -329,10 +392,14 @@ def _resume_point(request: Request) -> int:
     raw = (request.headers.get("last-event-id") or request.query_params.get("last_event_id")
            or request.query_params.get("after") or "0")
     try:
-        return max(0, int(raw))
+        after = max(0, int(raw))
     except ValueError:
         raise BadRequest("Last-Event-ID must be an event id (an integer)",
                          field="last_event_id") from None
+    if after > MAX_EVENT_ID:  # past what either store can hold or compare
+        raise BadRequest(f"Last-Event-ID must be at most {MAX_EVENT_ID}",
+                         field="last_event_id")
+    return after
 
 
 async def job_events(request: Request) -> Response:
@@ -351,15 +418,16 @@ async def job_events(request: Request) -> Response:
             # A batch (events committed together) goes out as one write, not one per event.
             yield "".join(map(_sse_frame, batch)).encode()
 
-    return _sse_response(request, stream())
+    return _sse_response(request, owner, stream())
 
 
 async def get_artifact(request: Request) -> Response:
     state, owner = _caller(request)
     ref, data = await state.jobs.artifact(owner, request.path_params["artifact_id"])
-    return Response(data, media_type=ref.content_type, headers={
-        "Content-Disposition": f'inline; filename="{ref.name}"',
-        "Cache-Control": "private, max-age=31536000, immutable",
+    # Untrusted bytes: HTML, SVG and the like only ever as a download (security.py).
+    media_type, headers = artifact_headers(ref.content_type, ref.name)
+    return Response(data, media_type=media_type, headers={
+        **headers, "Cache-Control": "private, max-age=31536000, immutable",
     })
 
 
@@ -371,18 +439,22 @@ def _sse_frame(event: Event) -> str:
     return f"id: {event.id}\r\nevent: {event.type.value}\r\ndata: {data}\r\n\r\n"
 
 
-def _sse_response(request: Request,
+def _sse_response(request: Request, owner: str,
                   events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
     state = _state(request)
 
     async def counted() -> AsyncIterator[ServerSentEvent | bytes]:
         state.metrics.stream_opened()
+        state.streams_by_owner[owner] += 1
         try:
             yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
             async for event in events:
                 yield event
         finally:
             state.metrics.stream_closed()
+            state.streams_by_owner[owner] -= 1
+            if not state.streams_by_owner[owner]:
+                del state.streams_by_owner[owner]
 
     return EventSourceResponse(counted(), ping=state.settings.heartbeat,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -404,23 +476,29 @@ async def all_events(request: Request) -> Response:
             del view["owner"]
             yield ServerSentEvent(json.dumps(view, separators=(",", ":")), event="job")
 
-    return _sse_response(request, stream())
+    return _sse_response(request, owner, stream())
 
 
 async def stats(request: Request) -> Response:
     """GET /api/stats: queue depth, running jobs, throughput, latency, failures, workers:
-    the whole cluster, read from the store, whichever front end answers."""
-    state, _ = _caller(request)
+    the whole cluster, read from the store, whichever front end answers.
+
+    Throughput, latency, failures and stream counts are the caller's own unless the key
+    is an admin's; queue depth, running jobs and workers are the shared capacity every
+    caller waits for, as a queue position already shows."""
+    state, caller = _authenticated(request)
+    mine = None if caller.admin else caller.owner
     running = await state.store.running_counts()
     functions = {}
     for name, spec in state.app.functions.items():
         functions[name] = {
             "queue_depth": await state.store.queue_depth(name),
             "running": running.get(name, 0), "concurrency": spec.options.concurrency,
-            **state.activity.summary(name),
+            **state.activity.summary(name, owner=mine),
         }
     workers = [{**w.to_dict(), "healthy": True} for w in await state.store.workers()]
     return _json({"functions": functions, "workers": workers,
-                  "streams": state.metrics.connected_streams,
+                  "streams": state.metrics.connected_streams if caller.admin
+                  else state.streams_by_owner[caller.owner],
                   "uptime": time.time() - state.started_at})
 

@@ -25,6 +25,7 @@ FEED_BUFFER = 1000  # updates a slow feed subscriber may fall behind before a re
 @dataclass(frozen=True, slots=True)
 class _Finished:
     at: float
+    owner: str
     function: str
     status: JobStatus
     wait: float | None
@@ -44,7 +45,7 @@ class Activity:
     def __init__(self, window: float = WINDOW) -> None:
         self.window = window
         self._finished: deque[_Finished] = deque()
-        self.totals: Counter[tuple[str, str]] = Counter()
+        self.totals: Counter[tuple[str, str, str]] = Counter()  # owner, function, status
 
     def observe(self, job: Job) -> None:
         if not job.status.terminal:
@@ -53,18 +54,20 @@ class Activity:
         wait = None if job.started_at is None else max(0.0, job.started_at - job.created_at)
         run = (None if job.started_at is None or job.finished_at is None
                else max(0.0, job.finished_at - job.started_at))
-        self._finished.append(_Finished(now, job.function, job.status, wait, run))
-        self.totals[(job.function, job.status.value)] += 1
+        self._finished.append(_Finished(now, job.owner, job.function, job.status, wait, run))
+        self.totals[(job.owner, job.function, job.status.value)] += 1
         self._trim(now)
 
     def _trim(self, now: float) -> None:
         while self._finished and self._finished[0].at < now - self.window:
             self._finished.popleft()
 
-    def summary(self, function: str) -> dict[str, Any]:
+    def summary(self, function: str, owner: str | None = None) -> dict[str, Any]:
+        """Figures of ``function`` over every owner's jobs, or only ``owner``'s."""
         now = time.time()
         self._trim(now)
-        mine = [f for f in self._finished if f.function == function]
+        mine = [f for f in self._finished
+                if f.function == function and (owner is None or f.owner == owner)]
         runs = [f.run for f in mine if f.run is not None]
         latency = [f.run + f.wait for f in mine if f.run is not None and f.wait is not None]
         return {
@@ -72,8 +75,15 @@ class Activity:
             "failed_recent": sum(1 for f in mine if f.status is JobStatus.FAILED),
             "run_p50": _percentile(runs, 0.5), "run_p95": _percentile(runs, 0.95),
             "latency_p50": _percentile(latency, 0.5), "latency_p95": _percentile(latency, 0.95),
-            "totals": {status: n for (fn, status), n in self.totals.items() if fn == function},
+            "totals": self._totals(function, owner),
         }
+
+    def _totals(self, function: str, owner: str | None) -> dict[str, int]:
+        totals: Counter[str] = Counter()
+        for (who, fn, status), n in self.totals.items():
+            if fn == function and owner in (None, who):
+                totals[status] += n
+        return dict(totals)
 
 
 class JobFeed:
