@@ -396,8 +396,12 @@ def test_jobs_list_filters_and_updates_live(page: Page, server: ServerProcess) -
     server.wait_result(failed["id"])
     page.get_by_label("Function", exact=True).select_option("")
     page.get_by_label("Status", exact=True).select_option("failed")
+    expect(page).to_have_url(re.compile(r"/jobs\?status=failed$"))
     failed_row = page.locator(f'tr[data-job-id="{failed["id"]}"]')
     expect(failed_row).to_be_visible()
+    # The list of every status (after clearing the function) may still be on screen for
+    # a moment: wait for the filtered one rather than reading rows mid-swap.
+    expect(page.locator('.jobs-table tbody tr:not([data-status="failed"])')).to_have_count(0)
     statuses = page.locator(".jobs-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.status)")
     assert statuses and set(statuses) == {"failed"}
