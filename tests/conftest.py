@@ -16,3 +16,6 @@ from http_fixtures import (  # noqa: E402, F401
     make_server,
     server,
 )
+
+# -- browser tests (tests/test_ui*.py): Playwright and Debian's Chromium ----------------
+from ui_fixtures import browser, playwright  # noqa: E402, F401

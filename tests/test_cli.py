@@ -4,9 +4,12 @@ documented exit codes (0 ok, 1 failed, 2 usage/invalid input, 3 not found, 4 can
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,46 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(GENQ_BIN), *args], capture_output=True, text=True,
                           timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL)
+
+
+@dataclass
+class Served:
+    """A ``genq serve`` subprocess answering /healthz; ``stderr`` once it has stopped."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    http: httpx.Client
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Run ``genq serve ARGS`` (which must listen on ``port``) until the block ends, then
+    stop it with SIGTERM as a service manager would."""
+    proc = subprocess.Popen([str(GENQ_BIN), "serve", *args], env=env or cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    served = Served(proc, url, httpx.Client(base_url=url, timeout=5))
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                return served.http.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 30, what="genq serve to answer")
+        yield served
+    finally:
+        served.http.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, served.stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
 
 
 def test_run_streams_text_to_stdout(server: LiveServer) -> None:
@@ -152,80 +195,48 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
 def test_serve_on_a_public_address_with_keys_or_insecure_public(tmp_path: Path,
                                                                  how: str) -> None:
     port = free_port()
-    args = ["serve", "apps.http_app:app", "--host", "0.0.0.0", "--port", str(port),
+    args = ["apps.http_app:app", "--host", "0.0.0.0", "--port", str(port),
             "--db", str(tmp_path / "db.sqlite3"), "--log-level", "warning"]
     env = cli_env()
     if how == "insecure-public":
         args.append("--insecure-public")
     else:
         env["GENQ_API_KEYS"] = "key-a=alice"
-    proc = subprocess.Popen([str(GENQ_BIN), *args], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"  # bound on 0.0.0.0; tested over loopback only
-    try:
-        with httpx.Client(base_url=url, timeout=5) as http:
-            def healthy() -> bool:
-                assert proc.poll() is None, proc.communicate()[1]
-                try:
-                    return http.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_until(healthy, 30, what="genq serve to answer")
-            if how == "api-keys":
-                assert http.get("/api/jobs").status_code == 401
-                ran = genq("run", "--url", url, "--api-key", "key-a", "add", "--x", "2")
-                assert ran.returncode == 0, ran.stderr
-                assert ran.stdout.strip() == "2"
-                denied = genq("run", "--url", url, "add", "--x", "2")
-                assert denied.returncode != 0 and "API key" in denied.stderr
-            else:
-                ran = genq("run", "--url", url, "tokens", "--n", "3")
-                assert ran.returncode == 0 and ran.stdout.strip() == "t0 t1 t2"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
+    # Bound on 0.0.0.0; tested over loopback only.
+    with serving(port, *args, env=env) as served:
+        url = served.url
+        if how == "api-keys":
+            assert served.http.get("/api/jobs").status_code == 401
+            ran = genq("run", "--url", url, "--api-key", "key-a", "add", "--x", "2")
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.strip() == "2"
+            denied = genq("run", "--url", url, "add", "--x", "2")
+            assert denied.returncode != 0 and "API key" in denied.stderr
+        else:
+            ran = genq("run", "--url", url, "tokens", "--n", "3")
+            assert ran.returncode == 0 and ran.stdout.strip() == "t0 t1 t2"
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
-    assert proc.returncode in (0, -signal.SIGTERM), stderr
-    assert f"http://0.0.0.0:{port}" in stderr
+    assert served.proc.returncode in (0, -signal.SIGTERM), served.stderr
+    assert f"http://0.0.0.0:{port}" in served.stderr
 
 
 # -- retention -------------------------------------------------------------------------------
 def test_serve_retain_deletes_finished_jobs_after_the_window(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [str(GENQ_BIN), "serve", "apps.http_app:app", "--port", str(port), "--db",
-         str(tmp_path / "db.sqlite3"), "--log-level", "warning", "--retain", "2s"],
-        env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            def healthy() -> bool:
-                assert proc.poll() is None, proc.communicate()[1]
-                try:
-                    return http.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_until(healthy, 30, what="genq serve to answer")
-            job = submit(http, "add", x=2)
-            assert finished(http, job["id"])["result"] == 2
-            assert [j["id"] for j in http.get("/api/jobs").json()["jobs"]] == [job["id"]]
-            # Housekeeping (once a second) deletes it once it ended 2 s ago.
-            wait_until(lambda: http.get(f"/api/jobs/{job['id']}").status_code == 404, 20,
-                       interval=0.2, what="the finished job to be deleted")
-            assert http.get("/api/jobs").json()["jobs"] == []
-            gone = http.get(f"/api/jobs/{job['id']}/events")
-            assert gone.status_code == 404 and gone.json()["error"]["code"] == "job_not_found"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    assert "keeping finished jobs 2s" in stderr
+    with serving(port, "apps.http_app:app", "--port", str(port), "--db",
+                 str(tmp_path / "db.sqlite3"), "--log-level", "warning",
+                 "--retain", "2s") as served:
+        http = served.http
+        job = submit(http, "add", x=2)
+        assert finished(http, job["id"])["result"] == 2
+        assert [j["id"] for j in http.get("/api/jobs").json()["jobs"]] == [job["id"]]
+        # Housekeeping (once a second) deletes it once it ended 2 s ago.
+        wait_until(lambda: http.get(f"/api/jobs/{job['id']}").status_code == 404, 20,
+                   interval=0.2, what="the finished job to be deleted")
+        assert http.get("/api/jobs").json()["jobs"] == []
+        gone = http.get(f"/api/jobs/{job['id']}/events")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "job_not_found"
+    assert "keeping finished jobs 2s" in served.stderr
 
 
 def test_retain_must_be_a_duration(tmp_path: Path) -> None:

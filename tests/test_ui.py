@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-from ui_fixtures import CHROMIUM, ServerProcess, launch_chromium, running_server
+from playwright.sync_api import Browser, Page, expect
+from ui_fixtures import CHROMIUM, ServerProcess, running_server
 
 if not Path(CHROMIUM).exists():  # scripts/setup.sh installs it: missing is a failure
     raise RuntimeError(f"{CHROMIUM} is not installed (run scripts/setup.sh)")
@@ -27,21 +27,6 @@ def story_text(words: int) -> str:
 
 
 # -- fixtures ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch_chromium(playwright)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("ui") / "genq.sqlite3") as server:

@@ -25,11 +25,9 @@ from playwright.sync_api import (
     ConsoleMessage,
     Error,
     Page,
-    Playwright,
     expect,
-    sync_playwright,
 )
-from ui_fixtures import CHROMIUM, ServerProcess, launch_chromium, running_server
+from ui_fixtures import CHROMIUM, ServerProcess, running_server
 
 from genq.server.security import API_CSP, ARTIFACT_CSP
 from genq.server.ui import CONTENT_SECURITY_POLICY as UI_CSP
@@ -87,21 +85,6 @@ class Watch:
 
 
 # -- fixtures ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch_chromium(playwright)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("hostile") / "genq.sqlite3"
