@@ -12,10 +12,13 @@ its ``finally`` blocks and context managers run where they were entered.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import queue
 import threading
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -50,6 +53,7 @@ class SyncIteratorBridge(Generic[T]):
         self._stopped: str | None = None  # the consumer has gone: why
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: _LoopWaker | None = None
         self.return_value: Any = None
 
     def stop(self, reason: str = "consumer stopped") -> None:
@@ -61,10 +65,11 @@ class SyncIteratorBridge(Generic[T]):
     async def batches(self) -> AsyncIterator[list[T]]:
         """Lists of items in order; re-raises the producer's exception at the end."""
         self._loop = asyncio.get_running_loop()
+        self._waker = _waker_of(self._loop)
         # A thread of its own rather than a task group: an async generator must not hold a
         # cancel scope across ``yield``. A producer stuck inside next() cannot hold up
         # cancellation either: it is told to stop and exits at its next item.
-        threading.Thread(target=self._produce, name="genq-sync-iterator", daemon=True).start()
+        start_producer(self._produce)
         try:
             while True:
                 batch, done = await self._take()
@@ -110,12 +115,9 @@ class SyncIteratorBridge(Generic[T]):
     def _wake(self) -> None:
         """Called with the lock held, from the producer thread."""
         waiter = self._waiter
-        if waiter is not None and self._loop is not None:
+        if waiter is not None and self._waker is not None:
             self._waiter = None
-            try:
-                self._loop.call_soon_threadsafe(_resolve, waiter)
-            except RuntimeError:
-                pass  # loop closed: nobody is listening any more
+            self._waker.wake(waiter)
 
     def _produce(self) -> None:
         iterator: Iterator[T] = iter(self._iterable)
@@ -150,9 +152,92 @@ class SyncIteratorBridge(Generic[T]):
                 self._wake()
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class _ProducerThreads:
+    """Threads for the producers: reused when idle, started without making the loop wait.
+
+    ``threading.Thread.start()`` blocks until the new thread has run, which needs the
+    GIL: with hundreds of generator threads busy that cost the loop about 2 ms per job,
+    and 250 sync-generator jobs submitted at once got their first token 0.5 s late
+    (bench/bench_scale.py). ``_thread.start_new_thread`` returns at once, and a thread
+    that finished a producer waits a while for the next one (the steady state of a busy
+    server starts none). Like daemon threads, they never hold up interpreter exit.
+    """
+
+    IDLE = 30.0  # seconds an idle thread waits for the next producer before it exits
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def run(self, target: Callable[[], None]) -> None:
+        with self._lock:
+            self._work.put(target)
+            if self._idle > 0:
+                self._idle -= 1
+                return
+        _thread.start_new_thread(self._serve, ())
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                target = self._work.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    # Leave unless a producer was handed to this thread meanwhile.
+                    if self._idle > 0 and self._work.empty():
+                        self._idle -= 1
+                        return
+                continue
+            target()  # never raises: _produce hands every error to its consumer
+            with self._lock:
+                self._idle += 1
+
+
+start_producer = _ProducerThreads().run
+
+
+class _LoopWaker:
+    """Wakes consumers on one loop from producer threads, one loop wake-up for all.
+
+    With 250 generators each handing over 100 items a second, a ``call_soon_threadsafe``
+    per item meant 25,000 self-pipe writes a second and as many loop wake-ups; waiters
+    woken while a wake-up is pending ride along with it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[asyncio.Future[None]] = []
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._pending.append(waiter)
+            if len(self._pending) > 1:
+                return  # a wake-up is on its way
+        try:
+            self._loop.call_soon_threadsafe(self._resolve_all)
+        except RuntimeError:
+            pass  # loop closed: nobody is listening any more
+
+    def _resolve_all(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for waiter in pending:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary())
+_wakers_lock = threading.Lock()
+
+
+def _waker_of(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    with _wakers_lock:
+        waker = _wakers.get(loop)
+        if waker is None:
+            waker = _wakers[loop] = _LoopWaker(loop)
+        return waker
 
 
 async def iterate_in_thread(iterable: Iterable[T], *, buffer: int = DEFAULT_BUFFER
