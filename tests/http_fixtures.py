@@ -21,14 +21,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 
 from genq.app import App
+from genq.models import Job, new_job_id
 from genq.server import ApiKeys, ServerSettings, create_server
 from genq.server.api import ServerState
+from genq.store.base import SubmitPolicy
 from genq.store.sqlite import SQLiteStore
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -244,6 +247,24 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+
+def seed_jobs(db: Path, stamps: Sequence[float], owner: str = "local") -> list[str]:
+    """Queued ``add`` jobs with the given created_at times, written to the SQLite file
+    ``db`` before a server opens it (a server stamps jobs with the clock, and jobs that
+    share an instant are what paging must not skip or repeat). Ids newest first."""
+    async def seed() -> list[Job]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            return [(await store.create_job(Job(
+                id=new_job_id(), function="add", input={"x": i}, owner=owner,
+                created_at=stamp), SubmitPolicy())).job for i, stamp in enumerate(stamps)]
+        finally:
+            await store.close()
+
+    jobs = anyio.run(seed)
+    return [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
 
 
 def submit(http: httpx.Client, function: str, status: int = 201, headers: dict[str, str]

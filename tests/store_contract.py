@@ -19,6 +19,8 @@ Writes that the protocol does not promise to be durable on return (``append_even
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -151,6 +153,79 @@ class StoreContract:
         assert await store.queue_position(high1.id) is None  # running: not queued
         now = [await store.queue_position(j.id) for j in (high2, low1, low2, low3)]
         assert now == [1, 2, 3, 4]
+
+    async def test_positions_match_the_claim_order_after_random_changes(
+            self, store: Store) -> None:
+        """queue_position against a brute-force ordering (priority, then arrival) after
+        random submits, cancels, claims, re-queues, retries that wait out a delay (no
+        place), ends and expiries, with mixed priorities over two functions."""
+        rng = random.Random(20240610)
+        t0 = time.time()
+        arrival = itertools.count()
+        ready: dict[str, dict[str, tuple[int, int]]] = {"render": {}, "caption": {}}
+        info: dict[str, tuple[str, int, bool]] = {}  # id -> (function, priority, expires?)
+        running: dict[str, Lease] = {}
+        waiting: set[str] = set()  # retries waiting out their delay
+        started: set[str] = set()
+
+        def order(fn: str) -> list[str]:
+            return [j for j, _ in sorted(ready[fn].items(), key=lambda kv: kv[1])]
+
+        async def check() -> None:
+            for fn in ready:
+                assert [await store.queue_position(j) for j in order(fn)] == list(
+                    range(1, len(ready[fn]) + 1))
+            for job_id in [*running, *waiting]:
+                assert await store.queue_position(job_id) is None
+
+        for step in range(260):
+            fn = rng.choice(["render", "render", "caption"])
+            roll = rng.random()
+            if roll < 0.42:
+                priority = rng.choice([0, 0, 0, 1, 5, -3])
+                expires = rng.random() < 0.2
+                job = await submit(store, fn, priority=priority,
+                                   expires_at=t0 + 600 if expires else None)
+                ahead = sum(1 for p, _ in ready[fn].values() if p <= -priority)
+                [queued] = await store.read_events(job.id)
+                assert queued.data["position"] == ahead + 1
+                ready[fn][job.id] = (-priority, next(arrival))
+                info[job.id] = (fn, priority, expires)
+            elif roll < 0.55 and (queued_ids := [*ready[fn], *waiting]):
+                victim = rng.choice(sorted(queued_ids))
+                assert (await store.cancel(victim)).status is JobStatus.CANCELLED
+                ready[fn].pop(victim, None)
+                waiting.discard(victim)
+            elif roll < 0.72:
+                claimed = await store.claim([fn], "w1", 3600)
+                expected = order(fn)
+                assert (claimed.id if claimed else None) == (expected[0] if expected else None)
+                if claimed is not None:
+                    del ready[fn][claimed.id]
+                    running[claimed.id] = claimed.lease
+                    started.add(claimed.id)
+            elif roll < 0.92 and running:
+                job_id = rng.choice(sorted(running))
+                lease = running.pop(job_id)
+                job_fn, priority, _ = info[job_id]
+                action = rng.choice(["requeue", "retry", "finish"])
+                if action == "requeue":  # back at once, behind its priority's jobs
+                    await store.requeue(job_id, "shutdown", lease)
+                    ready[job_fn][job_id] = (-priority, next(arrival))
+                elif action == "retry":  # waits an hour: queued, but in no line yet
+                    await store.retry(job_id, 3600, {"type": "E", "message": "m"}, lease)
+                    waiting.add(job_id)
+                else:
+                    await store.finish(job_id, JobStatus.SUCCEEDED, lease=lease)
+            elif roll >= 0.92 and step > 130:
+                await store.housekeep(t0 + 1200)  # expires never-started jobs that may
+                for line in ready.values():
+                    for job_id in [j for j in line if info[j][2] and j not in started]:
+                        del line[job_id]
+            if step % 10 == 0:
+                await check()
+        await check()
+        assert sum(len(line) for line in ready.values()) > 5 and waiting and running
 
     async def test_queue_depth_counts_queued_jobs_per_function(self, store: Store) -> None:
         assert await store.queue_depth("render") == 0
@@ -451,6 +526,95 @@ class StoreContract:
     async def test_follow_of_an_unknown_job_raises(self, store: Store) -> None:
         with pytest.raises(JobNotFound):
             await follow_all(store, new_job_id())
+
+    async def test_many_followers_joining_anywhere_get_the_rest_once(
+            self, store: Store) -> None:
+        """Followers from the start and followers resuming mid-stream (as a reconnect
+        with Last-Event-ID), joining while the job writes: each gets every event after
+        its cursor exactly once, in order, equal to the log as read, and ends after the
+        terminal event."""
+        job = await submit(store)
+        lease = (await claim_one(store)).lease
+        results: dict[int, tuple[int, list[Event]]] = {}
+
+        async def follow(key: int, after: int) -> None:
+            got: list[Event] = []
+            async for batch in store.follow(job.id, after):
+                assert batch, "follow never yields an empty batch"
+                got.extend(batch)
+            results[key] = (after, got)
+
+        chunks = 240
+        with anyio.fail_after(WAIT * 3):
+            async with anyio.create_task_group() as tg:
+                for key in range(12):
+                    tg.start_soon(follow, key, 0)
+                await anyio.sleep(0.01)
+                for i in range(chunks):
+                    await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": i})],
+                                              lease)
+                    if i % 20 == 0:
+                        tg.start_soon(follow, 1000 + i, 0)
+                        tg.start_soon(follow, 2000 + i, 2 + max(0, i - 7))
+                        await anyio.sleep(0.002)
+                    elif i % 5 == 0:
+                        await anyio.lowlevel.checkpoint()
+                await store.finish(job.id, JobStatus.SUCCEEDED, result="fin", lease=lease)
+        everything = await store.read_events(job.id)
+        assert [e.id for e in everything] == list(range(1, chunks + 4))
+        assert len(results) == 12 + 2 * (chunks // 20)
+        for after, got in results.values():
+            assert got == everything[after:]
+
+    async def test_a_follower_far_behind_still_gets_every_event_once(
+            self, store: Store) -> None:
+        """A follower that stops reading while the job writes far more than any buffer
+        holds: when it reads again it gets the rest from the log, nothing lost or
+        doubled, in order, then the end."""
+        job = await submit(store)
+        lease = (await claim_one(store)).lease
+        await events_until(store, job.id, 2)
+        stream = store.follow(job.id)
+        got: list[Event] = []
+        try:
+            with anyio.fail_after(WAIT * 6):
+                got.extend(await anext(stream))  # queued, started: read from the log
+                await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": -1})],
+                                          lease)
+                got.extend(await anext(stream))  # following live now
+                for i in range(50):  # 25,000 events while the follower reads nothing
+                    await store.append_events(job.id, [
+                        (EventType.OUTPUT, {"chunk": i * 500 + j}) for j in range(500)], lease)
+                await store.finish(job.id, JobStatus.SUCCEEDED, lease=lease)
+                async for batch in stream:
+                    got.extend(batch)
+        finally:
+            await _aclose(stream)
+        assert [e.id for e in got] == list(range(1, 25_005))
+        assert [e.data["chunk"] for e in got[2:-1]] == list(range(-1, 25_000))
+        assert got[-1].type is EventType.SUCCEEDED
+
+    async def test_a_follower_past_the_end_of_a_live_job_ends_with_it(
+            self, store: Store) -> None:
+        job = await submit(store)
+        lease = (await claim_one(store)).lease
+        await events_until(store, job.id, 2)
+        batches: list[list[Event]] = []
+
+        async def follow() -> None:
+            async for batch in store.follow(job.id, after=50):  # a cursor from elsewhere
+                batches.append(batch)
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await anyio.sleep(0.02)
+                await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": 0})], lease)
+                await store.finish(job.id, JobStatus.SUCCEEDED, lease=lease)
+        assert batches == []  # nothing after id 50, and it ended with the job
+        # A finished job's follower gets the rest of the log at once, then the end.
+        assert shape([e for b in await follow_all(store, job.id, after=2) for e in b]) == [
+            (3, "output"), (4, "succeeded")]
 
     async def test_wait_terminal_returns_the_finished_job(self, store: Store) -> None:
         job = await submit(store)
@@ -947,6 +1111,49 @@ class StoreContract:
             pages.extend(ids(page))
             before = page[-1].created_at
         assert pages == newest_first
+
+    async def test_list_jobs_pages_jobs_of_one_instant_each_once(self, store: Store) -> None:
+        """Jobs sharing a created_at across page boundaries: paged on (created_at, id)
+        with small limits, every job comes exactly once, newest first (ties: higher id
+        first), through every listing path (all, an owner's, a status, live ones)."""
+        instant = time.time() - 500
+        stamps = [instant] * 17 + [instant - 1] * 3 + [instant + 1] * 2
+        jobs = [await submit(store, owner="alice", created_at=t) for t in stamps]
+        jobs.append(await submit(store, owner="bob", created_at=instant))
+        for job in jobs[::3]:
+            await store.cancel(job.id)
+        cancelled = {j.id for j in jobs[::3]}
+
+        def newest_first(which: list[Job]) -> list[str]:
+            return [j.id for j in sorted(which, key=lambda j: (j.created_at, j.id),
+                                         reverse=True)]
+
+        alice = [j for j in jobs if j.owner == "alice"]
+        cases: list[tuple[dict[str, Any], list[str]]] = [
+            ({}, newest_first(jobs)),
+            ({"owner": "alice"}, newest_first(alice)),
+            ({"owner": "alice", "status": JobStatus.CANCELLED},
+             newest_first([j for j in alice if j.id in cancelled])),
+            ({"status": JobStatus.QUEUED}, newest_first([j for j in jobs
+                                                          if j.id not in cancelled])),
+        ]
+        for filters, expected in cases:
+            for limit in (1, 4, 7):
+                seen: list[str] = []
+                before: float | None = None
+                before_id: str | None = None
+                for _ in range(len(jobs) + 2):
+                    page = await store.list_jobs(limit=limit, before=before,
+                                                 before_id=before_id, **filters)
+                    assert len(page) <= limit
+                    if not page:
+                        break
+                    seen.extend(j.id for j in page)
+                    before, before_id = page[-1].created_at, page[-1].id
+                assert seen == expected, (filters, limit)
+        # A plain time still means "created strictly before it".
+        assert [j.id for j in await store.list_jobs(before=instant)] == newest_first(
+            jobs[17:20])
 
     async def test_subscribe_jobs_reports_each_status_change(self, store: Store) -> None:
         send, receive = anyio.create_memory_object_stream[tuple[str, JobStatus, int]](100)

@@ -6,16 +6,20 @@ What a caller of the HTTP API sees: status codes, JSON bodies, headers, and the 
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from apps import http_app
 from http_fixtures import (
     LiveServer,
+    ServerFactory,
     error_of,
     event_log,
     finished,
     iter_sse,
+    seed_jobs,
     submit,
     wait_until,
 )
@@ -106,6 +110,34 @@ def test_list_pages_with_next_and_before(idle_http: httpx.Client) -> None:
         assert pages < 10
     assert seen == created[::-1]  # every job once, newest first, across pages
     assert pages == 3
+
+
+def test_list_pages_through_jobs_of_one_instant(make_server: ServerFactory,
+                                                tmp_path: Path) -> None:
+    """Many jobs created in the same instant, paged two at a time with ``next``: each
+    comes exactly once, newest first (ties by id). A plain timestamp still works as
+    ``before``; a malformed one is a 400 naming the parameter."""
+    instant = time.time() - 100
+    db = tmp_path / "ties.sqlite3"
+    newest_first = seed_jobs(db, [instant - 1] * 2 + [instant] * 9 + [instant + 1])
+    live = make_server(db=db, workers=False)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        seen: list[str] = []
+        params: dict[str, Any] = {"limit": 2}
+        for _ in range(20):
+            body = http.get("/api/jobs", params=params).json()
+            seen += [j["id"] for j in body["jobs"]]
+            if body["next"] is None:
+                break
+            assert isinstance(body["next"], str)
+            params["before"] = body["next"]
+        assert seen == newest_first
+        body = http.get("/api/jobs", params={"before": repr(instant)}).json()
+        assert [j["id"] for j in body["jobs"]] == newest_first[-2:]
+        for bad in ("yesterday", "nan", "inf", f"{instant!r}:", ":abc"):
+            error = error_of(http.get("/api/jobs", params={"before": bad}), 400,
+                             "bad_request")
+            assert error["field"] == "before"
 
 
 # -- cancel and result -----------------------------------------------------------------

@@ -24,6 +24,7 @@ from http_fixtures import (
     ServerFactory,
     event_log,
     free_port,
+    seed_jobs,
     wait_until,
 )
 
@@ -167,6 +168,51 @@ def test_client_errors(idle_server: LiveServer, keyed_server: LiveServer) -> Non
     dead = f"http://127.0.0.1:{free_port()}"
     with genq.Client(dead, retry_for=0.5) as client, pytest.raises(ConnectionLost):
         client.get("anything")
+
+
+def test_clients_page_through_jobs_of_one_instant(make_server: ServerFactory,
+                                                  tmp_path: Path) -> None:
+    """``list_jobs(before=<the last job of a page>)`` pages on (created_at, id) in the
+    HTTP client and in app.local(): jobs sharing an instant each come once, newest
+    first. The API's ``next`` cursor works as ``before`` too."""
+    instant = time.time() - 100
+    stamps = [instant] * 7 + [instant - 1] * 2 + [instant + 1]
+    remote_db, local_db = tmp_path / "remote.sqlite3", tmp_path / "local.sqlite3"
+    remote_expected, local_expected = seed_jobs(remote_db, stamps), seed_jobs(local_db, stamps)
+    live = make_server(db=remote_db, workers=False)
+
+    def pages(list_jobs: Any) -> list[str]:
+        seen: list[str] = []
+        before = None
+        for _ in range(20):
+            page = list_jobs(limit=3, before=before)
+            if not page:
+                break
+            seen += [j.id for j in page]
+            before = page[-1]
+        return seen
+
+    with genq.Client(live.url) as client:
+        assert pages(client.list_jobs) == remote_expected
+        cursor = httpx.get(f"{live.url}/api/jobs", params={"limit": 4}).json()["next"]
+        assert [j.id for j in client.list_jobs(before=cursor)] == remote_expected[4:]
+        with pytest.raises(RemoteError) as bad:
+            client.list_jobs(before="soon")
+        assert bad.value.status == 400 and bad.value.code == "bad_request"
+
+    async def in_process() -> None:
+        async with app.local(local_db, workers=False) as local:
+            seen: list[str] = []
+            before = None
+            while page := await local.list_jobs(limit=3, before=before):
+                seen += [j.id for j in page]
+                before = page[-1]
+            assert seen == local_expected
+            assert [j.id for j in await local.list_jobs(before=instant)] == local_expected[-2:]
+            with pytest.raises(ValueError, match="before must be a timestamp"):
+                await local.list_jobs(before="soon")
+
+    anyio.run(in_process)
 
 
 # -- chaos: connections dropped at random points ------------------------------------------

@@ -205,8 +205,9 @@ async def test_followers_end_quietly_when_the_store_closes(tmp_path: Path) -> No
 @pytest.mark.anyio
 async def test_listing_and_retention_queries_read_an_index(tmp_path: Path) -> None:
     """Every query behind GET /api/jobs (one owner's jobs, by function and/or status, a
-    page ``before`` a time) and the retention sweep searches an index in the order it
-    answers: no scan of the jobs table and no sort, however many jobs it holds."""
+    page ``before`` a time or a (time, id) cursor) and the retention sweep searches an
+    index in the order it answers: no scan of the jobs table and no sort, however many
+    jobs it holds."""
     import sqlite3
 
     path = tmp_path / "genq.sqlite3"
@@ -225,15 +226,16 @@ async def test_listing_and_retention_queries_read_an_index(tmp_path: Path) -> No
         for owner in ("user1", None):
             for function in ("render", None):
                 for status in (JobStatus.CANCELLED, None):
-                    for before in (time.time(), None):
+                    for before, before_id in ((time.time(), None), (None, None),
+                                              (time.time(), "f" * 32)):
                         await store.list_jobs(owner=owner, function=function, status=status,
-                                              before=before)
+                                              before=before, before_id=before_id)
         await store.purge_finished(time.time() - 3600, 100)
         reader.set_trace_callback(None)
     finally:
         await store.close()
     selects = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 17
+    assert len(selects) == 25
     with sqlite3.connect(path) as conn:
         for sql in selects:
             plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -241,8 +243,56 @@ async def test_listing_and_retention_queries_read_an_index(tmp_path: Path) -> No
             # Without an owner (no API call lists every owner's jobs), the newest-first
             # walk of jobs_by_created is still an index, in order.
             assert "SEARCH jobs USING" in plan or (
-                not owner_given and "SCAN jobs USING INDEX jobs_by_created" in plan), (sql, plan)
+                not owner_given and "SCAN jobs USING INDEX jobs_by_created_id" in plan), (
+                    sql, plan)
             assert "TEMP B-TREE" not in plan, (sql, plan)
+
+
+# -- live followers from memory ----------------------------------------------------------
+@pytest.mark.anyio
+async def test_followers_slower_than_the_writer_overflow_and_catch_up(tmp_path: Path) -> None:
+    """Buffers of 16 events against a writer of batches up to 40: the slow followers'
+    buffers overflow again and again, each time they read the file from their last id
+    and return to the feed; every one still gets every event once, in order, and the
+    fast followers get the very same log."""
+    store = SQLiteStore(tmp_path / "genq.sqlite3", follow_buffer=16)
+    await store.open()
+    try:
+        job = await store.create_job(make_job(), SubmitPolicy())
+        claimed = await store.claim(["render"], "w1", LEASE)
+        assert claimed is not None and claimed.lease is not None
+        lease = claimed.lease
+        got: dict[str, list[list[int]]] = {}
+
+        async def follow(name: str, pause: float) -> None:
+            batches = got.setdefault(name, [])
+            async for batch in store.follow(job.job.id):
+                batches.append([e.id for e in batch])
+                await anyio.sleep(pause)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(follow, f"slow{i}", 0.02)
+                    tg.start_soon(follow, f"fast{i}", 0)
+                await anyio.sleep(0.01)
+                written = 2
+                for i in range(120):
+                    n = 1 + (i * 7) % 40
+                    await store.append_events(job.job.id, [
+                        (EventType.OUTPUT, {"chunk": written + j}) for j in range(n)], lease)
+                    written += n
+                    if i % 4 == 0:
+                        await anyio.sleep(0.005)
+                await store.finish(job.job.id, JobStatus.SUCCEEDED, lease=lease)
+        total = written + 1
+        for name, batches in got.items():
+            assert [i for b in batches for i in b] == list(range(1, total + 1)), name
+        # The slow ones fell behind: some of their batches are larger than a buffer,
+        # which only a read of the file (up to 1,000 rows) hands out.
+        assert all(max(map(len, got[f"slow{i}"])) > 16 for i in range(3))
+    finally:
+        await store.close()
 
 
 # -- crash recovery with a real kill -9 ------------------------------------------------

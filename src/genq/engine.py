@@ -60,9 +60,10 @@ class JobService:
 
     async def list_jobs(self, owner: str, *, function: str | None = None,
                    status: JobStatus | None = None, limit: int = 50,
-                   before: float | None = None) -> list[Job]:
+                   before: float | None = None, before_id: str | None = None) -> list[Job]:
+        """Newest first; ``before``/``before_id`` page as ``Store.list_jobs`` says."""
         return await self.store.list_jobs(owner=owner, function=function, status=status,
-                                          limit=limit, before=before)
+                                          limit=limit, before=before, before_id=before_id)
 
     async def queue_position(self, job: Job) -> int | None:
         return (await self.store.queue_position(job.id)

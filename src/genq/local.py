@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from genq import paging
 from genq.app import App
 from genq.client.base import AsyncClientBase
 from genq.client.sync import SyncClient
@@ -51,10 +52,13 @@ class LocalClient(AsyncClientBase):
 
     async def list_jobs(self, *, function: str | None = None,
                         status: str | JobStatus | None = None, limit: int = 50,
-                        before: float | None = None) -> list[Job]:
-        """My jobs, newest first; ``status`` as a name (like AsyncClient's) or JobStatus."""
-        return await self.jobs.list_jobs(self.owner, function=function, limit=limit, before=before,
-                                    status=None if status is None else JobStatus(status))
+                        before: paging.Before = None) -> list[Job]:
+        """My jobs, newest first; ``status`` as a name (like AsyncClient's) or JobStatus.
+        Next page: ``before=`` the last job of this one (as AsyncClient.list_jobs)."""
+        stamp, before_id = paging.split(before)
+        return await self.jobs.list_jobs(self.owner, function=function, limit=limit,
+                                         before=stamp, before_id=before_id,
+                                         status=None if status is None else JobStatus(status))
 
 
 class LocalRunner:

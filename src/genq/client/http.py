@@ -35,7 +35,7 @@ import anyio
 import httpx
 from httpx_sse import EventSource
 
-from genq import errors
+from genq import errors, paging
 from genq.client.base import AsyncClientBase
 from genq.client.sync import LoopThread, SyncClient
 from genq.models import Event, EventType, Job, JobStatus
@@ -238,9 +238,13 @@ class AsyncClient(AsyncClientBase):
         return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
 
     async def list_jobs(self, *, function: str | None = None, status: str | None = None,
-                        limit: int = 50, before: float | None = None) -> list[Job]:
+                        limit: int = 50, before: paging.Before = None) -> list[Job]:
+        """My jobs, newest first. Next page: ``before=`` the last job of this one (or
+        the API's ``next`` cursor; a plain timestamp still works, but jobs that share the
+        boundary's instant may be skipped)."""
         params: dict[str, Any] = {"limit": limit}
-        for name, value in (("function", function), ("status", status), ("before", before)):
+        for name, value in (("function", function), ("status", status),
+                            ("before", paging.query_value(before))):
             if value is not None:
                 params[name] = value
         data = (await self._request("GET", "/api/jobs", params=params)).json()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from genq import paging
 from genq.app import App
 from genq.engine import Engine, JobService
 from genq.errors import GenqError, QueueFull, RateLimited
@@ -336,7 +336,10 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def list_jobs(request: Request) -> Response:
-    """GET /api/jobs?function=&status=&limit=&before= (newest first; ``next`` pages)."""
+    """GET /api/jobs?function=&status=&limit=&before= (newest first; ``next`` pages).
+
+    ``before`` is the previous page's ``next`` (``"<created_at>:<id>"``, genq.paging) or,
+    as before cursors existed, a plain timestamp."""
     state, owner = _caller(request)
     q = request.query_params
     status = None
@@ -347,19 +350,16 @@ async def list_jobs(request: Request) -> Response:
             raise BadRequest(f"unknown status {q['status']!r}; one of "
                              + ", ".join(s.value for s in JobStatus), field="status") from None
     limit = _int_param(request, "limit", 50, 1, 500)
-    before = None
+    before, before_id = None, None
     if q.get("before"):
-        try:
-            before = float(q["before"])
-        except ValueError:
-            before = math.nan
-        if not math.isfinite(before):  # nan: no rows on SQLite, an error on Redis
-            raise BadRequest("query parameter 'before' must be a timestamp",
-                             field="before")
+        try:  # nan: no rows on SQLite, an error on Redis; so refused, like inf
+            before, before_id = paging.parse(q["before"])
+        except ValueError as exc:
+            raise BadRequest(f"query parameter 'before' {exc}", field="before") from None
     jobs = await state.jobs.list_jobs(owner, function=q.get("function") or None, status=status,
-                                 limit=limit, before=before)
+                                 limit=limit, before=before, before_id=before_id)
     views = [await _job_view(state, j) for j in jobs]
-    cursor = jobs[-1].created_at if len(jobs) == limit else None
+    cursor = paging.cursor(jobs[-1]) if len(jobs) == limit else None
     return _json({"jobs": views, "next": cursor})
 
 

@@ -155,13 +155,17 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
                            "Only jobs in this status"),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
                            "At most this many (default 50)"),
-                    _query("before", {"type": "number"},
-                           "Only jobs created before this time (the previous page's next)"),
+                    _query("before", {"type": "string",
+                                      "pattern": r"^[^:]+(:.+)?$"},
+                           "The previous page's next (the cursor \"<created_at>:<id>\"), "
+                           "or a timestamp: only jobs created before it"),
                 ],
                 "responses": {"200": _json_response("Jobs, newest first", {
                     "type": "object", "required": ["jobs", "next"],
                     "properties": {"jobs": {"type": "array", "items": _JOB},
-                                   "next": _NULLABLE_NUMBER}}),
+                                   "next": {"type": ["string", "null"],
+                                            "description": "?before= of the next page; "
+                                            "null on the last"}}}),
                     **_BAD_QUERY, **_CALLER_ERRORS}},
         },
         "/api/jobs/{job_id}": {"get": {"summary": "A job", "parameters": [job_id],

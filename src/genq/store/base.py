@@ -80,8 +80,12 @@ class Store(Protocol):
         status: JobStatus | None = None,
         limit: int = 50,
         before: float | None = None,
+        before_id: str | None = None,
     ) -> list[Job]:
-        """Newest first; ``before`` pages on ``created_at``."""
+        """Newest first: by ``created_at``, then ``id``, both descending. ``before``
+        alone keeps jobs created strictly before it; with ``before_id``, jobs whose pair
+        (created_at, id) is below (before, before_id): the next page after the job with
+        that pair, none skipped or repeated when many share an instant (genq.paging)."""
 
     async def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to run of its function; None when not queued."""

@@ -32,6 +32,7 @@ import math
 import time
 import uuid
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -351,11 +352,17 @@ class RedisStore:
     @_retried
     async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
                         status: JobStatus | None = None, limit: int = 50,
-                        before: float | None = None) -> list[Job]:
+                        before: float | None = None,
+                        before_id: str | None = None) -> list[Job]:
         if status is JobStatus.QUEUED or status is JobStatus.RUNNING:
-            return await self._list_live(owner, function, status, limit, before)
+            return await self._list_live(owner, function, status, limit, before, before_id)
         index = self._key("idx", "owner", owner) if owner is not None else self._key("idx", "all")
-        top = "+inf" if before is None else f"({before!r}"
+        # Members of one score come in reverse byte order of the id, which is the order
+        # on (created_at, id). Paging on the pair reads the cursor's instant too (scores
+        # with it) and drops the ids at or above the cursor's.
+        tied = before is not None and before_id is not None
+        top = "+inf" if before is None else repr(before) if tied else f"({before!r}"
+        cursor_id = (before_id or "").encode()
         filtered = function is not None or status is not None
         # A filter may match few jobs: walk the index in growing pages, reading only the
         # two fields it tests, and the whole hash of the matches alone.
@@ -364,11 +371,13 @@ class RedisStore:
         found: list[Job] = []
         r = self._r()
         while len(found) < limit:
-            ids = _bytes_list(await r.zrevrangebyscore(index, top, "-inf",
-                                                       start=offset, num=page))
-            if not ids:
+            reply = await r.zrevrangebyscore(index, top, "-inf", start=offset, num=page,
+                                             withscores=tied)
+            if not reply:
                 break
-            offset += len(ids)
+            offset += len(reply)
+            ids = ([m for m, score in cast("list[tuple[bytes, float]]", reply)
+                    if score != before or m < cursor_id] if tied else _bytes_list(reply))
             if filtered:
                 page = min(page * 4, FILTERED_PAGE)
                 async with r.pipeline(transaction=False) as pipe:
@@ -392,7 +401,8 @@ class RedisStore:
         return found[:limit]
 
     async def _list_live(self, owner: str | None, function: str | None, status: JobStatus,
-                         limit: int, before: float | None) -> list[Job]:
+                         limit: int, before: float | None,
+                         before_id: str | None) -> list[Job]:
         """Queued or running jobs, from the queues and the lease set rather than a walk
         of every job ever listed: the cost follows the live jobs, not the history."""
         r = self._r()
@@ -418,7 +428,9 @@ class RedisStore:
              in zip(ids, fields, strict=True)
              if st == status.value.encode() and (owner is None or own == owner.encode())
              and (function is None or fn == function.encode())
-             and (before is None or float(created) < before)), reverse=True)[:limit]
+             and (before is None or (float(created) < before if before_id is None else
+                                     (float(created), job_id) < (before, before_id.encode())))),
+            reverse=True)[:limit]
         async with r.pipeline(transaction=False) as pipe:
             for _, job_id in wanted:
                 pipe.hgetall(self._key("job", job_id.decode()))
@@ -472,6 +484,19 @@ class RedisStore:
         job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        # A cursor past the log's end (a Last-Event-ID from elsewhere): the hub's XREAD
+        # from there would never see the terminal event, so follow from the end and
+        # yield nothing at or below the cursor.
+        async with contextlib.aclosing(self._follow(job, min(after, job.last_event_id))) \
+                as batches:
+            async for batch in batches:
+                if batch[0].id > after:
+                    yield batch
+                elif batch[-1].id > after:
+                    yield [e for e in batch if e.id > after]
+
+    async def _follow(self, job: Job, after: int) -> AsyncGenerator[list[Event], None]:
+        job_id = job.id
         while True:
             # Catch up by reading (at first, and whenever this follower fell too far
             # behind the live feed), then follow live from where the reading ended.

@@ -7,13 +7,17 @@ Shape, and why:
   Thousands of submissions or output chunks share one commit, so durability costs one
   fsync-free WAL append per batch instead of one per row, and the event loop never waits
   on disk. Calls that promise durability (submit, finish, cancel) await their op's commit.
-* **Live jobs in memory.** Queued and running jobs are mirrored in memory with a ready
-  heap per function, so claims, positions and limits are answered without a query. The
+* **Live jobs in memory.** Queued and running jobs are mirrored in memory with a sorted
+  ready list per function (claim order; an index in it is a queue position, O(log n)),
+  so claims, positions and limits are answered without a query. The
   file is the truth at start-up: ``open`` rebuilds the mirror and recovers jobs that were
   running when the previous process died.
 * **One owner process.** An exclusive lock file refuses a second process, since two
   mirrors of one file would diverge. Several machines (or processes) share work through
   the Redis store instead.
+* **Followers from memory.** Each commit's events go to the live followers of their job
+  in this process from memory (``sqlite_feed.py``); a follower reads the file only to
+  catch up.
 * Reads of history (events, finished jobs) run on the loop's thread against a second,
   read-only connection: they are indexed and bounded (``limit``), cheaper than a thread
   hop, and WAL readers never wait on the writer.
@@ -38,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from genq.errors import (
     IdempotencyConflict,
     JobNotFound,
@@ -58,6 +64,7 @@ from genq.models import (
 from genq.store import rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
+from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -83,9 +90,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     lease_token INTEGER NOT NULL DEFAULT 0
 );
-DROP INDEX IF EXISTS jobs_by_status;  -- superseded by jobs_by_status_created
-CREATE INDEX IF NOT EXISTS jobs_by_status_created ON jobs(status, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
+DROP INDEX IF EXISTS jobs_by_status;  -- superseded by jobs_by_status_created_id
+DROP INDEX IF EXISTS jobs_by_status_created;  -- superseded by jobs_by_status_created_id
+CREATE INDEX IF NOT EXISTS jobs_by_status_created_id ON jobs(status, created_at, id);
+-- Listing pages on (created_at, id): the id breaks ties between jobs of one instant.
+DROP INDEX IF EXISTS jobs_by_created;  -- superseded by jobs_by_created_id
+CREATE INDEX IF NOT EXISTS jobs_by_created_id ON jobs(created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_cache_key ON jobs(cache_key, finished_at)
     WHERE cache_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs(owner, idempotency_key)
@@ -93,9 +103,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs(owner, idempot
 -- Listing (always one owner's jobs from the API, newest first, optionally by function or
 -- status) and retention (finished jobs by age) each read one index range, whatever the
 -- table's size. CREATE ... IF NOT EXISTS also adds them to files made before them.
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_owner_function ON jobs(owner, function, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_owner_status ON jobs(owner, status, created_at);
+DROP INDEX IF EXISTS jobs_by_owner;  -- these three: superseded by the *_id ones below
+DROP INDEX IF EXISTS jobs_by_owner_function;
+DROP INDEX IF EXISTS jobs_by_owner_status;
+CREATE INDEX IF NOT EXISTS jobs_by_owner_id ON jobs(owner, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_owner_function_id ON jobs(owner, function, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_owner_status_id ON jobs(owner, status, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
@@ -135,6 +148,7 @@ _STATUS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRY
                             EventType.EXPIRED})
 _MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
 _MAX_BATCH_OPS = 5_000  # ops per transaction
+_CATCH_UP = 1_000  # events per read of a follower catching up from the file
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
@@ -164,6 +178,15 @@ def _update_params(job: Job) -> tuple[Any, ...]:
     )
 
 
+def _events_from_rows(job_id: str, rows: Sequence[tuple[Any, ...]]) -> list[Event]:
+    """Events from ``(id, type, ts, data)`` rows, ``data`` as the JSON text written."""
+    # One json.loads for the page rather than one per row: each ``data`` is a JSON text
+    # written by _dumps, so joined with commas inside brackets they are an array.
+    datas = json.loads(f"[{','.join(row[3] for row in rows)}]")
+    return [Event(job_id, id_, _EVENT_TYPES.get(t) or EventType(t), data, ts)
+            for (id_, t, ts, _), data in zip(rows, datas, strict=True)]
+
+
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     (id_, function, owner, status, priority, input_, created_at, started_at, finished_at,
      attempts, max_attempts, not_before, expires_at, result, error, cache_key,
@@ -185,17 +208,21 @@ class _Op:
     """One unit of work for the writer thread: statements committed together."""
 
     statements: list[tuple[str, Any, bool]]  # (sql, params, executemany?)
-    job_id: str | None = None  # whose followers to wake once committed
+    job_id: str | None = None  # whose followers get ``rows`` once committed
     future: asyncio.Future[None] | None = None  # resolved once committed
     terminal: Job | None = None  # the job became terminal with this op
     announce: Job | None = None  # the job's status changed with this op
+    rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
 
 
 @dataclass(slots=True)
 class _Queue:
-    """Queued jobs of one function: a ready heap plus counts per priority."""
+    """Queued jobs of one function: the ready ones in claim order, plus counts per
+    priority (ready or waiting for a retry delay)."""
 
-    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-priority, seq, id)
+    # (-priority, seq, id), ordered: the head is the next claim, and a job's index is
+    # its queue position - 1 (an order-statistic list: O(log n) insert, remove, rank).
+    ready: SortedList = field(default_factory=SortedList)
     by_priority: Counter[int] = field(default_factory=Counter)
 
     @property
@@ -289,7 +316,8 @@ class SQLiteStore:
     kind = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 retain: float | None = DEFAULT_RETAIN) -> None:
+                 retain: float | None = DEFAULT_RETAIN,
+                 follow_buffer: int = FOLLOW_BUFFER) -> None:
         self.path = Path(path)
         self.retain = retain
         self.retain_batch = RETAIN_BATCH
@@ -306,7 +334,7 @@ class SQLiteStore:
         self._seq = 0
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
-        self._signals: dict[str, asyncio.Event] = {}  # job id -> set when new events commit
+        self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
         self._work_callbacks: list[Callable[[], None]] = []
         self._cancel_callbacks: list[Callable[[str], None]] = []
@@ -349,8 +377,7 @@ class SQLiteStore:
             if not waiter.done():  # waiters learn why instead of seeing a stray cancellation
                 waiter.set_exception(RuntimeError("the store was closed"))
         self._terminal_waiters.clear()
-        for signal in self._signals.values():
-            signal.set()
+        self._feeds.wake_all()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -435,10 +462,12 @@ class SQLiteStore:
             if op.announce is not None and error is None:
                 for callback in list(self._job_callbacks):
                     callback(op.announce)
-            if op.job_id is not None:
-                signal = self._signals.pop(op.job_id, None)
-                if signal is not None:
-                    signal.set()
+            if op.job_id is not None and op.rows and self._feeds.wants(op.job_id):
+                if error is None:  # durable now: hand the events to the followers
+                    self._feeds.publish(op.job_id, _events_from_rows(
+                        op.job_id, [row[1:] for row in op.rows]))
+                else:
+                    self._feeds.lost(op.job_id)
 
     def _on_terminal_committed(self, job: Job) -> None:
         live = self._live.get(job.id)
@@ -469,9 +498,9 @@ class SQLiteStore:
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
-        # Followers only need waking for new events (not for lease renewals, say).
+        # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
-        self._submit_op(_Op(statements, wake, future, terminal, announce))
+        self._submit_op(_Op(statements, wake, future, terminal, announce, rows or None))
         if future is not None:
             await future
         elif self._pending > _MAX_PENDING_OPS:
@@ -513,14 +542,17 @@ class SQLiteStore:
                 self._require_loop().time() + (job.not_before - time.time()), self._notify_work
             )
         else:
-            heapq.heappush(q.ready, (-job.priority, self._seq, job.id))
+            q.ready.add((-job.priority, self._seq, job.id))
         if job.expires_at is not None and job.started_at is None:
             heapq.heappush(self._expiry, (job.expires_at, job.id))
 
     def _dequeue(self, job: Job) -> None:
-        """Forget a job's queue entries (they go stale in the heaps and are skipped)."""
-        if self._queued_seq.pop(job.id, None) is not None:
+        """Take a job out of its ready list (entries in the delayed and expiry heaps go
+        stale and are skipped)."""
+        seq = self._queued_seq.pop(job.id, None)
+        if seq is not None:
             q = self._queue(job.function)
+            q.ready.discard((-job.priority, seq, job.id))
             q.by_priority[job.priority] -= 1
             if q.by_priority[job.priority] <= 0:
                 del q.by_priority[job.priority]
@@ -539,18 +571,16 @@ class SQLiteStore:
             job = self._live.get(job_id)
             seq = self._queued_seq.get(job_id)
             if job is not None and seq is not None and job.status is JobStatus.QUEUED:
-                heapq.heappush(self._queue(job.function).ready, (-job.priority, seq, job_id))
+                ready = self._queue(job.function).ready
+                if (entry := (-job.priority, seq, job_id)) not in ready:
+                    ready.add(entry)
 
     def _peek_ready(self, function: str) -> tuple[int, int, str] | None:
         q = self._queues.get(function)
-        if q is None:
+        if q is None or not q.ready:
             return None
-        while q.ready:
-            entry = q.ready[0]
-            if self._queued_seq.get(entry[2]) == entry[1]:
-                return entry
-            heapq.heappop(q.ready)  # stale: claimed, cancelled, expired or re-queued
-        return None
+        head: tuple[int, int, str] = q.ready[0]
+        return head
 
     def _notify_work(self) -> None:
         for callback in list(self._work_callbacks):
@@ -586,7 +616,8 @@ class SQLiteStore:
                 "waiting); retry later",
                 function=job.function, max_queue=policy.max_queue, retry_after=policy.retry_after,
             )
-        position = 1 + sum(n for p, n in q.by_priority.items() if p >= job.priority)
+        # Behind every ready job of equal or higher priority (as queue_position counts).
+        position = 1 + q.ready.bisect_left((-job.priority + 1,))
         job.status = JobStatus.QUEUED
         self._live[job.id] = job
         self._index_live(job)
@@ -640,14 +671,18 @@ class SQLiteStore:
 
     async def list_jobs(self, *, owner: str | None = None, function: str | None = None,
                         status: JobStatus | None = None, limit: int = 50,
-                        before: float | None = None) -> list[Job]:
+                        before: float | None = None,
+                        before_id: str | None = None) -> list[Job]:
         where: list[str] = []
         params: list[Any] = []
         for column, value in (("owner", owner), ("function", function)):
             if value is not None:
                 where.append(f"{column}=?")
                 params.append(value)
-        if before is not None:
+        if before is not None and before_id is not None:
+            where.append("(created_at, id)<(?, ?)")  # a range of the *_id indexes
+            params.extend((before, before_id))
+        elif before is not None:
             where.append("created_at<?")
             params.append(before)
         # Rows of live jobs may lag their in-memory state: live statuses are answered
@@ -659,13 +694,14 @@ class SQLiteStore:
             ids = [j for j in self._live.values() if j.status is status
                    and (owner is None or j.owner == owner)
                    and (function is None or j.function == function)
-                   and (before is None or j.created_at < before)]
-            ids.sort(key=lambda j: j.created_at, reverse=True)
+                   and (before is None or (j.created_at < before if before_id is None
+                                           else (j.created_at, j.id) < (before, before_id)))]
+            ids.sort(key=lambda j: (j.created_at, j.id), reverse=True)
             return [j.copy() for j in ids[:limit]]
         if status is not None:
             sql += (" AND " if where else " WHERE ") + "status=?"
             params.append(status.value)
-        sql += " ORDER BY created_at DESC LIMIT ?"
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         # A row's status may lag a live job's, but a terminal status never changes, so
         # the rows the status filter keeps are the ones to show: no over-fetch needed.
         params.append(limit)
@@ -683,16 +719,14 @@ class SQLiteStore:
 
     async def queue_position(self, job_id: str) -> int | None:
         job = self._live.get(job_id)
-        seq = self._queued_seq.get(job_id)
-        if job is None or seq is None:
+        if job is None or job_id not in self._queued_seq:
             return None
-        mine = (-job.priority, seq)
-        ahead = sum(
-            1 for other_id, other_seq in self._queued_seq.items()
-            if (other := self._live.get(other_id)) is not None
-            and other.function == job.function and (-other.priority, other_seq) < mine
-        )
-        return ahead + 1
+        self._promote_delayed(time.time())  # a retry whose delay just ended has a place
+        ready = self._queue(job.function).ready
+        entry = (-job.priority, self._queued_seq[job_id], job_id)
+        index: int = ready.bisect_left(entry)
+        # Waiting for a retry delay: not in the ready list, so no place (as on Redis).
+        return index + 1 if index < len(ready) and ready[index] == entry else None
 
     async def queue_depth(self, function: str) -> int:
         q = self._queues.get(function)
@@ -710,33 +744,42 @@ class SQLiteStore:
             "SELECT id, type, ts, data FROM events WHERE job_id=? AND id>? ORDER BY id LIMIT ?",
             (job_id, after, limit),
         ).fetchall()
-        if not rows:
-            return []
-        # One json.loads for the page rather than one per row: each ``data`` is a JSON
-        # text written by _dumps, so joined with commas inside brackets they are an array.
-        datas = json.loads(f"[{','.join(row[3] for row in rows)}]")
-        return [Event(job_id, id_, _EVENT_TYPES.get(t) or EventType(t), data, ts)
-                for (id_, t, ts, _), data in zip(rows, datas, strict=True)]
+        return _events_from_rows(job_id, rows) if rows else []
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         if job_id not in self._live and await self.get_job(job_id) is None:
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
-        while True:
-            if self._reader is None:
-                return  # the store closed
-            signal = self._signals.get(job_id)
-            if signal is None:
-                signal = self._signals[job_id] = asyncio.Event()
-            events = await self.read_events(job_id, after)
-            if events:
-                yield events
-                after = events[-1].id
-                if events[-1].terminal:
-                    return
-                continue
-            if job_id not in self._live:
-                return  # terminal and committed, and nothing after ``after``
-            await signal.wait()
+        # A live job's follower subscribes to the in-memory feed *before* its first read
+        # (sqlite_feed.py: why that leaves no gap); a finished job's log is only read.
+        feed = self._feeds.subscribe(job_id) if job_id in self._live else None
+        try:
+            synced = False  # every event after the last read is in the feed
+            while True:
+                if self._reader is None:
+                    return  # the store closed
+                if feed is None or not synced or feed.overflowed:
+                    if feed is not None and feed.overflowed:
+                        feed.reset()  # and read at once: no await in between
+                    events = await self.read_events(job_id, after, _CATCH_UP)
+                    synced = len(events) < _CATCH_UP
+                    if not events and job_id not in self._live:
+                        return  # terminal and committed, and nothing after ``after``
+                else:
+                    events = feed.take(after)
+                    if not events:
+                        if job_id not in self._live:  # ended: the file holds the rest
+                            synced = False
+                        else:
+                            await feed.wait()
+                        continue
+                if events:
+                    yield events
+                    after = events[-1].id
+                    if events[-1].terminal:
+                        return
+        finally:
+            if feed is not None:
+                self._feeds.unsubscribe(job_id, feed)
 
     async def wait_terminal(self, job_id: str, timeout: float | None = None) -> Job:
         live = self._live.get(job_id)
@@ -778,7 +821,6 @@ class SQLiteStore:
             if best is None:
                 return None
             job = self._live[best[2]]
-            heapq.heappop(self._queue(job.function).ready)
             self._dequeue(job)
             if rules.queue_timed_out(job, now):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
