@@ -215,13 +215,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--window", type=float, default=2.5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.warmup, args.window = 1, 0.5, 1.5
     pairs = [tuple(r.split("/")) for r in args.runs.split(",") if r]
     servers = list(dict.fromkeys(p[0] for p in pairs))
     hb.raise_nofile()
-    print(h.machine_line())
+    machine = h.machine_line()
+    print(machine)
     print(f"no-op jobs over HTTP, {args.concurrency} concurrent workers, {args.warmup:g} s "
           f"warm-up + {args.window:g} s window per run, {args.rounds} round(s)")
     results: dict[str, list[dict[str, Any]]] = {}
@@ -254,6 +256,11 @@ def main() -> None:
         if key in med:
             print(f"target >= {TARGET:,.0f} jobs/s, {key}: {med[key]:,.0f} -> "
                   f"{'met' if med[key] >= TARGET else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "benchmark": "bench_http_jobs", "machine": machine, "rounds": args.rounds,
+            "concurrency": args.concurrency, "target_jobs_per_s": TARGET,
+            "median_jobs_per_s": med, "runs": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -192,12 +192,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.01, help="seconds per chunk")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.n = 1, 150
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     hb.raise_nofile()
-    print(h.machine_line())
+    machine = h.machine_line()
+    print(machine)
     print(f"{args.streams} concurrent streams x {args.n} chunks, one per {args.interval * 1000:g}"
           f" ms ({args.streams / args.interval:,.0f} chunks/s offered), {args.rounds} round(s)")
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
@@ -236,6 +238,17 @@ def main() -> None:
             p99 = hb.median([r["p99_ms"] for r in rs])
             print(f"target p99 < {TARGET_P99_MS:g} ms, {name}: {p99:.2f} ms -> "
                   f"{'met' if p99 < TARGET_P99_MS else 'NOT met'}")
+    if args.json:
+        keys = ("p50_ms", "p99_ms", "p999_ms", "chunks_per_s", "server_cpu_share")
+        medians = {name: {k: hb.median([r[k] for r in rs]) for k in keys}
+                   for name, rs in results.items() if rs}
+        for name, m in medians.items():
+            m["ok"] = all(r["chunks"] == r["expected"] and not r["problems"]
+                          for r in results[name])
+        args.json.write_text(json.dumps({
+            "benchmark": "bench_http_stream", "machine": machine, "streams": args.streams,
+            "n": args.n, "interval_s": args.interval, "rounds": args.rounds, "peer": peer,
+            "medians": medians, "runs": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import sqlite3
 import sys
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--huey-workers", type=int, default=4)
     parser.add_argument("--naive-threads", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="one small round (smoke test)")
+    parser.add_argument("--json", type=Path, help="write the results to this file")
     opts = parser.parse_args()
     if opts.quick:
         opts.n, opts.peer_n, opts.rounds = 2_000, 1_000, 1
@@ -214,7 +216,8 @@ def main() -> None:
     script = os.path.abspath(__file__)
     print("bench_jobs: no-op jobs/s, submit -> result, durable SQLite, "
           f"map concurrency {MAP_CONCURRENCY}")
-    print(h.machine_line())
+    machine = h.machine_line()
+    print(machine)
     plan = [
         ("genq async def", ["async", str(opts.n), str(opts.fn_concurrency)]),
         ("genq def", ["sync", str(opts.n), str(opts.fn_concurrency)]),
@@ -241,6 +244,11 @@ def main() -> None:
             for label, v in med.items()]
     print()
     print(h.table(["system", "jobs/s (median)", "vs huey", "vs naive", ">= 10,000/s"], rows))
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "benchmark": "bench_jobs", "machine": machine, "n": opts.n,
+            "peer_n": opts.peer_n, "rounds": opts.rounds, "median_jobs_per_s": med,
+            "runs": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -487,6 +487,7 @@ def main() -> None:
     parser.add_argument("--preload", action="store_true",
                         help="enqueue before releasing the workers; time the workers alone")
     parser.add_argument("--quick", action="store_true", help="N=1,000 at K=1,2 (smoke test)")
+    parser.add_argument("--json", type=Path, help="write the results to this file")
     opts = parser.parse_args()
     if opts.quick:
         opts.n, opts.processes, opts.rounds = 1_000, "1,2", 1
@@ -499,7 +500,8 @@ def main() -> None:
               "first enqueue -> last completion")
     print(f"bench_redis_jobs: no-op jobs/s on Redis, {window}, N={opts.n:,}, "
           f"{CONCURRENCY} concurrent jobs per worker process")
-    print(h.machine_line())
+    machine = h.machine_line()
+    print(machine)
     results: dict[tuple[str, int], list[h.ChildResult]] = {}
     # No persistence at all (no AOF, no RDB): a disk fsync per write would dominate.
     with RedisServer(h.scratch("redis-peers-") / "redis", appendfsync=None) as server:
@@ -523,6 +525,13 @@ def main() -> None:
     print()
     print(h.table(["peer", "processes", "jobs/s", "jobs/s per process", "seconds",
                    "enqueue s"], rows))
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "benchmark": "bench_redis_jobs", "machine": machine, "n": opts.n,
+            "preload": opts.preload, "rounds": opts.rounds, "processes": counts,
+            "median_jobs_per_s": {f"{peer} K={k}": h.median_of(rs, "jobs_per_s")
+                                  for (peer, k), rs in results.items()},
+            "runs": [r for rs in results.values() for r in rs]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
   (``POST /api/jobs``, ``GET /api/jobs/{id}/result?wait=S``) doing the equivalent work
   in memory: no validation, no store, no durability. An upper bound for "a job over HTTP".
 * ``stream_peer`` — a plain sse-starlette endpoint fed by an in-memory ``asyncio.Queue``
-  per stream (no event log, no durability, no resume).
+  per stream (no event log, no durability, no resume); for ``"function": "tokens"`` it runs
+  bench_scale's ``token_stream``, the floor of that benchmark.
+* ``gradio_stream_peer()`` — bench_scale's token generators in Gradio's queue.
 * ``gradio_peer()`` — a Gradio Blocks app with one API function in Gradio's queue, mounted
   on FastAPI: the one other job server with an HTTP API that runs here with no service
   (Celery/Flower, RQ, arq, SAQ, Dramatiq need Redis, RabbitMQ or Postgres).
@@ -89,6 +91,26 @@ def ticks_sync(n: int = 500, interval: float = 0.01, delay: float = 0.0) -> Iter
     for i in range(n):
         yield f"{time.time():.6f}"
         time.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+
+async def token_stream(n: int = 200, interval: float = 0.01) -> AsyncIterator[str]:
+    """bench_scale: tokens "0" .. "n-1", sleeping ``interval`` s after each, like a model
+    that takes that long per token (a late wake-up delays the rest, as it would there).
+    The same generator runs in genq, behind the sse-starlette floor and in Gradio."""
+    for i in range(n):
+        yield str(i)
+        await asyncio.sleep(interval)
+
+
+def token_stream_sync(n: int = 200, interval: float = 0.01) -> Iterator[str]:
+    """The same as a sync generator (``time.sleep``), which genq runs in a worker thread."""
+    for i in range(n):
+        yield str(i)
+        time.sleep(interval)
+
+
+app.function(name="tokens", concurrency=512)(token_stream)
+app.function(name="tokens_sync", concurrency=512)(token_stream_sync)
 
 
 @app.function(concurrency=1, max_queue=100_000)
@@ -177,15 +199,27 @@ async def _produce(queue: asyncio.Queue[str | None], n: int, interval: float,
     queue.put_nowait(None)
 
 
+async def _produce_tokens(queue: asyncio.Queue[str | None], n: int, interval: float
+                          ) -> None:
+    async for token in token_stream(n, interval):
+        queue.put_nowait(token)
+    queue.put_nowait(None)
+
+
 async def _stream_start(request: Request) -> Response:
     body = json.loads(await request.body())
     inputs = body.get("input", {})
     stream_id = uuid.uuid4().hex
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     _streams[stream_id] = queue
-    task = asyncio.create_task(_produce(queue, int(inputs.get("n", 500)),
-                                        float(inputs.get("interval", 0.01)),
-                                        float(inputs.get("delay", 0.0))))
+    if body.get("function") == "tokens":  # bench_scale: the same generator as genq's
+        produce = _produce_tokens(queue, int(inputs.get("n", 200)),
+                                  float(inputs.get("interval", 0.01)))
+    else:
+        produce = _produce(queue, int(inputs.get("n", 500)),
+                           float(inputs.get("interval", 0.01)),
+                           float(inputs.get("delay", 0.0)))
+    task = asyncio.create_task(produce)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return _json({"id": stream_id, "status": "running"}, 201)
@@ -230,3 +264,20 @@ def gradio_peer() -> Any:
     server = FastAPI()
     server.add_api_route("/healthz", _healthz)
     return gr.mount_gradio_app(server, demo, path="/ui", ssr_mode=False)
+
+
+def gradio_stream_peer() -> Any:
+    """bench_scale: ``token_stream`` (``api_name="tokens"``) and ``token_stream_sync``
+    (``"tokens_sync"``) in Gradio's queue with no concurrency limit, mounted on FastAPI at
+    /ui: followed with gradio_client or over ``/ui/gradio_api/call/<api_name>``."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    with gr.Blocks(analytics_enabled=False) as demo:
+        gr.api(token_stream, api_name="tokens", concurrency_limit=None)
+        gr.api(token_stream_sync, api_name="tokens_sync", concurrency_limit=None)
+    demo.queue(default_concurrency_limit=None, max_size=None)
+    server = FastAPI()
+    server.add_api_route("/healthz", _healthz)
+    return gr.mount_gradio_app(server, demo, path="/ui", ssr_mode=False)
+
