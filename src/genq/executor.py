@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
@@ -110,6 +110,39 @@ async def execute(spec: FunctionSpec, kwargs: dict[str, Any], *, progress: Progr
     return outcome
 
 
+class _Step:
+    """Awaits one step of a generator and records whether it suspended (let the loop
+    run). Most generators do; a turn given to the loop after each item of those cost a
+    task step per item, a fifth of a core at 250 streams of 100 items/s."""
+
+    __slots__ = ("_awaitable", "suspended")
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self._awaitable = awaitable
+        self.suspended = False
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self._awaitable.__await__()
+        try:
+            pending = inner.send(None)
+        except StopIteration as done:
+            return done.value
+        self.suspended = True
+        while True:  # forward what the event loop sends or throws (cancellation)
+            try:
+                sent = yield pending
+            except BaseException as exc:
+                try:
+                    pending = inner.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = inner.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
 async def _drive_sync_generator(gen: Any, buffer: int, progress: Progress, emit: Emit,
                                 outcome: GeneratorOutcome) -> None:
     bridge: SyncIteratorBridge[Any] = SyncIteratorBridge(gen, buffer=buffer)
@@ -132,12 +165,18 @@ async def _drive_sync_generator(gen: Any, buffer: int, progress: Progress, emit:
 async def _drive_async_generator(agen: AsyncIterator[Any], emit: Emit,
                                  outcome: GeneratorOutcome) -> None:
     try:
-        async for chunk in agen:
+        while True:
+            step = _Step(agen.__anext__())
+            try:
+                chunk = await step
+            except StopAsyncIteration:
+                break
             outcome.chunks.extend(await emit([chunk]))
-            # Let the loop run between items, even if emit did not wait for anything: a
-            # generator that never awaits (blocking code inside an async def) would
-            # otherwise hold the loop until it ends, and its stream would arrive at once.
-            await asyncio.sleep(0)
+            if not step.suspended:
+                # It made this item without giving the loop a turn (blocking code in an
+                # async def, or no await at all): give it one now, or such a generator
+                # holds the loop until it ends and its stream arrives all at once.
+                await asyncio.sleep(0)
     finally:
         with anyio.CancelScope(shield=True):
             await agen.aclose()  # type: ignore[attr-defined]
