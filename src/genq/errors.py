@@ -36,8 +36,9 @@ class InvalidInput(GenqError):
     status = 422
 
 
-class QueueFull(GenqError):
-    code = "queue_full"
+class TryLater(GenqError):
+    """Refused for now (429): ``retry_after`` seconds, sent as the Retry-After header."""
+
     status = 429
 
     @property
@@ -45,15 +46,14 @@ class QueueFull(GenqError):
         return int(self.detail.get("retry_after", 1))
 
 
-class RateLimited(GenqError):
+class QueueFull(TryLater):
+    code = "queue_full"
+
+
+class RateLimited(TryLater):
     """The API key (or the client address, after wrong keys) is over its request rate."""
 
     code = "rate_limited"
-    status = 429
-
-    @property
-    def retry_after(self) -> int:
-        return int(self.detail.get("retry_after", 1))
 
 
 class JobNotFound(GenqError):

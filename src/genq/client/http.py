@@ -104,7 +104,7 @@ def _raise_for_error(response: httpx.Response) -> None:
         err = RemoteError(message, **body)
         err.code, err.status = code, response.status_code
         raise err
-    if cls in (errors.QueueFull, errors.RateLimited) and "retry-after" in response.headers:
+    if issubclass(cls, errors.TryLater) and "retry-after" in response.headers:
         body["retry_after"] = int(response.headers["retry-after"])
     raise cls(message, **body)
 

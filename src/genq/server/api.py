@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from genq import paging
 from genq.app import App
 from genq.engine import Engine, JobService
-from genq.errors import GenqError, QueueFull, RateLimited
+from genq.errors import GenqError, RateLimited, TryLater
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
 from genq.server.auth import ApiKeys, Caller, Forbidden, Unauthorized, presented_key
@@ -149,7 +149,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 async def genq_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GenqError)
     headers = {}
-    if isinstance(exc, QueueFull | RateLimited):
+    if isinstance(exc, TryLater):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"

@@ -78,10 +78,11 @@ def _parse_entry(item: str) -> tuple[str, Caller]:
 
 class ApiKeys:
     def __init__(self, keys: dict[str, str | Caller] | None = None) -> None:
-        entries = {k: v if isinstance(v, Caller) else Caller(v)
-                   for k, v in (keys or {}).items()}
-        self._entries = [(digest, replace(caller, key_id=digest.hex()[:16]))
-                         for digest, caller in ((_digest(k), c) for k, c in entries.items())]
+        self._entries: list[tuple[bytes, Caller]] = []
+        for key, entry in (keys or {}).items():
+            digest = _digest(key)
+            caller = entry if isinstance(entry, Caller) else Caller(entry)
+            self._entries.append((digest, replace(caller, key_id=digest.hex()[:16])))
 
     @property
     def enabled(self) -> bool:

@@ -1,4 +1,4 @@
-"""Per-caller request rate limits: a token bucket per API key owner (and per client
+"""Per-caller request rate limits: a token bucket per API key (and per client
 address for failed sign-ins), answered with 429 and ``Retry-After``.
 
 Buckets live in the front end's memory, so behind a load balancer each front end
