@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from genq.backoff import backoff_delay
 from genq.download_policy import DownloadPolicy, DownloadRefused, DownloadTooLarge, check_url
 from genq.progress import Progress
 
@@ -59,11 +59,6 @@ class DownloadResult:
 
 class _Retryable(Exception):
     pass
-
-
-def _backoff(attempt: int, base: float, cap: float = 30.0) -> float:
-    delay: float = min(cap, base * 2.0 ** attempt)
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 _FLAGS = {"rb": os.O_RDONLY, "r+b": os.O_RDWR, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
@@ -163,7 +158,7 @@ def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = Non
                 if attempt_no == retries:
                     raise DownloadError(f"download of {url} failed after {attempt_no + 1} "
                                         f"attempts: {exc}") from None
-                time.sleep(_backoff(attempt_no, backoff))
+                time.sleep(backoff_delay(attempt_no, backoff, cap=30.0))
                 continue
             finally:
                 transferred += attempt.received

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from genq.jsoncodec import canonical_json
 from genq.progress import Progress
 from genq.schema import input_model, progress_parameter, validate_input
 from genq.store.base import SubmitPolicy
@@ -50,7 +50,7 @@ class Options:
     priority: int = 0  # default priority of submissions (higher runs first)
     retries: int = 0  # extra attempts after the first, for ``retry_on`` exceptions
     retry_on: tuple[type[BaseException], ...] = ()
-    retry_backoff: float = 1.0  # first delay; doubles per attempt, with full jitter
+    retry_backoff: float = 1.0  # first delay; doubles per attempt, with equal jitter (genq.backoff)
     retry_backoff_max: float = 60.0
     cache: bool | float = False  # True: reuse results forever; a number: for that long
     dedupe: bool | None = None  # join an identical queued/running job; default: with cache
@@ -134,8 +134,7 @@ class FunctionSpec:
         artifacts of) another owner's job."""
         if not self.options.uses_cache_key:
             return None
-        canonical = json.dumps([self.name, owner, validated], sort_keys=True,
-                               separators=(",", ":"))
+        canonical = canonical_json([self.name, owner, validated])
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def submit_policy(self) -> SubmitPolicy:

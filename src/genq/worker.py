@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from genq.backoff import backoff_delay
 from genq.encoding import NotSerializable, encode
 from genq.errors import Cancelled, LeaseLost, StoreUnavailable
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
@@ -89,12 +90,6 @@ BLOCK_REPORTED = 0.1  # seconds a function may keep the loop stuck before it is 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(24):06x}"
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, never above cap."""
-    delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 class Worker:
@@ -458,7 +453,7 @@ class Worker:
                      "traceback": "".join(traceback.format_exception(failure))}
             retryable = isinstance(failure, spec.options.retry_on)
         if retryable and job.attempts < job.max_attempts:
-            delay = backoff_delay(job.attempts, spec.options.retry_backoff,
+            delay = backoff_delay(job.attempts - 1, spec.options.retry_backoff,
                                   spec.options.retry_backoff_max)
             return await store.retry(job.id, delay, error, lease)
         return await store.finish(job.id, JobStatus.FAILED, error=error, lease=lease)

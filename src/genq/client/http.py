@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import time
 import uuid
 import weakref
@@ -36,6 +35,7 @@ import httpx
 from httpx_sse import EventSource
 
 from genq import errors, paging
+from genq.backoff import backoff_delay
 from genq.client.base import AsyncClientBase
 from genq.client.sync import LoopThread, SyncClient
 from genq.models import Event, EventType, Job, JobStatus
@@ -64,9 +64,8 @@ class RemoteError(errors.GenqError):
     """An error answered by the server that has no more specific class here."""
 
 
-def _backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
-    delay: float = min(cap, base * 2.0 ** attempt)
-    return delay / 2 + random.uniform(0, delay / 2)
+def _backoff(attempt: int) -> float:
+    return backoff_delay(attempt, base=0.1, cap=5.0)
 
 
 def _job_from_json(data: Mapping[str, Any]) -> Job:

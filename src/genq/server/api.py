@@ -28,6 +28,7 @@ from genq import paging
 from genq.app import App
 from genq.engine import Engine, JobService
 from genq.errors import GenqError, RateLimited, TryLater
+from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
 from genq.server.auth import ApiKeys, Caller, Forbidden, Unauthorized, presented_key
@@ -44,7 +45,6 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
 AUTH_FAILURES = Rate(1 / 60, burst=10)
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 
 
 class BadRequest(GenqError):
@@ -142,7 +142,7 @@ def _state(request: Request) -> ServerState:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_dumps(data), status,
+    return Response(compact_json(data), status,
                     headers=headers, media_type="application/json")
 
 
@@ -435,7 +435,7 @@ def _sse_frame(event: Event) -> str:
     """One event as SSE text, byte for byte what ``ServerSentEvent(data, id=..., event=...)
     .encode()`` gives, built directly: the id is an integer, the type one word, and the
     JSON has no line breaks, so there is nothing to escape or split."""
-    data = _dumps({"type": event.type.value, "data": event.data, "ts": event.ts})
+    data = compact_json({"type": event.type.value, "data": event.data, "ts": event.ts})
     return f"id: {event.id}\r\nevent: {event.type.value}\r\ndata: {data}\r\n\r\n"
 
 
@@ -474,7 +474,7 @@ async def all_events(request: Request) -> Response:
         async for job in state.feed.follow(owner):
             view = job.to_dict()
             del view["owner"]
-            yield ServerSentEvent(json.dumps(view, separators=(",", ":")), event="job")
+            yield ServerSentEvent(compact_json(view), event="job")
 
     return _sse_response(request, owner, stream())
 

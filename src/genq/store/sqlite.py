@@ -51,6 +51,7 @@ from genq.errors import (
     ResultTimeout,
     StoreLocked,
 )
+from genq.jsoncodec import compact_json
 from genq.models import (
     ArtifactRef,
     Event,
@@ -151,13 +152,12 @@ _MAX_BATCH_OPS = 5_000  # ops per transaction
 _CATCH_UP = 1_000  # events per read of a follower catching up from the file
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps minus its set-up
 _EVENT_TYPES = {t.value: t for t in EventType}
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in JobStatus if s.terminal)
 
 
 def _dumps(value: Any) -> str:
-    return "null" if value is None else _encode(value)
+    return "null" if value is None else compact_json(value)
 
 
 def _job_params(job: Job) -> tuple[Any, ...]:
