@@ -8,7 +8,7 @@ def anyio_backend() -> str:
 
 
 # -- HTTP API, client and CLI tests (tests/test_http_*.py, tests/test_cli.py) ---------
-from http_fixtures import (  # noqa: E402, F401
+from tests.support.http_fixtures import (  # noqa: E402, F401
     http,
     idle_http,
     idle_server,
@@ -18,4 +18,4 @@ from http_fixtures import (  # noqa: E402, F401
 )
 
 # -- browser tests (tests/test_ui*.py): Playwright and Debian's Chromium ----------------
-from ui_fixtures import browser, playwright  # noqa: E402, F401
+from tests.support.ui_fixtures import browser, playwright  # noqa: E402, F401

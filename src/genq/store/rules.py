@@ -29,7 +29,7 @@ def queued_event(position: int) -> NewEvent:
 
 def started_event(job: Job) -> NewEvent:
     """``job`` as just claimed (attempts already counted). The Redis claim script builds
-    the same object in Lua (store/redis_scripts.py); the contract suite checks both."""
+    the same object in Lua (store/redis_lua.py); the contract suite checks both."""
     return EventType.STARTED, {"attempt": job.attempts, "max_attempts": job.max_attempts,
                                "worker": job.worker_id}
 

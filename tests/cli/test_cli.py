@@ -1,0 +1,263 @@
+"""The ``genq`` command, run as a subprocess against a real server: output, files and the
+documented exit codes (0 ok, 1 failed, 2 usage/invalid input, 3 not found, 4 cancelled,
+130 interrupted)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.apps import http_app
+from tests.support.http_fixtures import (
+    GENQ_BIN,
+    LiveServer,
+    cli_env,
+    finished,
+    free_port,
+    submit,
+    wait_until,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(GENQ_BIN), *args], capture_output=True, text=True,
+                          timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL)
+
+
+@dataclass
+class Served:
+    """A ``genq serve`` subprocess answering /healthz; ``stderr`` once it has stopped."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    http: httpx.Client
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Run ``genq serve ARGS`` (which must listen on ``port``) until the block ends, then
+    stop it with SIGTERM as a service manager would."""
+    proc = subprocess.Popen([str(GENQ_BIN), "serve", *args], env=env or cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    served = Served(proc, url, httpx.Client(base_url=url, timeout=5))
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                return served.http.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 30, what="genq serve to answer")
+        yield served
+    finally:
+        served.http.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, served.stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+
+
+def test_run_streams_text_to_stdout(server: LiveServer) -> None:
+    done = genq("run", "--url", server.url, "tokens", "--n", "5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "t0 t1 t2 t3 t4"
+    assert "job " in done.stderr and "started" in done.stderr
+
+    done = genq("run", "--url", server.url, "add", "--x", "1", "--y=41")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+
+
+def test_run_exit_codes(server: LiveServer) -> None:
+    invalid = genq("run", "--url", server.url, "add", "--x", "abc")
+    assert invalid.returncode == 2
+    assert "invalid input" in invalid.stderr and "x:" in invalid.stderr
+
+    missing = genq("run", "--url", server.url, "add")
+    assert missing.returncode == 2 and "x:" in missing.stderr
+
+    unknown = genq("run", "--url", server.url, "nope", "--x", "1")
+    assert unknown.returncode == 3
+    assert "nope" in unknown.stderr
+
+    failed = genq("run", "--url", server.url, "fail", "--message", "kaputt")
+    assert failed.returncode == 1
+    assert "ValueError: kaputt" in failed.stderr
+
+    with httpx.Client(base_url=server.url) as http:  # only the successful-looking ones ran
+        assert {j["function"] for j in http.get("/api/jobs").json()["jobs"]} == {"fail"}
+
+
+def test_result_saves_an_artifact(server: LiveServer, tmp_path: Path) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        job = submit(http, "image", side=6)
+        finished(http, job["id"])
+    target = tmp_path / "out.png"
+    done = genq("result", job["id"], "--url", server.url, "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == http_app.image(side=6).data
+    assert target.read_bytes().startswith(PNG_SIGNATURE)
+    assert "image/png" in done.stderr
+
+    # The same through `run -o`, and a JSON result printed by `result`.
+    run_target = tmp_path / "run.png"
+    done = genq("run", "--url", server.url, "image", "--side", "6", "-o", str(run_target))
+    assert done.returncode == 0, done.stderr
+    assert run_target.read_bytes() == target.read_bytes()
+    assert genq("result", "nope", "--url", server.url).returncode == 3
+
+
+def test_jobs_watch_and_cancel(server: LiveServer, idle_server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        tokens = submit(http, "tokens", n=4)
+        failed = submit(http, "fail")
+        finished(http, tokens["id"])
+        finished(http, failed["id"])
+
+    listing = genq("jobs", "--url", server.url)
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[1]: line for line in listing.stdout.splitlines()
+            if tokens["id"] in line or failed["id"] in line}
+    assert tokens["id"] in rows and "succeeded" in rows[tokens["id"]]
+    assert failed["id"] in rows and "failed" in rows[failed["id"]]
+    only_failed = genq("jobs", "--url", server.url, "--status", "failed")
+    assert failed["id"] in only_failed.stdout and tokens["id"] not in only_failed.stdout
+
+    watched = genq("watch", tokens["id"], "--url", server.url)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.strip() == "t0 t1 t2 t3"
+    assert genq("watch", failed["id"], "--url", server.url).returncode == 1
+    assert genq("watch", "nope", "--url", server.url).returncode == 3
+
+    with httpx.Client(base_url=idle_server.url) as http:
+        queued = submit(http, "add", x=1)
+        cancelled = genq("cancel", queued["id"], "--url", idle_server.url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert cancelled.stdout.split() == [queued["id"], "cancelled"]
+        assert http.get(f"/api/jobs/{queued['id']}").json()["status"] == "cancelled"
+    assert genq("watch", queued["id"], "--url", idle_server.url).returncode == 4
+    assert genq("cancel", "nope", "--url", idle_server.url).returncode == 3
+
+
+def test_ctrl_c_cancels_the_job_and_exits_130(server: LiveServer) -> None:
+    proc = subprocess.Popen([str(GENQ_BIN), "run", "--url", server.url, "slow",
+                             "--seconds", "120"], env=cli_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            def running() -> list[dict[str, Any]]:
+                jobs: list[dict[str, Any]] = http.get(
+                    "/api/jobs", params={"function": "slow", "status": "running"}
+                ).json()["jobs"]
+                return jobs
+
+            job = wait_until(running, 30, what="the job to run")[0]
+            time.sleep(0.2)  # let the CLI be inside its event stream
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == 130, stderr
+            assert "interrupted" in stderr and job["id"] in stderr
+            assert "Traceback" not in stderr and "Error" not in stderr, stderr  # clean exit
+            assert finished(http, job["id"])["status"] == "cancelled"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+# -- genq serve ----------------------------------------------------------------------------
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    done = genq("serve", "apps.http_app:app", "--host", "0.0.0.0", "--port", str(free_port()),
+                "--db", str(tmp_path / "db.sqlite3"), timeout=30)
+    assert done.returncode == 2
+    assert "refusing" in done.stderr and "GENQ_API_KEYS" in done.stderr
+    assert not (tmp_path / "db.sqlite3").exists()  # it stopped before opening anything
+
+
+@pytest.mark.parametrize("how", ["insecure-public", "api-keys"])
+def test_serve_on_a_public_address_with_keys_or_insecure_public(tmp_path: Path,
+                                                                 how: str) -> None:
+    port = free_port()
+    args = ["apps.http_app:app", "--host", "0.0.0.0", "--port", str(port),
+            "--db", str(tmp_path / "db.sqlite3"), "--log-level", "warning"]
+    env = cli_env()
+    if how == "insecure-public":
+        args.append("--insecure-public")
+    else:
+        env["GENQ_API_KEYS"] = "key-a=alice"
+    # Bound on 0.0.0.0; tested over loopback only.
+    with serving(port, *args, env=env) as served:
+        url = served.url
+        if how == "api-keys":
+            assert served.http.get("/api/jobs").status_code == 401
+            ran = genq("run", "--url", url, "--api-key", "key-a", "add", "--x", "2")
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.strip() == "2"
+            denied = genq("run", "--url", url, "add", "--x", "2")
+            assert denied.returncode != 0 and "API key" in denied.stderr
+        else:
+            ran = genq("run", "--url", url, "tokens", "--n", "3")
+            assert ran.returncode == 0 and ran.stdout.strip() == "t0 t1 t2"
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert served.proc.returncode in (0, -signal.SIGTERM), served.stderr
+    assert f"http://0.0.0.0:{port}" in served.stderr
+
+
+# -- retention -------------------------------------------------------------------------------
+def test_serve_retain_deletes_finished_jobs_after_the_window(tmp_path: Path) -> None:
+    port = free_port()
+    with serving(port, "apps.http_app:app", "--port", str(port), "--db",
+                 str(tmp_path / "db.sqlite3"), "--log-level", "warning",
+                 "--retain", "2s") as served:
+        http = served.http
+        job = submit(http, "add", x=2)
+        assert finished(http, job["id"])["result"] == 2
+        assert [j["id"] for j in http.get("/api/jobs").json()["jobs"]] == [job["id"]]
+        # Housekeeping (once a second) deletes it once it ended 2 s ago.
+        wait_until(lambda: http.get(f"/api/jobs/{job['id']}").status_code == 404, 20,
+                   interval=0.2, what="the finished job to be deleted")
+        assert http.get("/api/jobs").json()["jobs"] == []
+        gone = http.get(f"/api/jobs/{job['id']}/events")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "job_not_found"
+    assert "keeping finished jobs 2s" in served.stderr
+
+
+def test_retain_must_be_a_duration(tmp_path: Path) -> None:
+    done = genq("worker", "apps.http_app:app", "--db", str(tmp_path / "db.sqlite3"),
+                "--retain", "soon", timeout=30)
+    assert done.returncode == 2
+    assert "--retain" in done.stderr and "7d" in done.stderr
+    done = genq("worker", "apps.http_app:app", "--store",
+                f"sqlite:///{tmp_path}/db.sqlite3?retain=later", timeout=30)
+    assert done.returncode == 2 and "later" in done.stderr
+
+
+def test_serve_refuses_a_bad_rate_limit_or_key_entry(tmp_path: Path) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    done = genq("serve", "apps.http_app:app", "--db", db, "--rate-limit", "lots",
+                timeout=30)
+    assert done.returncode == 2
+    assert "--rate-limit" in done.stderr and "20/s" in done.stderr
+    keys = tmp_path / "keys"
+    keys.write_text("key-a=alice superuser\n")
+    done = genq("serve", "apps.http_app:app", "--db", db, "--api-keys-file", str(keys),
+                timeout=30)
+    assert done.returncode == 2 and "superuser" in done.stderr
