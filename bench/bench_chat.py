@@ -3,7 +3,7 @@
 The demo's ``chat`` (SmolLM2-135M-Instruct on the CPU, greedy, a fixed number of new
 tokens) is run four ways, each with 1 and with 4 chats at once:
 
-* ``direct``: ``genq.llm.chat`` iterated in plain threads (what any app would do);
+* ``direct``: ``genq.demo.llm.chat`` iterated in plain threads (what any app would do);
 * ``local``: ``app.local()``'s async client, ``client.stream("chat", ...)``;
 * ``http``: a real uvicorn server on loopback, ``genq.AsyncClient(url).stream(...)``.
 
@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from live_server import serve_app
 
 import genq
-from genq import llm
-from genq.demo import app
+from genq.demo import app, llm
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 

@@ -28,7 +28,7 @@ stamp=.venv/.genq-setup
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev,llm,gradio]"
+    .venv/bin/python -m pip install --quiet -e ".[dev,llm,gradio,demo]"
     echo "$want" > "$stamp"
 fi
 

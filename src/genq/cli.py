@@ -134,7 +134,11 @@ def demo(
     db: DbOption = None,
 ) -> None:
     """Serve the demo app (image rendering with progress, streaming text)."""
-    from genq.demo import app
+    try:
+        from genq.demo import app
+    except ModuleNotFoundError as exc:  # the demo's own dependencies are an extra
+        err.print(f"[red]the demo needs {exc.name}[/red]: pip install 'genq[demo]'")
+        raise typer.Exit(EXIT_USAGE) from None
 
     run_server(app, host=host, port=port, store=_store_url(store, db), api_keys_file=None,
                insecure_public=False, workers=True, heartbeat=15.0, log_level="info")

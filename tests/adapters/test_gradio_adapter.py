@@ -114,7 +114,7 @@ def _close_gradio_loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @app.function
 def swatch(colour: str, size: int = 8) -> genq.Image:
     """A small solid PNG."""
-    from genq.png import encode_rgb
+    from genq.demo.png import encode_rgb
 
     pixel = bytes.fromhex(colour)
     return genq.Image(encode_rgb(size, size, [pixel * size] * size), name="swatch.png")

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import genq
-from genq.png import encode_rgb
+from genq.demo.png import encode_rgb
 
 app = genq.App("hostile")
 

@@ -16,7 +16,7 @@ import anyio
 from pydantic import Field
 
 import genq
-from genq.png import encode_rgb
+from genq.demo.png import encode_rgb
 
 app = genq.App("http-tests")
 

@@ -14,7 +14,7 @@ import anyio
 from pydantic import Base64Bytes, Field
 
 import genq
-from genq.png import encode_rgb
+from genq.demo.png import encode_rgb
 
 app = genq.App("ui-test")
 

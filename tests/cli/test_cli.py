@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -261,3 +262,16 @@ def test_serve_refuses_a_bad_rate_limit_or_key_entry(tmp_path: Path) -> None:
     done = genq("serve", "apps.http_app:app", "--db", db, "--api-keys-file", str(keys),
                 timeout=30)
     assert done.returncode == 2 and "superuser" in done.stderr
+
+
+def test_python_dash_m_genq_is_the_same_cli(server: LiveServer) -> None:
+    done = subprocess.run([sys.executable, "-m", "genq", "run", "--url", server.url, "add",
+                           "--x", "2", "--y", "3"], capture_output=True, text=True,
+                          timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    usage = subprocess.run([sys.executable, "-m", "genq", "--help"], capture_output=True,
+                           text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    assert usage.returncode == 0 and "python -m genq" in usage.stdout
+    for command in ("serve", "worker", "demo", "run", "watch", "jobs", "cancel", "result"):
+        assert command in usage.stdout

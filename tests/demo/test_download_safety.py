@@ -1,4 +1,4 @@
-"""What a download may touch (genq.download_policy), against real loopback HTTP servers:
+"""What a download may touch (genq.downloads.policy), against real loopback HTTP servers:
 the folder it writes in, the URLs and addresses it reaches, redirects, and its size."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import pytest
 
 import genq
 from genq.demo import app as demo_app
-from genq.download_policy import (
+from genq.downloads import download
+from genq.downloads.policy import (
     AddressRefused,
     DownloadPolicy,
     DownloadRefused,
     DownloadTooLarge,
     safe_destination,
 )
-from genq.downloads import download
 from tests.support.flaky_http import FlakyFiles, serve_files
 
 SIZE = 4 * 1024 * 1024

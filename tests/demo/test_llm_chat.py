@@ -22,9 +22,8 @@ import torch  # noqa: F401 - scripts/setup.sh installs the llm extra; missing is
 import transformers  # noqa: F401
 
 import genq
-from genq import llm
 from genq.bridge import iterate_in_thread
-from genq.demo import app
+from genq.demo import app, llm
 from genq.models import EventType
 from tests.support.live_server import serve_app
 

@@ -10,7 +10,7 @@ atomically. It is blocking code: run it inside a sync genq function, where it re
 bytes, rate and ETA through ``Progress`` and stops at cancellation.
 
 It trusts its caller with the URL and path. For a URL from a user, pass a
-``DownloadPolicy`` (``genq.download_policy``: addresses, redirects, size) and make the
+``DownloadPolicy`` (``genq.downloads.policy``: addresses, redirects, size) and make the
 path with ``safe_destination``. Part files are never opened through a symbolic link.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from genq.backoff import backoff_delay
-from genq.download_policy import DownloadPolicy, DownloadRefused, DownloadTooLarge, check_url
+from genq.downloads.policy import DownloadPolicy, DownloadRefused, DownloadTooLarge, check_url
 from genq.progress import Progress
 
 CHUNK = 1 << 20

@@ -6,7 +6,7 @@
 * ``primes``: a blocking sync generator streaming primes as a sieve finds them.
 * ``countdown``: a long job to try cancellation, reconnects and restarts on.
 * ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA,
-  confined to its folder, public addresses and a size limit (``genq.download_policy``).
+  confined to its folder, public addresses and a size limit (``genq.downloads.policy``).
 * ``chat``: a real small LLM (SmolLM2-135M-Instruct, ``genq[llm]``) streaming its reply.
 """
 
@@ -22,16 +22,16 @@ import numpy as np
 from pydantic import AfterValidator, Field
 
 import genq
-from genq.download_policy import (
+from genq.demo.llm import chat as llm_chat
+from genq.demo.png import encode_rgb
+from genq.downloads import DownloadError, download
+from genq.downloads.policy import (
     DownloadPolicy,
     check_name,
     check_url,
     name_from_url,
     safe_destination,
 )
-from genq.downloads import DownloadError, download
-from genq.llm import chat as llm_chat
-from genq.png import encode_rgb
 
 app = genq.App("demo")
 
