@@ -7,11 +7,12 @@ Shape, and why:
   Thousands of submissions or output chunks share one commit, so durability costs one
   fsync-free WAL append per batch instead of one per row, and the event loop never waits
   on disk. Calls that promise durability (submit, finish, cancel) await their op's commit.
-* **Live jobs in memory.** Queued and running jobs are mirrored in memory with a sorted
-  ready list per function (claim order; an index in it is a queue position, O(log n)),
-  so claims, positions and limits are answered without a query. The
-  file is the truth at start-up: ``open`` rebuilds the mirror and recovers jobs that were
-  running when the previous process died.
+* **Live jobs in memory.** Queued and running jobs are mirrored in memory, the queued
+  ones in ``sqlite_queues.py`` (a sorted ready list per function: claim order, an index
+  in it is a queue position, O(log n); heaps of delayed retries and queue timeouts), so
+  claims, positions and limits are answered without a query. The file is the truth at
+  start-up: ``open`` rebuilds the mirror and recovers jobs that were running when the
+  previous process died.
 * **One owner process.** An exclusive lock file refuses a second process, since two
   mirrors of one file would diverge. Several machines (or processes) share work through
   the Redis store instead.
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import heapq
 import json
 import os
 import queue
@@ -38,11 +38,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from genq.errors import (
     IdempotencyConflict,
@@ -66,6 +64,7 @@ from genq.store import rules
 from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
+from genq.store.sqlite_queues import JobQueues
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -215,21 +214,6 @@ class _Op:
     rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
 
 
-@dataclass(slots=True)
-class _Queue:
-    """Queued jobs of one function: the ready ones in claim order, plus counts per
-    priority (ready or waiting for a retry delay)."""
-
-    # (-priority, seq, id), ordered: the head is the next claim, and a job's index is
-    # its queue position - 1 (an order-statistic list: O(log n) insert, remove, rank).
-    ready: SortedList = field(default_factory=SortedList)
-    by_priority: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def depth(self) -> int:
-        return sum(self.by_priority.values())
-
-
 class _Writer:
     """The single thread that writes to the database, committing ops in batches."""
 
@@ -327,11 +311,7 @@ class SQLiteStore:
         self._writer: _Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[str, Job] = {}
-        self._queues: dict[str, _Queue] = {}
-        self._queued_seq: dict[str, int] = {}  # valid heap entry of each queued job
-        self._delayed: list[tuple[float, str]] = []  # (not_before, id) of retries waiting
-        self._expiry: list[tuple[float, str]] = []  # (expires_at, id) of queued jobs
-        self._seq = 0
+        self._queues = JobQueues()  # the queued ones among them (sqlite_queues.py)
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
         self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
@@ -524,38 +504,12 @@ class SQLiteStore:
         if job.idempotency_key is not None:
             self._idempotent.pop((job.owner, job.idempotency_key), None)
 
-    def _queue(self, function: str) -> _Queue:
-        q = self._queues.get(function)
-        if q is None:
-            q = self._queues[function] = _Queue()
-        return q
-
     def _enqueue(self, job: Job) -> None:
-        """Put a queued job in its function's ready heap (or the delayed heap)."""
-        self._seq += 1
-        self._queued_seq[job.id] = self._seq
-        q = self._queue(job.function)
-        q.by_priority[job.priority] += 1
-        if job.not_before > time.time():
-            heapq.heappush(self._delayed, (job.not_before, job.id))
-            self._require_loop().call_at(
-                self._require_loop().time() + (job.not_before - time.time()), self._notify_work
-            )
-        else:
-            q.ready.add((-job.priority, self._seq, job.id))
-        if job.expires_at is not None and job.started_at is None:
-            heapq.heappush(self._expiry, (job.expires_at, job.id))
-
-    def _dequeue(self, job: Job) -> None:
-        """Take a job out of its ready list (entries in the delayed and expiry heaps go
-        stale and are skipped)."""
-        seq = self._queued_seq.pop(job.id, None)
-        if seq is not None:
-            q = self._queue(job.function)
-            q.ready.discard((-job.priority, seq, job.id))
-            q.by_priority[job.priority] -= 1
-            if q.by_priority[job.priority] <= 0:
-                del q.by_priority[job.priority]
+        """Queue a job; a delayed one wakes the workers when its delay ends."""
+        wait = self._queues.add(job, time.time())
+        if wait is not None:
+            loop = self._require_loop()
+            loop.call_at(loop.time() + wait, self._notify_work)
 
     def _to_queue(self, job: Job, delay: float) -> None:
         job.status = JobStatus.QUEUED
@@ -564,23 +518,6 @@ class SQLiteStore:
         job.lease_until = None
         self._enqueue(job)
         self._notify_work()
-
-    def _promote_delayed(self, now: float) -> None:
-        while self._delayed and self._delayed[0][0] <= now:
-            _, job_id = heapq.heappop(self._delayed)
-            job = self._live.get(job_id)
-            seq = self._queued_seq.get(job_id)
-            if job is not None and seq is not None and job.status is JobStatus.QUEUED:
-                ready = self._queue(job.function).ready
-                if (entry := (-job.priority, seq, job_id)) not in ready:
-                    ready.add(entry)
-
-    def _peek_ready(self, function: str) -> tuple[int, int, str] | None:
-        q = self._queues.get(function)
-        if q is None or not q.ready:
-            return None
-        head: tuple[int, int, str] = q.ready[0]
-        return head
 
     def _notify_work(self) -> None:
         for callback in list(self._work_callbacks):
@@ -608,16 +545,14 @@ class SQLiteStore:
                 cached = self._find_cached(job.cache_key, policy.cache_ttl)
                 if cached is not None:
                     return Submitted(await self._create_cached(job, cached), False, "cached")
-        q = self._queue(job.function)
-        depth = q.depth
+        depth = self._queues.depth(job.function)
         if policy.max_queue is not None and depth >= policy.max_queue:
             raise QueueFull(
                 f"the queue of {job.function!r} is full ({depth} of {policy.max_queue} jobs "
                 "waiting); retry later",
                 function=job.function, max_queue=policy.max_queue, retry_after=policy.retry_after,
             )
-        # Behind every ready job of equal or higher priority (as queue_position counts).
-        position = 1 + q.ready.bisect_left((-job.priority + 1,))
+        position = self._queues.position_for(job.function, job.priority)
         job.status = JobStatus.QUEUED
         self._live[job.id] = job
         self._index_live(job)
@@ -718,19 +653,13 @@ class SQLiteStore:
         return jobs
 
     async def queue_position(self, job_id: str) -> int | None:
-        job = self._live.get(job_id)
-        if job is None or job_id not in self._queued_seq:
+        if job_id not in self._queues:
             return None
-        self._promote_delayed(time.time())  # a retry whose delay just ended has a place
-        ready = self._queue(job.function).ready
-        entry = (-job.priority, self._queued_seq[job_id], job_id)
-        index: int = ready.bisect_left(entry)
-        # Waiting for a retry delay: not in the ready list, so no place (as on Redis).
-        return index + 1 if index < len(ready) and ready[index] == entry else None
+        self._queues.promote(time.time())  # a retry whose delay just ended has a place
+        return self._queues.position(job_id)
 
     async def queue_depth(self, function: str) -> int:
-        q = self._queues.get(function)
-        return 0 if q is None else q.depth
+        return self._queues.depth(function)
 
     # -- events ----------------------------------------------------------------------
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
@@ -807,21 +736,14 @@ class SQLiteStore:
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None) -> Job | None:
         now = time.time()
-        self._promote_delayed(now)
+        self._queues.promote(now)
         if limits:
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
-        while True:
-            best: tuple[int, int, str] | None = None
-            for function in functions:
-                entry = self._peek_ready(function)
-                if entry is not None and (best is None or entry < best):
-                    best = entry
-            if best is None:
-                return None
-            job = self._live[best[2]]
-            self._dequeue(job)
+        while (job_id := self._queues.next_ready(functions)) is not None:
+            job = self._live[job_id]
+            self._queues.remove(job_id)
             if rules.queue_timed_out(job, now):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
                 continue
@@ -833,6 +755,7 @@ class SQLiteStore:
             job.lease_token += 1
             await self._write(job, [rules.started_event(job)], wait=False)
             return job.copy()
+        return None
 
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
                          limits: Mapping[str, int] | None = None) -> list[Job]:
@@ -899,7 +822,7 @@ class SQLiteStore:
     async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
                    error: dict[str, Any] | None = None) -> Job:
         """Make a live job terminal with ``event``; durable when it returns."""
-        self._dequeue(job)
+        self._queues.remove(job.id)
         job.status = status
         job.finished_at = time.time()
         job.result = result
@@ -944,8 +867,7 @@ class SQLiteStore:
         return job.copy()
 
     async def housekeep(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, job_id = heapq.heappop(self._expiry)
+        while (job_id := self._queues.pop_expired(now)) is not None:
             job = self._live.get(job_id)
             if (job is not None and job.status is JobStatus.QUEUED
                     and rules.queue_timed_out(job, now)):
