@@ -2,11 +2,12 @@
 
 Shape, and why:
 
-* **Write-behind with group commit.** Every change is an ``_Op`` handed to one writer
-  thread, which drains whatever has accumulated and commits it in a single transaction.
-  Thousands of submissions or output chunks share one commit, so durability costs one
-  fsync-free WAL append per batch instead of one per row, and the event loop never waits
-  on disk. Calls that promise durability (submit, finish, cancel) await their op's commit.
+* **Write-behind with group commit.** Every change is an op handed to one writer
+  thread (``sqlite_writer.py``), which drains whatever has accumulated and commits it in
+  a single transaction. Thousands of submissions or output chunks share one commit, so
+  durability costs one fsync-free WAL append per batch instead of one per row, and the
+  event loop never waits on disk. Calls that promise durability (submit, finish, cancel)
+  await their op's commit.
 * **Live jobs in memory.** Queued and running jobs are mirrored in memory, the queued
   ones in ``sqlite_queues.py`` (a sorted ready list per function: claim order, an index
   in it is a queue position, O(log n); heaps of delayed retries and queue timeouts), so
@@ -27,13 +28,10 @@ Shape, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import os
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from collections import Counter
@@ -65,6 +63,7 @@ from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
 from genq.store.sqlite_queues import JobQueues
+from genq.store.sqlite_writer import Op, Writer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -146,8 +145,6 @@ _INSERT_EVENT = "INSERT INTO events (job_id, id, type, ts, data) VALUES (?, ?, ?
 _STATUS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRYING,
                             EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED,
                             EventType.EXPIRED})
-_MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
-_MAX_BATCH_OPS = 5_000  # ops per transaction
 _CATCH_UP = 1_000  # events per read of a follower catching up from the file
 
 
@@ -203,95 +200,13 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
 
 
 @dataclass(slots=True)
-class _Op:
-    """One unit of work for the writer thread: statements committed together."""
+class _JobOp(Op):
+    """A write of the store, with what ``_on_committed`` does once it is durable."""
 
-    statements: list[tuple[str, Any, bool]]  # (sql, params, executemany?)
     job_id: str | None = None  # whose followers get ``rows`` once committed
-    future: asyncio.Future[None] | None = None  # resolved once committed
     terminal: Job | None = None  # the job became terminal with this op
     announce: Job | None = None  # the job's status changed with this op
     rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
-
-
-class _Writer:
-    """The single thread that writes to the database, committing ops in batches."""
-
-    def __init__(self, path: Path, on_committed: Callable[[list[_Op], BaseException | None], None],
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._path = path
-        self._on_committed = on_committed
-        self._loop = loop
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def put(self, op: _Op) -> None:
-        self._ops.put(op)
-
-    def stop(self) -> None:
-        self._ops.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        try:
-            stopping = False
-            while not stopping:
-                first = self._ops.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < _MAX_BATCH_OPS:
-                    try:
-                        op = self._ops.get_nowait()
-                    except queue.Empty:
-                        break
-                    if op is None:
-                        stopping = True
-                        break
-                    batch.append(op)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        try:
-            self._apply(conn, batch)
-            error: BaseException | None = None
-        except sqlite3.Error:
-            # Isolate the failing op so one bad write cannot sink its batch-mates.
-            for op in batch:
-                try:
-                    self._apply(conn, [op])
-                    self._deliver([op], None)
-                except sqlite3.Error as exc:
-                    self._deliver([op], exc)
-            return
-        self._deliver(batch, error)
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        conn.execute("BEGIN")
-        try:
-            for op in batch:
-                for sql, params, many in op.statements:
-                    if many:
-                        conn.executemany(sql, params)
-                    else:
-                        conn.execute(sql, params)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def _deliver(self, batch: list[_Op], error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._on_committed, batch, error)
 
 
 class SQLiteStore:
@@ -308,7 +223,7 @@ class SQLiteStore:
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
         self._lock_file: int | None = None
         self._reader: sqlite3.Connection | None = None
-        self._writer: _Writer | None = None
+        self._writer: Writer[_JobOp] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[str, Job] = {}
         self._queues = JobQueues()  # the queued ones among them (sqlite_queues.py)
@@ -320,13 +235,10 @@ class SQLiteStore:
         self._cancel_callbacks: list[Callable[[str], None]] = []
         self._job_callbacks: list[Callable[[Job], None]] = []
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
-        self._pending = 0
-        self._drained = asyncio.Event()
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._drained = asyncio.Event()
         self._purging = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
@@ -342,7 +254,7 @@ class SQLiteStore:
             setup.close()
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA query_only=ON")
-        self._writer = _Writer(self.path, self._on_committed, self._loop)
+        self._writer = Writer(self.path, self._on_committed, self._loop)
         self._writer.start()
         await self._load_live_jobs()
 
@@ -419,24 +331,13 @@ class SQLiteStore:
             raise RuntimeError("the store is not open")
         return self._reader
 
-    def _submit_op(self, op: _Op) -> None:
+    def _require_writer(self) -> Writer[_JobOp]:
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        self._pending += 1
-        if self._pending > _MAX_PENDING_OPS:
-            self._drained.clear()
-        self._writer.put(op)
+        return self._writer
 
-    def _on_committed(self, batch: list[_Op], error: BaseException | None) -> None:
-        self._pending -= len(batch)
-        if self._pending <= _MAX_PENDING_OPS // 2:
-            self._drained.set()
+    def _on_committed(self, batch: list[_JobOp], error: BaseException | None) -> None:
         for op in batch:
-            if op.future is not None and not op.future.done():
-                if error is None:
-                    op.future.set_result(None)
-                else:
-                    op.future.set_exception(error)
             if op.terminal is not None and error is None:
                 self._on_terminal_committed(op.terminal)
             if op.announce is not None and error is None:
@@ -473,18 +374,20 @@ class SQLiteStore:
             statements.append((_UPDATE_JOB, _update_params(job), False))
         if rows:
             statements.append((_INSERT_EVENT, rows, True))
-        future = self._require_loop().create_future() if wait else None
         terminal = job.copy() if job.status.terminal else None
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
         # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
-        self._submit_op(_Op(statements, wake, future, terminal, announce, rows or None))
-        if future is not None:
-            await future
-        elif self._pending > _MAX_PENDING_OPS:
-            await self._drained.wait()
+        op = _JobOp(statements, job_id=wake, terminal=terminal, announce=announce,
+                    rows=rows or None)
+        writer = self._require_writer()
+        if wait:
+            await writer.write(op)
+        else:
+            writer.submit(op)
+            await writer.keep_up()
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -893,11 +796,10 @@ class SQLiteStore:
                 if row[0] not in self._live]
             if not ids:
                 return 0
-            future = self._require_loop().create_future()
-            self._submit_op(_Op([("DELETE FROM events WHERE job_id=?", ids, True),
-                                 ("DELETE FROM artifacts WHERE job_id=?", ids, True),
-                                 ("DELETE FROM jobs WHERE id=?", ids, True)], future=future))
-            await future
+            await self._require_writer().write(_JobOp([
+                ("DELETE FROM events WHERE job_id=?", ids, True),
+                ("DELETE FROM artifacts WHERE job_id=?", ids, True),
+                ("DELETE FROM jobs WHERE id=?", ids, True)]))
             return len(ids)
 
     # -- the cluster (one process: the workers of this store) ------------------------
@@ -918,13 +820,11 @@ class SQLiteStore:
     async def put_artifact(self, job_id: str, name: str, content_type: str,
                            data: bytes) -> ArtifactRef:
         ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
-        future = self._require_loop().create_future()
-        self._submit_op(_Op([(
+        await self._require_writer().write(_JobOp([(
             "INSERT INTO artifacts (id, job_id, name, content_type, size, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (ref.id, job_id, name, content_type, ref.size, data), False,
-        )], future=future))
-        await future
+        )]))
         return ref
 
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:
