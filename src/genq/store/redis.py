@@ -69,10 +69,10 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store import redis_lua, rules
-from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+from genq.store.base import CallbackT, NewEvent, StoreBase, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_follow import StreamHub
-from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
+from genq.store.retention import DEFAULT_RETAIN
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
@@ -200,7 +200,7 @@ def _event_json(data: dict[str, Any]) -> str:
     return compact_json(data)
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     """Jobs, queues and event logs in Redis, shared by every process that opens it."""
 
     kind = "redis"
@@ -208,10 +208,9 @@ class RedisStore:
     def __init__(self, url: str, *, prefix: str = "genq",
                  max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
                  retry_for: float = 15.0, retain: float | None = DEFAULT_RETAIN) -> None:
+        super().__init__(retain=retain)
         self.url = url
         self.prefix = prefix
-        self.retain = retain
-        self.retain_batch = RETAIN_BATCH
         self.max_artifact_bytes = max_artifact_bytes
         # How long a call keeps retrying while Redis is unreachable: a Redis restart
         # stalls genq for that long instead of failing jobs.
@@ -226,9 +225,6 @@ class RedisStore:
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._subscribe_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._work_callbacks: list[Callable[[], None]] = []
-        self._cancel_callbacks: list[Callable[[str], None]] = []
-        self._job_callbacks: list[Callable[[Job], None]] = []
         self._seqs: dict[str, int] = {}  # job id -> last event id, for jobs claimed here
         self._appends = AppendBatcher(self._run_appends)
         self._open = False
@@ -573,15 +569,6 @@ class RedisStore:
             self._seqs[job.id] = job.last_event_id
         return jobs
 
-    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
-        return self._add_callback("work", self._work_callbacks, callback)
-
-    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
-        return self._add_callback("cancel", self._cancel_callbacks, callback)
-
-    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
-        return self._add_callback("jobs", self._job_callbacks, callback)
-
     @_retried
     async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
                             lease: float) -> LeaseReport:
@@ -688,8 +675,14 @@ class RedisStore:
 
     @_retried
     async def housekeep(self, now: float) -> None:
+        await super().housekeep(now)  # retried as a whole while Redis is unreachable
+
+    async def _expire_queued(self, now: float) -> None:
+        # SWEEP also moves retries whose delay is over to their queue, and announces them.
         _, expired = rules.expired_event()
         await self._run("SWEEP", repr(now), compact_json(expired))
+
+    async def _reclaim_lapsed(self, now: float) -> None:
         lapsed = _bytes_list(await self._r().zrangebyscore(
             self._key("leases"), "-inf", repr(now), start=0, num=100))
         for job_id in lapsed:
@@ -698,8 +691,6 @@ class RedisStore:
                 await self._r().zrem(self._key("leases"), job_id)
                 continue
             await self._reclaim(job, now)
-        if self.retain is not None:
-            await self.purge_finished(now - self.retain, self.retain_batch)
 
     @_retried
     async def purge_finished(self, before: float, limit: int) -> int:
@@ -777,11 +768,12 @@ class RedisStore:
         return ref, h[b"data"]
 
     # -- notifications ---------------------------------------------------------------
-    def _add_callback(self, channel: str, callbacks: list[Any], callback: Any) -> Unsubscribe:
-        callbacks.append(callback)
-        if self._open:
-            self._subscribe(channel)
-        return lambda: callbacks.remove(callback)
+    def _add_subscriber(self, feed: str, callbacks: list[CallbackT],
+                        callback: CallbackT) -> Unsubscribe:
+        unsubscribe = super()._add_subscriber(feed, callbacks, callback)
+        if self._open:  # else open subscribes
+            self._subscribe(feed)
+        return unsubscribe
 
     def _subscribe(self, channel: str) -> asyncio.Future[None]:
         """Subscribe; the future is done once Redis confirms (the listener sees the
@@ -809,7 +801,7 @@ class RedisStore:
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await asyncio.sleep(backoff)  # redis-py re-subscribes on reconnect
                 backoff = min(2.0, backoff * 2)
-                self._dispatch_work()  # notifications may have been missed meanwhile
+                self._notify_work()  # notifications may have been missed meanwhile
                 continue
             if message is not None:
                 self._dispatch(message)
@@ -821,24 +813,16 @@ class RedisStore:
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             if channel == "work":  # work may have arrived before the subscription held
-                self._dispatch_work()
+                self._notify_work()
             return
         if message["type"] != "message":
             return
         if channel == "work":
-            self._dispatch_work()
+            self._notify_work()
         elif channel == "cancel":
-            job_id = message["data"].decode()
-            for cancel_callback in list(self._cancel_callbacks):
-                cancel_callback(job_id)
+            self._notify_cancel(message["data"].decode())
         elif channel == "jobs" and self._job_callbacks:
-            job = _job_from_flat(json.loads(message["data"]))
-            for job_callback in list(self._job_callbacks):
-                job_callback(job)
-
-    def _dispatch_work(self) -> None:
-        for callback in list(self._work_callbacks):
-            callback()
+            self._notify_job(_job_from_flat(json.loads(message["data"])))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -35,7 +35,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,8 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store import rules
-from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
-from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
+from genq.store.base import NewEvent, StoreBase, SubmitPolicy, Submitted
+from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
 from genq.store.sqlite_queues import JobQueues
 from genq.store.sqlite_writer import Op, Writer
@@ -209,7 +209,7 @@ class _JobOp(Op):
     rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
 
 
-class SQLiteStore:
+class SQLiteStore(StoreBase):
     """The default store: a durable SQLite file, for one process on one machine."""
 
     kind = "sqlite"
@@ -217,9 +217,8 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *,
                  retain: float | None = DEFAULT_RETAIN,
                  follow_buffer: int = FOLLOW_BUFFER) -> None:
+        super().__init__(retain=retain)
         self.path = Path(path)
-        self.retain = retain
-        self.retain_batch = RETAIN_BATCH
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
         self._lock_file: int | None = None
         self._reader: sqlite3.Connection | None = None
@@ -231,9 +230,6 @@ class SQLiteStore:
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
         self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
-        self._work_callbacks: list[Callable[[], None]] = []
-        self._cancel_callbacks: list[Callable[[str], None]] = []
-        self._job_callbacks: list[Callable[[Job], None]] = []
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
 
     # -- life cycle ------------------------------------------------------------------
@@ -341,8 +337,7 @@ class SQLiteStore:
             if op.terminal is not None and error is None:
                 self._on_terminal_committed(op.terminal)
             if op.announce is not None and error is None:
-                for callback in list(self._job_callbacks):
-                    callback(op.announce)
+                self._notify_job(op.announce)
             if op.job_id is not None and op.rows and self._feeds.wants(op.job_id):
                 if error is None:  # durable now: hand the events to the followers
                     self._feeds.publish(op.job_id, _events_from_rows(
@@ -421,10 +416,6 @@ class SQLiteStore:
         job.lease_until = None
         self._enqueue(job)
         self._notify_work()
-
-    def _notify_work(self) -> None:
-        for callback in list(self._work_callbacks):
-            callback()
 
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
@@ -674,18 +665,6 @@ class SQLiteStore:
     def _running_counts(self) -> Counter[str]:
         return Counter(j.function for j in self._live.values() if j.status is JobStatus.RUNNING)
 
-    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
-        self._work_callbacks.append(callback)
-        return lambda: self._work_callbacks.remove(callback)
-
-    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
-        self._cancel_callbacks.append(callback)
-        return lambda: self._cancel_callbacks.remove(callback)
-
-    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
-        self._job_callbacks.append(callback)
-        return lambda: self._job_callbacks.remove(callback)
-
     async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
                             lease: float) -> LeaseReport:
         until = time.time() + lease
@@ -765,22 +744,21 @@ class SQLiteStore:
         if not job.cancel_requested:
             job.cancel_requested = True
             await self._write(job, [], wait=True)
-            for callback in list(self._cancel_callbacks):
-                callback(job_id)
+            self._notify_cancel(job_id)
         return job.copy()
 
-    async def housekeep(self, now: float) -> None:
+    async def _expire_queued(self, now: float) -> None:
         while (job_id := self._queues.pop_expired(now)) is not None:
             job = self._live.get(job_id)
             if (job is not None and job.status is JobStatus.QUEUED
                     and rules.queue_timed_out(job, now)):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
+
+    async def _reclaim_lapsed(self, now: float) -> None:
         lapsed = [j for j in self._live.values() if j.status is JobStatus.RUNNING
                   and j.lease_until is not None and j.lease_until <= now]
         for job in lapsed:
             await self._reclaim(job, rules.LEASE_LAPSED)
-        if self.retain is not None:
-            await self.purge_finished(now - self.retain, self.retain_batch)
 
     async def purge_finished(self, before: float, limit: int) -> int:
         # Chosen on the reader, deleted by the writer: a finished job never changes
