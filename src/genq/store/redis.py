@@ -42,6 +42,7 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -68,13 +69,16 @@ from genq.models import (
     LeaseReport,
     WorkerInfo,
 )
-from genq.store import redis_lua, rules
+from genq.store import redis_lua, rules, urls
 from genq.store.base import CallbackT, NewEvent, StoreBase, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_follow import StreamHub
 from genq.store.retention import DEFAULT_RETAIN
+from genq.store.urls import UNSET, Unset
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
+DEFAULT_RETRY_FOR = 15.0  # seconds a call waits for an unreachable Redis
+URL_OPTIONS = ("prefix", "retry_for", "max_artifact_mb", "retain")  # genq's; others: redis-py
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
 FILTERED_PAGE = 1000  # index entries per round trip of a filtered listing
 
@@ -186,6 +190,13 @@ def _decode_events(job_id: str, entries: StreamEntries) -> list[Event]:
             for (entry_id, fields), data in zip(entries, datas, strict=True)]
 
 
+def _without_query_params(url: str, names: tuple[str, ...]) -> str:
+    """``url`` without genq's own parameters (the rest go to redis-py)."""
+    parts = urlsplit(url)
+    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in names)
+    return parts._replace(query=kept).geturl()
+
+
 def _raw_streams(connection: aioredis.Redis) -> aioredis.Redis:
     for command in ("XRANGE", "XREAD"):
         connection.set_response_callback(command, lambda response, **_: response)
@@ -207,7 +218,8 @@ class RedisStore(StoreBase):
 
     def __init__(self, url: str, *, prefix: str = "genq",
                  max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
-                 retry_for: float = 15.0, retain: float | None = DEFAULT_RETAIN) -> None:
+                 retry_for: float = DEFAULT_RETRY_FOR,
+                 retain: float | None = DEFAULT_RETAIN) -> None:
         super().__init__(retain=retain)
         self.url = url
         self.prefix = prefix
@@ -228,6 +240,24 @@ class RedisStore(StoreBase):
         self._seqs: dict[str, int] = {}  # job id -> last event id, for jobs claimed here
         self._appends = AppendBatcher(self._run_appends)
         self._open = False
+
+    @classmethod
+    def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> RedisStore:
+        """A store for ``redis://[:password@]host:port/db``, ``rediss://`` (TLS) or
+        ``unix:///path.sock``, with genq's query parameters ``prefix``, ``retry_for``
+        (seconds), ``max_artifact_mb`` and ``retain`` (docs/redis.md); every other
+        parameter goes to redis-py. ``retain`` given here (``--retain``) overrides the
+        URL's."""
+        if urls.scheme(url) not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r} is not a Redis URL: use redis://host:port/db")
+        query = urls.query_options(url)
+        window = urls.retain_option(url, query, retain)
+        retry_for = urls.option(url, query, "retry_for", float, DEFAULT_RETRY_FOR)
+        max_artifact_bytes = urls.option(url, query, "max_artifact_mb",
+                                         lambda mb: int(float(mb) * (1 << 20)),
+                                         DEFAULT_MAX_ARTIFACT_BYTES)
+        return cls(_without_query_params(url, URL_OPTIONS), prefix=query.get("prefix", "genq"),
+                   retry_for=retry_for, max_artifact_bytes=max_artifact_bytes, retain=window)
 
     # -- life cycle ------------------------------------------------------------------
     def _connect(self, **options: Any) -> aioredis.Redis:

@@ -58,12 +58,13 @@ from genq.models import (
     LeaseReport,
     WorkerInfo,
 )
-from genq.store import rules
+from genq.store import rules, urls
 from genq.store.base import NewEvent, StoreBase, SubmitPolicy, Submitted
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
 from genq.store.sqlite_queues import JobQueues
 from genq.store.sqlite_writer import Op, Writer
+from genq.store.urls import UNSET, Unset
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -231,6 +232,26 @@ class SQLiteStore(StoreBase):
         self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
+
+    @classmethod
+    def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> SQLiteStore:
+        """A store for ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (one
+        query parameter: ``retain``), or a plain path (``file://`` allowed). ``retain``
+        given here (``--retain``) overrides the URL's."""
+        if urls.scheme(url) in ("", "file"):
+            return cls(url.removeprefix("file://"), retain=urls.retain_option(url, {}, retain))
+        if urls.scheme(url) != "sqlite":
+            raise ValueError(f"{url!r} is not a SQLite URL: use sqlite:///path")
+        query = urls.query_options(url)
+        window = urls.retain_option(url, query, retain)
+        if unknown := sorted(set(query) - {"retain"}):
+            raise ValueError(f"{url!r}: a SQLite URL takes only the parameter retain, "
+                             f"not {', '.join(unknown)}")
+        path = url[len("sqlite://"):].split("?", 1)[0]
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"{url!r}: a SQLite URL is sqlite:///relative/path or "
+                             "sqlite:////absolute/path")
+        return cls(path[1:], retain=window)
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> None:
