@@ -714,13 +714,17 @@ class SQLiteStore(StoreBase):
         event = rules.terminal_event(status, result=result, error=error, data=data)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
-            existing = await self.get_job(job_id)
-            if existing is None:
-                raise JobNotFound(f"no job {job_id}", job_id=job_id)
-            return existing
+            return await self._as_stored(job_id)
         if lease is not None:
             self._leased(job_id, lease)
         return await self._end(job, status, event, result=result, error=error)
+
+    async def _as_stored(self, job_id: str) -> Job:
+        """A job that is no longer live (finish and cancel leave it as it is)."""
+        existing = await self.get_job(job_id)
+        if existing is None:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return existing
 
     async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
                    error: dict[str, Any] | None = None) -> Job:
@@ -756,10 +760,7 @@ class SQLiteStore(StoreBase):
     async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
-            existing = await self.get_job(job_id)
-            if existing is None:
-                raise JobNotFound(f"no job {job_id}", job_id=job_id)
-            return existing
+            return await self._as_stored(job_id)
         if job.status is JobStatus.QUEUED:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason))
         if not job.cancel_requested:
