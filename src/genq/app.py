@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from genq.errors import UnknownFunction
 from genq.functions import FunctionSpec, Options
 from genq.models import Job, new_job_id
-from genq.store import DEFAULT_STORE_URL
+from genq.store import store_url
 from genq.store.base import SubmitPolicy
 
 if TYPE_CHECKING:
@@ -107,12 +107,6 @@ class App:
 
         return LocalRunner(self, store_url(store), workers=workers, owner=owner,
                            shutdown_grace=shutdown_grace)
-
-
-def store_url(given: str | os.PathLike[str] | None = None) -> str:
-    """The store to use: ``given``, else $GENQ_STORE, else $GENQ_DB, else the default."""
-    return os.fspath(given or os.environ.get("GENQ_STORE") or os.environ.get("GENQ_DB")
-                     or DEFAULT_STORE_URL)
 
 
 def _normalise(options: dict[str, Any]) -> dict[str, Any]:

@@ -27,15 +27,16 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from genq import errors
-from genq.app import App, store_url
+from genq.app import App
 from genq.client.base import Artifact
 from genq.client.http import Client, ConnectionLost
 from genq.client.sync import Job as SyncJob
 from genq.client.sync import SyncClient
 from genq.engine import Engine
 from genq.models import Event, EventType
-from genq.store import Store, store_from_url
+from genq.store import Store, store_from_url, store_url
 from genq.store.retention import describe_retain, parse_retain
+from genq.store.urls import UNSET
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL, EXIT_INTERRUPTED = (
@@ -152,15 +153,13 @@ def _store_url(store: str | None, db: Path | None) -> str:
 def _open_store(url: str, retain: str | None = None) -> Store:
     """The store of ``url``; ``retain`` (--retain) overrides the URL's own window."""
     try:
-        store = store_from_url(url)
+        window = UNSET if retain is None else parse_retain(retain)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--retain") from None
+    try:
+        return store_from_url(url, retain=window)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
-    if retain is not None:
-        try:
-            store.retain = parse_retain(retain)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--retain") from None
-    return store
 
 
 @cli.command()

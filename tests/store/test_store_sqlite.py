@@ -78,6 +78,17 @@ async def test_a_second_store_on_an_open_file_is_refused(tmp_path: Path) -> None
         await third.close()
 
 
+@pytest.mark.anyio
+async def test_async_with_opens_and_closes_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "genq.sqlite3"
+    async with SQLiteStore(path) as store:
+        submitted = await store.create_job(make_job(), SubmitPolicy())
+        with pytest.raises(StoreLocked):  # open: it owns the file
+            await SQLiteStore(path).open()
+    async with SQLiteStore(path) as again:  # closed on the way out: free again
+        assert await again.get_job(submitted.job.id) is not None
+
+
 # -- a clean restart -------------------------------------------------------------------
 @pytest.mark.anyio
 async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None:

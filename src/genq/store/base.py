@@ -1,4 +1,5 @@
-"""The Store protocol: everything the worker, the clients and the server need from storage.
+"""The Store protocol: everything the worker, the clients and the server need from storage,
+and ``StoreBase``, the little both backends share.
 
 One protocol, one module per backend (``sqlite.py``, ``redis.py``), one shared test suite
 (``tests/store_contract.py``) that every backend must pass, and one module of genq's own
@@ -10,13 +11,22 @@ Fencing: ``claim`` hands the worker a job with a ``lease_token``; every write a 
 makes to that job (``append_events``, ``finish``, ``retry``, ``requeue``) carries its
 ``Lease`` and is refused with ``LeaseLost`` once the job was reclaimed or finished, so a
 worker that was paused past its lease can never write over the job's next attempt.
+
+``StoreBase`` holds only what the two backends do alike, whatever they store in: the
+retention settings, the subscriber lists of ``subscribe_work`` / ``subscribe_cancels``
+/ ``subscribe_jobs`` and their dispatch, ``async with store:``, and the sequence of
+``housekeep`` (expire, reclaim, purge), each step the backend's own. Everything that
+touches data stays in the backend: the two differ in every such call (a Lua script
+against a mirror in memory), so a shared version would be a switch on the backend.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 from genq.models import (
     ArtifactRef,
@@ -28,6 +38,7 @@ from genq.models import (
     LeaseReport,
     WorkerInfo,
 )
+from genq.store.retention import RETAIN_BATCH
 
 NewEvent = tuple[EventType, dict[str, Any]]
 Unsubscribe = Callable[[], None]
@@ -62,6 +73,12 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Flush pending writes and release every resource."""
+
+    async def __aenter__(self) -> Self:
+        """``async with store:`` opens it, and closes it on the way out."""
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
@@ -193,3 +210,84 @@ class Store(Protocol):
     ) -> ArtifactRef: ...
 
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None: ...
+
+
+CallbackT = TypeVar("CallbackT", bound=Callable[..., None])  # one of the three kinds
+
+
+class StoreBase(abc.ABC):
+    """What both stores share: retention settings, subscribers, ``async with``, and the
+    order of housekeeping. A backend supplies the steps; see the module docstring."""
+
+    kind: str
+
+    def __init__(self, *, retain: float | None) -> None:
+        self.retain = retain
+        self.retain_batch = RETAIN_BATCH
+        self._work_callbacks: list[Callable[[], None]] = []
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._job_callbacks: list[Callable[[Job], None]] = []
+
+    # -- life cycle ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    # -- subscribers -----------------------------------------------------------------
+    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
+        return self._add_subscriber("work", self._work_callbacks, callback)
+
+    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
+        return self._add_subscriber("cancel", self._cancel_callbacks, callback)
+
+    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
+        return self._add_subscriber("jobs", self._job_callbacks, callback)
+
+    def _add_subscriber(self, feed: str, callbacks: list[CallbackT],
+                        callback: CallbackT) -> Unsubscribe:
+        """Add ``callback`` to the subscribers of ``feed`` (``work``, ``cancel`` or
+        ``jobs``); a store that hears of changes from elsewhere also starts listening."""
+        callbacks.append(callback)
+        return lambda: callbacks.remove(callback)
+
+    def _notify_work(self) -> None:
+        for callback in list(self._work_callbacks):
+            callback()
+
+    def _notify_cancel(self, job_id: str) -> None:
+        for callback in list(self._cancel_callbacks):
+            callback(job_id)
+
+    def _notify_job(self, job: Job) -> None:
+        for callback in list(self._job_callbacks):
+            callback(job)
+
+    # -- housekeeping ----------------------------------------------------------------
+    async def housekeep(self, now: float) -> None:
+        """Store.housekeep: the three steps, in this order."""
+        await self._expire_queued(now)
+        await self._reclaim_lapsed(now)
+        if self.retain is not None:
+            await self.purge_finished(now - self.retain, self.retain_batch)
+
+    @abc.abstractmethod
+    async def _expire_queued(self, now: float) -> None:
+        """End queued, never-started jobs past their queue timeout (rules.queue_timed_out)."""
+
+    @abc.abstractmethod
+    async def _reclaim_lapsed(self, now: float) -> None:
+        """Reclaim running jobs whose lease lapsed by ``now`` (rules.orphan_transition),
+        bumping their lease token."""
+
+    @abc.abstractmethod
+    async def purge_finished(self, before: float, limit: int) -> int: ...

@@ -42,6 +42,7 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -68,13 +69,16 @@ from genq.models import (
     LeaseReport,
     WorkerInfo,
 )
-from genq.store import redis_lua, rules
-from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
+from genq.store import redis_lua, rules, urls
+from genq.store.base import CallbackT, NewEvent, StoreBase, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_follow import StreamHub
-from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
+from genq.store.retention import DEFAULT_RETAIN
+from genq.store.urls import UNSET, Unset
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
+DEFAULT_RETRY_FOR = 15.0  # seconds a call waits for an unreachable Redis
+URL_OPTIONS = ("prefix", "retry_for", "max_artifact_mb", "retain")  # genq's; others: redis-py
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
 FILTERED_PAGE = 1000  # index entries per round trip of a filtered listing
 
@@ -186,6 +190,13 @@ def _decode_events(job_id: str, entries: StreamEntries) -> list[Event]:
             for (entry_id, fields), data in zip(entries, datas, strict=True)]
 
 
+def _without_query_params(url: str, names: tuple[str, ...]) -> str:
+    """``url`` without genq's own parameters (the rest go to redis-py)."""
+    parts = urlsplit(url)
+    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in names)
+    return parts._replace(query=kept).geturl()
+
+
 def _raw_streams(connection: aioredis.Redis) -> aioredis.Redis:
     for command in ("XRANGE", "XREAD"):
         connection.set_response_callback(command, lambda response, **_: response)
@@ -200,18 +211,18 @@ def _event_json(data: dict[str, Any]) -> str:
     return compact_json(data)
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     """Jobs, queues and event logs in Redis, shared by every process that opens it."""
 
     kind = "redis"
 
     def __init__(self, url: str, *, prefix: str = "genq",
                  max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
-                 retry_for: float = 15.0, retain: float | None = DEFAULT_RETAIN) -> None:
+                 retry_for: float = DEFAULT_RETRY_FOR,
+                 retain: float | None = DEFAULT_RETAIN) -> None:
+        super().__init__(retain=retain)
         self.url = url
         self.prefix = prefix
-        self.retain = retain
-        self.retain_batch = RETAIN_BATCH
         self.max_artifact_bytes = max_artifact_bytes
         # How long a call keeps retrying while Redis is unreachable: a Redis restart
         # stalls genq for that long instead of failing jobs.
@@ -226,12 +237,27 @@ class RedisStore:
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._subscribe_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._work_callbacks: list[Callable[[], None]] = []
-        self._cancel_callbacks: list[Callable[[str], None]] = []
-        self._job_callbacks: list[Callable[[Job], None]] = []
         self._seqs: dict[str, int] = {}  # job id -> last event id, for jobs claimed here
         self._appends = AppendBatcher(self._run_appends)
         self._open = False
+
+    @classmethod
+    def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> RedisStore:
+        """A store for ``redis://[:password@]host:port/db``, ``rediss://`` (TLS) or
+        ``unix:///path.sock``, with genq's query parameters ``prefix``, ``retry_for``
+        (seconds), ``max_artifact_mb`` and ``retain`` (docs/redis.md); every other
+        parameter goes to redis-py. ``retain`` given here (``--retain``) overrides the
+        URL's."""
+        if urls.scheme(url) not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r} is not a Redis URL: use redis://host:port/db")
+        query = urls.query_options(url)
+        window = urls.retain_option(url, query, retain)
+        retry_for = urls.option(url, query, "retry_for", float, DEFAULT_RETRY_FOR)
+        max_artifact_bytes = urls.option(url, query, "max_artifact_mb",
+                                         lambda mb: int(float(mb) * (1 << 20)),
+                                         DEFAULT_MAX_ARTIFACT_BYTES)
+        return cls(_without_query_params(url, URL_OPTIONS), prefix=query.get("prefix", "genq"),
+                   retry_for=retry_for, max_artifact_bytes=max_artifact_bytes, retain=window)
 
     # -- life cycle ------------------------------------------------------------------
     def _connect(self, **options: Any) -> aioredis.Redis:
@@ -573,15 +599,6 @@ class RedisStore:
             self._seqs[job.id] = job.last_event_id
         return jobs
 
-    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
-        return self._add_callback("work", self._work_callbacks, callback)
-
-    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
-        return self._add_callback("cancel", self._cancel_callbacks, callback)
-
-    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
-        return self._add_callback("jobs", self._job_callbacks, callback)
-
     @_retried
     async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
                             lease: float) -> LeaseReport:
@@ -688,8 +705,14 @@ class RedisStore:
 
     @_retried
     async def housekeep(self, now: float) -> None:
+        await super().housekeep(now)  # retried as a whole while Redis is unreachable
+
+    async def _expire_queued(self, now: float) -> None:
+        # SWEEP also moves retries whose delay is over to their queue, and announces them.
         _, expired = rules.expired_event()
         await self._run("SWEEP", repr(now), compact_json(expired))
+
+    async def _reclaim_lapsed(self, now: float) -> None:
         lapsed = _bytes_list(await self._r().zrangebyscore(
             self._key("leases"), "-inf", repr(now), start=0, num=100))
         for job_id in lapsed:
@@ -698,8 +721,6 @@ class RedisStore:
                 await self._r().zrem(self._key("leases"), job_id)
                 continue
             await self._reclaim(job, now)
-        if self.retain is not None:
-            await self.purge_finished(now - self.retain, self.retain_batch)
 
     @_retried
     async def purge_finished(self, before: float, limit: int) -> int:
@@ -777,11 +798,12 @@ class RedisStore:
         return ref, h[b"data"]
 
     # -- notifications ---------------------------------------------------------------
-    def _add_callback(self, channel: str, callbacks: list[Any], callback: Any) -> Unsubscribe:
-        callbacks.append(callback)
-        if self._open:
-            self._subscribe(channel)
-        return lambda: callbacks.remove(callback)
+    def _add_subscriber(self, feed: str, callbacks: list[CallbackT],
+                        callback: CallbackT) -> Unsubscribe:
+        unsubscribe = super()._add_subscriber(feed, callbacks, callback)
+        if self._open:  # else open subscribes
+            self._subscribe(feed)
+        return unsubscribe
 
     def _subscribe(self, channel: str) -> asyncio.Future[None]:
         """Subscribe; the future is done once Redis confirms (the listener sees the
@@ -809,7 +831,7 @@ class RedisStore:
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await asyncio.sleep(backoff)  # redis-py re-subscribes on reconnect
                 backoff = min(2.0, backoff * 2)
-                self._dispatch_work()  # notifications may have been missed meanwhile
+                self._notify_work()  # notifications may have been missed meanwhile
                 continue
             if message is not None:
                 self._dispatch(message)
@@ -821,24 +843,16 @@ class RedisStore:
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             if channel == "work":  # work may have arrived before the subscription held
-                self._dispatch_work()
+                self._notify_work()
             return
         if message["type"] != "message":
             return
         if channel == "work":
-            self._dispatch_work()
+            self._notify_work()
         elif channel == "cancel":
-            job_id = message["data"].decode()
-            for cancel_callback in list(self._cancel_callbacks):
-                cancel_callback(job_id)
+            self._notify_cancel(message["data"].decode())
         elif channel == "jobs" and self._job_callbacks:
-            job = _job_from_flat(json.loads(message["data"]))
-            for job_callback in list(self._job_callbacks):
-                job_callback(job)
-
-    def _dispatch_work(self) -> None:
-        for callback in list(self._work_callbacks):
-            callback()
+            self._notify_job(_job_from_flat(json.loads(message["data"])))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

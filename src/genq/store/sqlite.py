@@ -2,16 +2,18 @@
 
 Shape, and why:
 
-* **Write-behind with group commit.** Every change is an ``_Op`` handed to one writer
-  thread, which drains whatever has accumulated and commits it in a single transaction.
-  Thousands of submissions or output chunks share one commit, so durability costs one
-  fsync-free WAL append per batch instead of one per row, and the event loop never waits
-  on disk. Calls that promise durability (submit, finish, cancel) await their op's commit.
-* **Live jobs in memory.** Queued and running jobs are mirrored in memory with a sorted
-  ready list per function (claim order; an index in it is a queue position, O(log n)),
-  so claims, positions and limits are answered without a query. The
-  file is the truth at start-up: ``open`` rebuilds the mirror and recovers jobs that were
-  running when the previous process died.
+* **Write-behind with group commit.** Every change is an op handed to one writer
+  thread (``sqlite_writer.py``), which drains whatever has accumulated and commits it in
+  a single transaction. Thousands of submissions or output chunks share one commit, so
+  durability costs one fsync-free WAL append per batch instead of one per row, and the
+  event loop never waits on disk. Calls that promise durability (submit, finish, cancel)
+  await their op's commit.
+* **Live jobs in memory.** Queued and running jobs are mirrored in memory, the queued
+  ones in ``sqlite_queues.py`` (a sorted ready list per function: claim order, an index
+  in it is a queue position, O(log n); heaps of delayed retries and queue timeouts), so
+  claims, positions and limits are answered without a query. The file is the truth at
+  start-up: ``open`` rebuilds the mirror and recovers jobs that were running when the
+  previous process died.
 * **One owner process.** An exclusive lock file refuses a second process, since two
   mirrors of one file would diverge. Several machines (or processes) share work through
   the Redis store instead.
@@ -26,23 +28,17 @@ Shape, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import heapq
 import json
 import os
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from genq.errors import (
     IdempotencyConflict,
@@ -62,10 +58,13 @@ from genq.models import (
     LeaseReport,
     WorkerInfo,
 )
-from genq.store import rules
-from genq.store.base import NewEvent, SubmitPolicy, Submitted, Unsubscribe
-from genq.store.retention import DEFAULT_RETAIN, RETAIN_BATCH
+from genq.store import rules, urls
+from genq.store.base import NewEvent, StoreBase, SubmitPolicy, Submitted
+from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
+from genq.store.sqlite_queues import JobQueues
+from genq.store.sqlite_writer import Op, Writer
+from genq.store.urls import UNSET, Unset
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -147,8 +146,6 @@ _INSERT_EVENT = "INSERT INTO events (job_id, id, type, ts, data) VALUES (?, ?, ?
 _STATUS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRYING,
                             EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED,
                             EventType.EXPIRED})
-_MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
-_MAX_BATCH_OPS = 5_000  # ops per transaction
 _CATCH_UP = 1_000  # events per read of a follower catching up from the file
 
 
@@ -204,113 +201,16 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
 
 
 @dataclass(slots=True)
-class _Op:
-    """One unit of work for the writer thread: statements committed together."""
+class _JobOp(Op):
+    """A write of the store, with what ``_on_committed`` does once it is durable."""
 
-    statements: list[tuple[str, Any, bool]]  # (sql, params, executemany?)
     job_id: str | None = None  # whose followers get ``rows`` once committed
-    future: asyncio.Future[None] | None = None  # resolved once committed
     terminal: Job | None = None  # the job became terminal with this op
     announce: Job | None = None  # the job's status changed with this op
     rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
 
 
-@dataclass(slots=True)
-class _Queue:
-    """Queued jobs of one function: the ready ones in claim order, plus counts per
-    priority (ready or waiting for a retry delay)."""
-
-    # (-priority, seq, id), ordered: the head is the next claim, and a job's index is
-    # its queue position - 1 (an order-statistic list: O(log n) insert, remove, rank).
-    ready: SortedList = field(default_factory=SortedList)
-    by_priority: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def depth(self) -> int:
-        return sum(self.by_priority.values())
-
-
-class _Writer:
-    """The single thread that writes to the database, committing ops in batches."""
-
-    def __init__(self, path: Path, on_committed: Callable[[list[_Op], BaseException | None], None],
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._path = path
-        self._on_committed = on_committed
-        self._loop = loop
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def put(self, op: _Op) -> None:
-        self._ops.put(op)
-
-    def stop(self) -> None:
-        self._ops.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        try:
-            stopping = False
-            while not stopping:
-                first = self._ops.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < _MAX_BATCH_OPS:
-                    try:
-                        op = self._ops.get_nowait()
-                    except queue.Empty:
-                        break
-                    if op is None:
-                        stopping = True
-                        break
-                    batch.append(op)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        try:
-            self._apply(conn, batch)
-            error: BaseException | None = None
-        except sqlite3.Error:
-            # Isolate the failing op so one bad write cannot sink its batch-mates.
-            for op in batch:
-                try:
-                    self._apply(conn, [op])
-                    self._deliver([op], None)
-                except sqlite3.Error as exc:
-                    self._deliver([op], exc)
-            return
-        self._deliver(batch, error)
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        conn.execute("BEGIN")
-        try:
-            for op in batch:
-                for sql, params, many in op.statements:
-                    if many:
-                        conn.executemany(sql, params)
-                    else:
-                        conn.execute(sql, params)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def _deliver(self, batch: list[_Op], error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._on_committed, batch, error)
-
-
-class SQLiteStore:
+class SQLiteStore(StoreBase):
     """The default store: a durable SQLite file, for one process on one machine."""
 
     kind = "sqlite"
@@ -318,35 +218,44 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *,
                  retain: float | None = DEFAULT_RETAIN,
                  follow_buffer: int = FOLLOW_BUFFER) -> None:
+        super().__init__(retain=retain)
         self.path = Path(path)
-        self.retain = retain
-        self.retain_batch = RETAIN_BATCH
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
         self._lock_file: int | None = None
         self._reader: sqlite3.Connection | None = None
-        self._writer: _Writer | None = None
+        self._writer: Writer[_JobOp] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[str, Job] = {}
-        self._queues: dict[str, _Queue] = {}
-        self._queued_seq: dict[str, int] = {}  # valid heap entry of each queued job
-        self._delayed: list[tuple[float, str]] = []  # (not_before, id) of retries waiting
-        self._expiry: list[tuple[float, str]] = []  # (expires_at, id) of queued jobs
-        self._seq = 0
+        self._queues = JobQueues()  # the queued ones among them (sqlite_queues.py)
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
         self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
-        self._work_callbacks: list[Callable[[], None]] = []
-        self._cancel_callbacks: list[Callable[[str], None]] = []
-        self._job_callbacks: list[Callable[[Job], None]] = []
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
-        self._pending = 0
-        self._drained = asyncio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> SQLiteStore:
+        """A store for ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (one
+        query parameter: ``retain``), or a plain path (``file://`` allowed). ``retain``
+        given here (``--retain``) overrides the URL's."""
+        if urls.scheme(url) in ("", "file"):
+            return cls(url.removeprefix("file://"), retain=urls.retain_option(url, {}, retain))
+        if urls.scheme(url) != "sqlite":
+            raise ValueError(f"{url!r} is not a SQLite URL: use sqlite:///path")
+        query = urls.query_options(url)
+        window = urls.retain_option(url, query, retain)
+        if unknown := sorted(set(query) - {"retain"}):
+            raise ValueError(f"{url!r}: a SQLite URL takes only the parameter retain, "
+                             f"not {', '.join(unknown)}")
+        path = url[len("sqlite://"):].split("?", 1)[0]
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"{url!r}: a SQLite URL is sqlite:///relative/path or "
+                             "sqlite:////absolute/path")
+        return cls(path[1:], retain=window)
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._drained = asyncio.Event()
         self._purging = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
@@ -362,7 +271,7 @@ class SQLiteStore:
             setup.close()
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA query_only=ON")
-        self._writer = _Writer(self.path, self._on_committed, self._loop)
+        self._writer = Writer(self.path, self._on_committed, self._loop)
         self._writer.start()
         await self._load_live_jobs()
 
@@ -439,29 +348,17 @@ class SQLiteStore:
             raise RuntimeError("the store is not open")
         return self._reader
 
-    def _submit_op(self, op: _Op) -> None:
+    def _require_writer(self) -> Writer[_JobOp]:
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        self._pending += 1
-        if self._pending > _MAX_PENDING_OPS:
-            self._drained.clear()
-        self._writer.put(op)
+        return self._writer
 
-    def _on_committed(self, batch: list[_Op], error: BaseException | None) -> None:
-        self._pending -= len(batch)
-        if self._pending <= _MAX_PENDING_OPS // 2:
-            self._drained.set()
+    def _on_committed(self, batch: list[_JobOp], error: BaseException | None) -> None:
         for op in batch:
-            if op.future is not None and not op.future.done():
-                if error is None:
-                    op.future.set_result(None)
-                else:
-                    op.future.set_exception(error)
             if op.terminal is not None and error is None:
                 self._on_terminal_committed(op.terminal)
             if op.announce is not None and error is None:
-                for callback in list(self._job_callbacks):
-                    callback(op.announce)
+                self._notify_job(op.announce)
             if op.job_id is not None and op.rows and self._feeds.wants(op.job_id):
                 if error is None:  # durable now: hand the events to the followers
                     self._feeds.publish(op.job_id, _events_from_rows(
@@ -493,18 +390,20 @@ class SQLiteStore:
             statements.append((_UPDATE_JOB, _update_params(job), False))
         if rows:
             statements.append((_INSERT_EVENT, rows, True))
-        future = self._require_loop().create_future() if wait else None
         terminal = job.copy() if job.status.terminal else None
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
         # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
-        self._submit_op(_Op(statements, wake, future, terminal, announce, rows or None))
-        if future is not None:
-            await future
-        elif self._pending > _MAX_PENDING_OPS:
-            await self._drained.wait()
+        op = _JobOp(statements, job_id=wake, terminal=terminal, announce=announce,
+                    rows=rows or None)
+        writer = self._require_writer()
+        if wait:
+            await writer.write(op)
+        else:
+            writer.submit(op)
+            await writer.keep_up()
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -524,38 +423,12 @@ class SQLiteStore:
         if job.idempotency_key is not None:
             self._idempotent.pop((job.owner, job.idempotency_key), None)
 
-    def _queue(self, function: str) -> _Queue:
-        q = self._queues.get(function)
-        if q is None:
-            q = self._queues[function] = _Queue()
-        return q
-
     def _enqueue(self, job: Job) -> None:
-        """Put a queued job in its function's ready heap (or the delayed heap)."""
-        self._seq += 1
-        self._queued_seq[job.id] = self._seq
-        q = self._queue(job.function)
-        q.by_priority[job.priority] += 1
-        if job.not_before > time.time():
-            heapq.heappush(self._delayed, (job.not_before, job.id))
-            self._require_loop().call_at(
-                self._require_loop().time() + (job.not_before - time.time()), self._notify_work
-            )
-        else:
-            q.ready.add((-job.priority, self._seq, job.id))
-        if job.expires_at is not None and job.started_at is None:
-            heapq.heappush(self._expiry, (job.expires_at, job.id))
-
-    def _dequeue(self, job: Job) -> None:
-        """Take a job out of its ready list (entries in the delayed and expiry heaps go
-        stale and are skipped)."""
-        seq = self._queued_seq.pop(job.id, None)
-        if seq is not None:
-            q = self._queue(job.function)
-            q.ready.discard((-job.priority, seq, job.id))
-            q.by_priority[job.priority] -= 1
-            if q.by_priority[job.priority] <= 0:
-                del q.by_priority[job.priority]
+        """Queue a job; a delayed one wakes the workers when its delay ends."""
+        wait = self._queues.add(job, time.time())
+        if wait is not None:
+            loop = self._require_loop()
+            loop.call_at(loop.time() + wait, self._notify_work)
 
     def _to_queue(self, job: Job, delay: float) -> None:
         job.status = JobStatus.QUEUED
@@ -564,27 +437,6 @@ class SQLiteStore:
         job.lease_until = None
         self._enqueue(job)
         self._notify_work()
-
-    def _promote_delayed(self, now: float) -> None:
-        while self._delayed and self._delayed[0][0] <= now:
-            _, job_id = heapq.heappop(self._delayed)
-            job = self._live.get(job_id)
-            seq = self._queued_seq.get(job_id)
-            if job is not None and seq is not None and job.status is JobStatus.QUEUED:
-                ready = self._queue(job.function).ready
-                if (entry := (-job.priority, seq, job_id)) not in ready:
-                    ready.add(entry)
-
-    def _peek_ready(self, function: str) -> tuple[int, int, str] | None:
-        q = self._queues.get(function)
-        if q is None or not q.ready:
-            return None
-        head: tuple[int, int, str] = q.ready[0]
-        return head
-
-    def _notify_work(self) -> None:
-        for callback in list(self._work_callbacks):
-            callback()
 
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
@@ -608,16 +460,14 @@ class SQLiteStore:
                 cached = self._find_cached(job.cache_key, policy.cache_ttl)
                 if cached is not None:
                     return Submitted(await self._create_cached(job, cached), False, "cached")
-        q = self._queue(job.function)
-        depth = q.depth
+        depth = self._queues.depth(job.function)
         if policy.max_queue is not None and depth >= policy.max_queue:
             raise QueueFull(
                 f"the queue of {job.function!r} is full ({depth} of {policy.max_queue} jobs "
                 "waiting); retry later",
                 function=job.function, max_queue=policy.max_queue, retry_after=policy.retry_after,
             )
-        # Behind every ready job of equal or higher priority (as queue_position counts).
-        position = 1 + q.ready.bisect_left((-job.priority + 1,))
+        position = self._queues.position_for(job.function, job.priority)
         job.status = JobStatus.QUEUED
         self._live[job.id] = job
         self._index_live(job)
@@ -718,19 +568,13 @@ class SQLiteStore:
         return jobs
 
     async def queue_position(self, job_id: str) -> int | None:
-        job = self._live.get(job_id)
-        if job is None or job_id not in self._queued_seq:
+        if job_id not in self._queues:
             return None
-        self._promote_delayed(time.time())  # a retry whose delay just ended has a place
-        ready = self._queue(job.function).ready
-        entry = (-job.priority, self._queued_seq[job_id], job_id)
-        index: int = ready.bisect_left(entry)
-        # Waiting for a retry delay: not in the ready list, so no place (as on Redis).
-        return index + 1 if index < len(ready) and ready[index] == entry else None
+        self._queues.promote(time.time())  # a retry whose delay just ended has a place
+        return self._queues.position(job_id)
 
     async def queue_depth(self, function: str) -> int:
-        q = self._queues.get(function)
-        return 0 if q is None else q.depth
+        return self._queues.depth(function)
 
     # -- events ----------------------------------------------------------------------
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
@@ -807,21 +651,14 @@ class SQLiteStore:
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None) -> Job | None:
         now = time.time()
-        self._promote_delayed(now)
+        self._queues.promote(now)
         if limits:
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
-        while True:
-            best: tuple[int, int, str] | None = None
-            for function in functions:
-                entry = self._peek_ready(function)
-                if entry is not None and (best is None or entry < best):
-                    best = entry
-            if best is None:
-                return None
-            job = self._live[best[2]]
-            self._dequeue(job)
+        while (job_id := self._queues.next_ready(functions)) is not None:
+            job = self._live[job_id]
+            self._queues.remove(job_id)
             if rules.queue_timed_out(job, now):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
                 continue
@@ -833,6 +670,7 @@ class SQLiteStore:
             job.lease_token += 1
             await self._write(job, [rules.started_event(job)], wait=False)
             return job.copy()
+        return None
 
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
                          limits: Mapping[str, int] | None = None) -> list[Job]:
@@ -847,18 +685,6 @@ class SQLiteStore:
 
     def _running_counts(self) -> Counter[str]:
         return Counter(j.function for j in self._live.values() if j.status is JobStatus.RUNNING)
-
-    def subscribe_work(self, callback: Callable[[], None]) -> Unsubscribe:
-        self._work_callbacks.append(callback)
-        return lambda: self._work_callbacks.remove(callback)
-
-    def subscribe_cancels(self, callback: Callable[[str], None]) -> Unsubscribe:
-        self._cancel_callbacks.append(callback)
-        return lambda: self._cancel_callbacks.remove(callback)
-
-    def subscribe_jobs(self, callback: Callable[[Job], None]) -> Unsubscribe:
-        self._job_callbacks.append(callback)
-        return lambda: self._job_callbacks.remove(callback)
 
     async def extend_leases(self, worker_id: str, leases: Mapping[str, int],
                             lease: float) -> LeaseReport:
@@ -888,18 +714,22 @@ class SQLiteStore:
         event = rules.terminal_event(status, result=result, error=error, data=data)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
-            existing = await self.get_job(job_id)
-            if existing is None:
-                raise JobNotFound(f"no job {job_id}", job_id=job_id)
-            return existing
+            return await self._as_stored(job_id)
         if lease is not None:
             self._leased(job_id, lease)
         return await self._end(job, status, event, result=result, error=error)
 
+    async def _as_stored(self, job_id: str) -> Job:
+        """A job that is no longer live (finish and cancel leave it as it is)."""
+        existing = await self.get_job(job_id)
+        if existing is None:
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return existing
+
     async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
                    error: dict[str, Any] | None = None) -> Job:
         """Make a live job terminal with ``event``; durable when it returns."""
-        self._dequeue(job)
+        self._queues.remove(job.id)
         job.status = status
         job.finished_at = time.time()
         job.result = result
@@ -930,32 +760,27 @@ class SQLiteStore:
     async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
-            existing = await self.get_job(job_id)
-            if existing is None:
-                raise JobNotFound(f"no job {job_id}", job_id=job_id)
-            return existing
+            return await self._as_stored(job_id)
         if job.status is JobStatus.QUEUED:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason))
         if not job.cancel_requested:
             job.cancel_requested = True
             await self._write(job, [], wait=True)
-            for callback in list(self._cancel_callbacks):
-                callback(job_id)
+            self._notify_cancel(job_id)
         return job.copy()
 
-    async def housekeep(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, job_id = heapq.heappop(self._expiry)
+    async def _expire_queued(self, now: float) -> None:
+        while (job_id := self._queues.pop_expired(now)) is not None:
             job = self._live.get(job_id)
             if (job is not None and job.status is JobStatus.QUEUED
                     and rules.queue_timed_out(job, now)):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
+
+    async def _reclaim_lapsed(self, now: float) -> None:
         lapsed = [j for j in self._live.values() if j.status is JobStatus.RUNNING
                   and j.lease_until is not None and j.lease_until <= now]
         for job in lapsed:
             await self._reclaim(job, rules.LEASE_LAPSED)
-        if self.retain is not None:
-            await self.purge_finished(now - self.retain, self.retain_batch)
 
     async def purge_finished(self, before: float, limit: int) -> int:
         # Chosen on the reader, deleted by the writer: a finished job never changes
@@ -971,11 +796,10 @@ class SQLiteStore:
                 if row[0] not in self._live]
             if not ids:
                 return 0
-            future = self._require_loop().create_future()
-            self._submit_op(_Op([("DELETE FROM events WHERE job_id=?", ids, True),
-                                 ("DELETE FROM artifacts WHERE job_id=?", ids, True),
-                                 ("DELETE FROM jobs WHERE id=?", ids, True)], future=future))
-            await future
+            await self._require_writer().write(_JobOp([
+                ("DELETE FROM events WHERE job_id=?", ids, True),
+                ("DELETE FROM artifacts WHERE job_id=?", ids, True),
+                ("DELETE FROM jobs WHERE id=?", ids, True)]))
             return len(ids)
 
     # -- the cluster (one process: the workers of this store) ------------------------
@@ -996,13 +820,11 @@ class SQLiteStore:
     async def put_artifact(self, job_id: str, name: str, content_type: str,
                            data: bytes) -> ArtifactRef:
         ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
-        future = self._require_loop().create_future()
-        self._submit_op(_Op([(
+        await self._require_writer().write(_JobOp([(
             "INSERT INTO artifacts (id, job_id, name, content_type, size, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (ref.id, job_id, name, content_type, ref.size, data), False,
-        )], future=future))
-        await future
+        )]))
         return ref
 
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None:

@@ -1,0 +1,170 @@
+"""The SQLite store's one writer: a thread that commits ops in batches (group commit).
+
+Why a thread, and why batches: SQLite serialises writers and every transaction costs a
+WAL append, so the store hands every change to one thread as an ``Op`` (statements that
+must commit together) and the thread commits whatever has accumulated in a single
+transaction, up to ``MAX_BATCH_OPS``. Thousands of submissions or output chunks then
+share one commit, and the event loop never waits on the disk.
+
+What it promises, on the loop's side:
+
+* **Order.** Ops are applied in the order ``submit`` was called (one queue, one thread).
+* **Durable answers.** ``write`` returns once its op is committed; an op that failed
+  raises its own ``sqlite3.Error`` there. A failed batch is retried op by op, so one bad
+  op cannot sink its batch-mates: each of those commits on its own and is reported so.
+* **One report per commit.** ``on_committed(batch, error)`` runs on the loop after each
+  transaction, with the ops it held, in order (the store hands their events to
+  followers from there). Futures of ``write`` are resolved before it runs.
+* **Backpressure.** More than ``max_pending`` uncommitted ops make ``keep_up`` wait
+  until half of them are committed, so appenders that do not wait for durability
+  cannot grow memory without bound while the disk lags.
+* **Stop flushes.** ``stop`` commits everything submitted before it, then closes the
+  connection and joins the thread.
+
+It knows nothing of jobs: the store's own op type (a subclass of ``Op``) carries what
+``on_committed`` needs. Tested directly in tests/test_sqlite_writer.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
+MAX_BATCH_OPS = 5_000  # ops per transaction
+
+Statement = tuple[str, Any, bool]  # (sql, params, executemany?)
+
+
+@dataclass(slots=True)
+class Op:
+    """Statements committed together, in one transaction with the rest of a batch."""
+
+    statements: list[Statement]
+    # Resolved once committed (``write`` sets it; ops only ``submit``-ted have none).
+    future: asyncio.Future[None] | None = field(default=None, kw_only=True)
+
+
+OpT = TypeVar("OpT", bound=Op)
+OnCommitted = Callable[[list[OpT], BaseException | None], None]
+
+
+class Writer(Generic[OpT]):
+    """The single thread that writes to the database, committing ops in batches."""
+
+    def __init__(self, path: Path, on_committed: OnCommitted[OpT],
+                 loop: asyncio.AbstractEventLoop, *, max_pending: int = MAX_PENDING_OPS,
+                 max_batch: int = MAX_BATCH_OPS) -> None:
+        self._path = path
+        self._on_committed = on_committed
+        self._loop = loop
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._pending = 0  # submitted, not yet reported committed (the loop's count)
+        self._drained = asyncio.Event()
+        self._ops: queue.SimpleQueue[OpT | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what was submitted, then end the thread (blocks: call it off the loop)."""
+        self._ops.put(None)
+        self._thread.join()
+
+    # -- the loop's side -------------------------------------------------------------
+    def submit(self, op: OpT) -> None:
+        """Queue ``op`` for the next commit, without waiting."""
+        self._pending += 1
+        if self._pending > self._max_pending:
+            self._drained.clear()
+        self._ops.put(op)
+
+    async def write(self, op: OpT) -> None:
+        """Submit ``op`` and return once it is committed; raises its error if it failed."""
+        op.future = self._loop.create_future()
+        self.submit(op)
+        await op.future
+
+    async def keep_up(self) -> None:
+        """Wait while too many ops are uncommitted (backpressure for ``submit``)."""
+        if self._pending > self._max_pending:
+            await self._drained.wait()
+
+    def _committed(self, batch: list[OpT], error: BaseException | None) -> None:
+        self._pending -= len(batch)
+        if self._pending <= self._max_pending // 2:
+            self._drained.set()
+        for op in batch:
+            if op.future is not None and not op.future.done():
+                if error is None:
+                    op.future.set_result(None)
+                else:
+                    op.future.set_exception(error)
+        self._on_committed(batch, error)
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            stopping = False
+            while not stopping:
+                first = self._ops.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        op = self._ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stopping = True
+                        break
+                    batch.append(op)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[OpT]) -> None:
+        try:
+            self._apply(conn, batch)
+        except sqlite3.Error:
+            # Isolate the failing op so one bad write cannot sink its batch-mates.
+            for op in batch:
+                try:
+                    self._apply(conn, [op])
+                    self._deliver([op], None)
+                except sqlite3.Error as exc:
+                    self._deliver([op], exc)
+            return
+        self._deliver(batch, None)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[OpT]) -> None:
+        conn.execute("BEGIN")
+        try:
+            for op in batch:
+                for sql, params, many in op.statements:
+                    if many:
+                        conn.executemany(sql, params)
+                    else:
+                        conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _deliver(self, batch: list[OpT], error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._committed, batch, error)
