@@ -34,7 +34,7 @@ from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new
 from genq.store import rules
 from genq.store.base import Store, SubmitPolicy
 
-StoreFactory = Callable[[], Awaitable[Store]]
+StoreFactory = Callable[..., Awaitable[Store]]  # keyword options of the constructor
 
 WAIT = 10.0  # generous limit for anything that should happen "soon"
 LEASE = 30.0
@@ -1262,8 +1262,9 @@ class StoreContract:
         assert event.data["cached_from"] == hit.job.id
 
     async def test_housekeep_deletes_expired_jobs_in_batches_until_done(
-            self, store: Store) -> None:
-        store.retain, store.retain_batch = 3600.0, 2
+            self, store_factory: StoreFactory) -> None:
+        store = await store_factory(retain=3600.0)
+        store.retain_batch = 2
         done = [await submit(store) for _ in range(5)]
         for job in done:
             await store.cancel(job.id)
@@ -1281,9 +1282,12 @@ class StoreContract:
         kept = await submit(store)
         await store.cancel(kept.id)
         await store.housekeep(time.time())
-        store.retain = None
-        await store.housekeep(later)
         assert (await store.get_job(kept.id)) is not None
+        forever = await store_factory(retain=None)
+        kept = await submit(forever)
+        await forever.cancel(kept.id)
+        await forever.housekeep(later)
+        assert (await forever.get_job(kept.id)) is not None
 
     async def test_purges_at_once_delete_each_job_once(self, store: Store) -> None:
         done = [await submit(store) for _ in range(7)]

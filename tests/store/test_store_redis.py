@@ -31,9 +31,9 @@ class TestRedisStoreContract(StoreContract):
                             redis_server: RedisServer) -> AsyncIterator[StoreFactory]:
         stores: list[RedisStore] = []
 
-        async def make() -> RedisStore:
+        async def make(**options: Any) -> RedisStore:
             # A prefix of its own: every store starts empty, on one server.
-            store = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}")
+            store = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}", **options)
             await store.open()
             stores.append(store)
             return store

@@ -40,8 +40,8 @@ class TestSQLiteStoreContract(StoreContract):
                             tmp_path: Path) -> AsyncIterator[StoreFactory]:
         stores: list[SQLiteStore] = []
 
-        async def make() -> SQLiteStore:
-            store = SQLiteStore(tmp_path / f"store-{len(stores)}.sqlite3")
+        async def make(**options: Any) -> SQLiteStore:
+            store = SQLiteStore(tmp_path / f"store-{len(stores)}.sqlite3", **options)
             await store.open()
             stores.append(store)
             return store
