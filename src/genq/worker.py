@@ -43,7 +43,6 @@ from genq.models import EventType, Job, JobStatus, WorkerInfo
 from genq.progress import Progress
 
 if TYPE_CHECKING:
-    from genq.app import FunctionStats
     from genq.store.base import Store
 
 
@@ -84,6 +83,21 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
 
 
 log = logging.getLogger("genq.worker")
+
+
+class FunctionStats:
+    """Recent run times per function, as this process's worker recorded them: the engine
+    estimates a full queue's Retry-After from them (``JobService.submit_policy``)."""
+
+    def __init__(self) -> None:
+        self._mean: dict[str, float] = {}
+
+    def record(self, function: str, seconds: float) -> None:
+        old = self._mean.get(function)
+        self._mean[function] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def mean_duration(self, function: str) -> float | None:
+        return self._mean.get(function)
 
 BLOCK_REPORTED = 0.1  # seconds a function may keep the loop stuck before it is warned of
 
