@@ -5,14 +5,15 @@
 "another owner's job does not exist for you" is decided once. It also builds each
 submission's policy, with a Retry-After estimated from the run times this process's
 worker recorded (``FunctionStats``). ``Engine`` gives the store and the worker one life
-cycle: open, run, drain, close.
+cycle: open, run, drain, close; and ``Engine.cluster`` is the whole cluster as the store
+sees it, for health checks, metrics and the dashboard.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -21,7 +22,7 @@ from anyio.abc import TaskStatus
 from genq.app import App
 from genq.errors import InvalidInput, JobNotFound
 from genq.loopwatch import Block
-from genq.models import ArtifactRef, Event, Job, JobStatus
+from genq.models import ArtifactRef, Event, Job, JobStatus, WorkerInfo
 from genq.store.base import Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker
 
@@ -123,6 +124,15 @@ class JobService:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The whole cluster as the store sees it: every worker on any machine."""
+
+    workers: list[WorkerInfo]  # the workers reporting to the store
+    running: dict[str, int]  # function -> jobs running on any worker (absent: none)
+    queue_depths: dict[str, int]  # function -> queued jobs, per registered function
+
+
 class Engine:
     """Store + optional worker with one life cycle: ``serve`` runs until ``stop``.
 
@@ -168,3 +178,12 @@ class Engine:
     async def stop(self) -> None:
         self._stop.set()
         await self._stopped.wait()
+
+    async def cluster(self, *, queue_depths: bool = True) -> Cluster:
+        """What ``/healthz``, ``/metrics`` and ``/api/stats`` report, read from the store
+        (so any front end reports the whole cluster). ``queue_depths=False`` skips one
+        read per function and leaves ``Cluster.queue_depths`` empty."""
+        running = await self.store.running_counts()
+        depths = ({name: await self.store.queue_depth(name) for name in self.app.functions}
+                  if queue_depths else {})
+        return Cluster(await self.store.workers(), running, depths)
