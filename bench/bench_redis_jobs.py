@@ -152,7 +152,7 @@ def genq_worker_child(args: list[str]) -> h.ChildResult:
     import redis.asyncio as aioredis
 
     from genq.store.redis import RedisStore
-    from genq.worker import Worker
+    from genq.worker import FunctionStats, Worker
 
     url, index, gate = args[0], int(args[1]), args[2] == "gate"
     calls = [0]
@@ -163,7 +163,7 @@ def genq_worker_child(args: list[str]) -> h.ChildResult:
         await store.open()
         async with aioredis.Redis.from_url(url) as redis:
             cpu0 = await _signal_ready(redis, index, gate)
-        worker = Worker(app.functions, store, stats=app.stats)
+        worker = Worker(app.functions, store, stats=FunctionStats())  # as the engine gives it
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)

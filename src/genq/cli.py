@@ -8,9 +8,13 @@ asking the server to cancel the job).
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
+import importlib
+import importlib.util
 import ipaddress
 import json
+import logging
 import os
 import signal
 import sys
@@ -70,8 +74,6 @@ def load_app(target: str) -> App:
     attr = attr or "app"
     sys.path.insert(0, os.getcwd())
     if module_name.endswith(".py"):
-        import importlib.util
-
         path = Path(module_name).resolve()
         spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
@@ -80,8 +82,6 @@ def load_app(target: str) -> App:
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
     else:
-        import importlib
-
         module = importlib.import_module(module_name)
     app = getattr(module, attr, None)
     if not isinstance(app, App):
@@ -181,8 +181,6 @@ def worker(
     retain: RetainOption = None,
 ) -> None:
     """Run an app's jobs from a shared store (Redis), without serving HTTP."""
-    import logging
-
     app = load_app(app_target)
     names = None if functions is None else [f.strip() for f in functions.split(",")
                                             if f.strip()]
@@ -235,6 +233,8 @@ def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
                heartbeat: float, log_level: str, retain: str | None = None,
                rate_limit: str | None = None) -> None:
+    # Imported here, not at the top: the client commands (run, watch, jobs...) then never
+    # load uvicorn and Starlette.
     import uvicorn
 
     from genq.server import ApiKeys, ServerSettings, create_server
@@ -404,8 +404,6 @@ def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
     """List your most recent jobs."""
     with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
         table = Table("id", "function", "status", "attempts", "created")
-        import datetime as dt
-
         for job in client.list_jobs(function=function, status=status, limit=limit):
             created = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M:%S")
             table.add_row(job.id, job.function, job.status.value, str(job.attempts), created)

@@ -2,27 +2,29 @@
 
 ``JobService`` is the one place where a caller's identity meets the store: the HTTP API
 (one owner per API key) and ``app.local()`` (one owner per client) both go through it, so
-"another owner's job does not exist for you" is decided once. ``Engine`` gives the store
-and the worker one life cycle: open, run, drain, close.
+"another owner's job does not exist for you" is decided once. It also builds each
+submission's policy, with a Retry-After estimated from the run times this process's
+worker recorded (``FunctionStats``). ``Engine`` gives the store and the worker one life
+cycle: open, run, drain, close; and ``Engine.cluster`` is the whole cluster as the store
+sees it, for health checks, metrics and the dashboard.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
+from genq.app import App
 from genq.errors import InvalidInput, JobNotFound
 from genq.loopwatch import Block
-from genq.models import ArtifactRef, Event, Job, JobStatus
-from genq.store.base import Store, Submitted
-from genq.worker import Worker
-
-if TYPE_CHECKING:
-    from genq.app import App
+from genq.models import ArtifactRef, Event, Job, JobStatus, WorkerInfo
+from genq.store.base import Store, SubmitPolicy, Submitted
+from genq.worker import FunctionStats, Worker
 
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
 # Priorities a submission may ask for: a 32-bit range, well inside what SQLite's INTEGER
@@ -34,9 +36,10 @@ PRIORITY_MIN, PRIORITY_MAX = -(1 << 31), (1 << 31) - 1
 class JobService:
     """Submit, read, follow and cancel jobs on behalf of an owner."""
 
-    def __init__(self, app: App, store: Store) -> None:
+    def __init__(self, app: App, store: Store, stats: FunctionStats | None = None) -> None:
         self.app = app
         self.store = store
+        self.stats = FunctionStats() if stats is None else stats
 
     async def submit(self, owner: str, function: str, inputs: dict[str, Any], *,
                      priority: int | None = None,
@@ -48,9 +51,20 @@ class JobService:
                                function=function, errors=[{
                                    "field": "priority", "message": message,
                                    "type": "priority_range"}])
-        job, policy = self.app.new_job(function, inputs, owner=owner, priority=priority,
-                                       idempotency_key=idempotency_key)
-        return await self.store.create_job(job, policy)
+        job = self.app.new_job(function, inputs, owner=owner, priority=priority,
+                               idempotency_key=idempotency_key)
+        return await self.store.create_job(job, self.submit_policy(function))
+
+    def submit_policy(self, function: str) -> SubmitPolicy:
+        """The function's policy, whose Retry-After (for QueueFull) is, once this
+        process's worker has run it, its mean run time over its concurrency."""
+        spec = self.app.get_function(function)
+        policy = spec.submit_policy()
+        mean = self.stats.mean_duration(function)
+        if mean is None:
+            return policy
+        retry_after = max(1, math.ceil(mean / spec.options.concurrency))
+        return replace(policy, retry_after=retry_after)
 
     async def get(self, owner: str, job_id: str) -> Job:
         job = await self.store.get_job(job_id)
@@ -110,6 +124,15 @@ class JobService:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The whole cluster as the store sees it: every worker on any machine."""
+
+    workers: list[WorkerInfo]  # the workers reporting to the store
+    running: dict[str, int]  # function -> jobs running on any worker (absent: none)
+    queue_depths: dict[str, int]  # function -> queued jobs, per registered function
+
+
 class Engine:
     """Store + optional worker with one life cycle: ``serve`` runs until ``stop``.
 
@@ -123,12 +146,13 @@ class Engine:
                  on_loop_block: Callable[[Block], None] | None = None) -> None:
         self.app = app
         self.store = store
-        self.jobs = JobService(app, store)
+        self.stats = FunctionStats()  # recorded by the worker, read by the job service
+        self.jobs = JobService(app, store, self.stats)
         self.worker: Worker | None = None
         if workers:
             names = list(app.functions) if functions is None else list(functions)
             specs = {name: app.get_function(name) for name in names}
-            self.worker = Worker(specs, store, stats=app.stats, concurrency=concurrency,
+            self.worker = Worker(specs, store, stats=self.stats, concurrency=concurrency,
                                  lease=lease, on_loop_block=on_loop_block)
         self.shutdown_grace = shutdown_grace
         self._stop = anyio.Event()
@@ -154,3 +178,12 @@ class Engine:
     async def stop(self) -> None:
         self._stop.set()
         await self._stopped.wait()
+
+    async def cluster(self, *, queue_depths: bool = True) -> Cluster:
+        """What ``/healthz``, ``/metrics`` and ``/api/stats`` report, read from the store
+        (so any front end reports the whole cluster). ``queue_depths=False`` skips one
+        read per function and leaves ``Cluster.queue_depths`` empty."""
+        running = await self.store.running_counts()
+        depths = ({name: await self.store.queue_depth(name) for name in self.app.functions}
+                  if queue_depths else {})
+        return Cluster(await self.store.workers(), running, depths)

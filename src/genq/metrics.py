@@ -1,9 +1,10 @@
 """Prometheus metrics, in a registry of its own per server (no global state).
 
-The gauges (queue depth, running jobs, workers) are read from the store at scrape time,
-so every front end reports the whole cluster. The counters and histograms count what
-this front end observed: the submissions it accepted, and every job end the store
-announced to it (on Redis, the ends of the whole cluster, since it started).
+The gauges (queue depth, running jobs, workers) are read from the store at scrape time
+(``Engine.cluster``), so every front end reports the whole cluster. The counters and
+histograms count what this front end observed: the submissions it accepted, and every
+job end the store announced to it (on Redis, the ends of the whole cluster, since it
+started).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import logging
 import math
@@ -43,8 +44,28 @@ from genq.models import EventType, Job, JobStatus, WorkerInfo
 from genq.progress import Progress
 
 if TYPE_CHECKING:
-    from genq.app import FunctionStats
     from genq.store.base import Store
+
+
+class StopReason(enum.StrEnum):
+    """Why a job is stopped before its function returns."""
+
+    CANCELLED = "cancelled"  # its cancellation was requested
+    SHUTDOWN = "shutdown"  # the worker is stopping and the grace period is over
+    LOST = "lost"  # its lease lapsed and the store gave it to another worker
+
+
+class OutcomeKind(enum.StrEnum):
+    """How a call ended for one of its jobs: what ``_settle`` records."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    # A stopped job's outcome is its StopReason, by value:
+    CANCELLED = "cancelled"
+    SHUTDOWN = "shutdown"
+    LOST = "lost"
+    STOPPED = "stopped"  # the whole call: each job's StopReason says why (_outcome_of)
 
 
 @dataclass(slots=True)
@@ -54,11 +75,11 @@ class _Call:
     jobs: list[Job]
     scope: anyio.CancelScope
     progress: Progress
-    stopped: dict[str, str] = field(default_factory=dict)  # job id -> cancelled|shutdown|lost
+    stopped: dict[str, StopReason] = field(default_factory=dict)  # job id -> why
     thread: ThreadWatch = field(default_factory=ThreadWatch)  # a sync function's thread
     told_blocking: bool = False  # its jobs' logs say it blocked the loop
 
-    def stop(self, job_id: str, reason: str) -> None:
+    def stop(self, job_id: str, reason: StopReason) -> None:
         """Stop one job; the call itself stops once none of its jobs still wants it."""
         self.stopped.setdefault(job_id, reason)
         if len(self.stopped) == len(self.jobs):
@@ -66,13 +87,14 @@ class _Call:
             self.scope.cancel()
 
 
-_STOP_MESSAGES = {"cancelled": "job cancelled", "shutdown": "worker shutting down",
-                  "lost": "lease lost: the job was given to another worker"}
+_STOP_MESSAGES = {StopReason.CANCELLED: "job cancelled",
+                  StopReason.SHUTDOWN: "worker shutting down",
+                  StopReason.LOST: "lease lost: the job was given to another worker"}
 
 
 @dataclass(slots=True)
 class _Outcome:
-    kind: str  # succeeded | failed | timeout | cancelled | shutdown | lost
+    kind: OutcomeKind
     value: Any = None
     error: BaseException | None = None
 
@@ -84,6 +106,21 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
 
 
 log = logging.getLogger("genq.worker")
+
+
+class FunctionStats:
+    """Recent run times per function, as this process's worker recorded them: the engine
+    estimates a full queue's Retry-After from them (``JobService.submit_policy``)."""
+
+    def __init__(self) -> None:
+        self._mean: dict[str, float] = {}
+
+    def record(self, function: str, seconds: float) -> None:
+        old = self._mean.get(function)
+        self._mean[function] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def mean_duration(self, function: str) -> float | None:
+        return self._mean.get(function)
 
 BLOCK_REPORTED = 0.1  # seconds a function may keep the loop stuck before it is warned of
 
@@ -178,7 +215,7 @@ class Worker:
         with anyio.move_on_after(grace):
             await self._idle.wait()
         for job_id, call in list(self._active.items()):
-            call.stop(job_id, "shutdown")
+            call.stop(job_id, StopReason.SHUTDOWN)
         await self._idle.wait()
 
     # -- claiming --------------------------------------------------------------------
@@ -242,9 +279,9 @@ class Worker:
                       for job in call.jobs}
             report = await self.store.extend_leases(self.id, leases, self._lease)
             for job_id in report.lost:
-                self._stop_job(job_id, "lost")
+                self._stop_job(job_id, StopReason.LOST)
             for job_id in report.cancelled:
-                self._stop_job(job_id, "cancelled")
+                self._stop_job(job_id, StopReason.CANCELLED)
         # Three missed reports and the cluster view drops this worker.
         await self.store.register_worker(self.info(), ttl=3 * self._maintain_interval + 0.5)
         await self.store.housekeep(time.time())
@@ -287,13 +324,13 @@ class Worker:
                           sum(self._slots.values()), len(self._active), self._started_at,
                           time.time())
 
-    def _stop_job(self, job_id: str, reason: str) -> None:
+    def _stop_job(self, job_id: str, reason: StopReason) -> None:
         call = self._active.get(job_id)
         if call is not None:
             call.stop(job_id, reason)
 
     def _on_cancel_requested(self, job_id: str) -> None:
-        self._stop_job(job_id, "cancelled")
+        self._stop_job(job_id, StopReason.CANCELLED)
 
     async def _fill_batch(self, jobs: list[Job], spec: FunctionSpec) -> None:
         """Claim more queued jobs of a batched function, up to its size and wait."""
@@ -324,7 +361,7 @@ class Worker:
         if spec.options.batched:
             await self._fill_batch(jobs, spec)
         logs = {job.id: JobLog(self.store, job.id, job.lease,
-                               functools.partial(self._stop_job, job.id, "lost"))
+                               functools.partial(self._stop_job, job.id, StopReason.LOST))
                 for job in jobs}
 
         def on_progress(state: dict[str, Any]) -> None:
@@ -340,11 +377,11 @@ class Worker:
         for job in jobs:
             self._active[job.id] = call
             if job.cancel_requested:
-                call.stop(job.id, "cancelled")
+                call.stop(job.id, StopReason.CANCELLED)
         started = time.monotonic()
         try:
             if len(call.stopped) == len(jobs):
-                outcome = _Outcome("stopped")
+                outcome = _Outcome(OutcomeKind.STOPPED)
             else:
                 outcome = await self._execute(spec, call, logs)
             self._report_blocks()  # while the job's log still takes a warning
@@ -394,7 +431,7 @@ class Worker:
                                           limiter=self._threads, watch=call.thread)
                     if spec.options.batched:
                         _check_batch_result(spec.name, value, len(call.jobs))
-                    return _Outcome("succeeded", value)
+                    return _Outcome(OutcomeKind.SUCCEEDED, value)
 
                 if timeout is None:  # no timer: one cancel scope fewer per call
                     return await run()
@@ -402,12 +439,12 @@ class Worker:
                     return await run()
                 call.progress.cancel("timed out")
                 if timer.cancelled_caught:
-                    return _Outcome("timeout")
+                    return _Outcome(OutcomeKind.TIMEOUT)
         except Cancelled:
             pass
         except Exception as exc:
-            return _Outcome("failed", error=exc)
-        return _Outcome("stopped")
+            return _Outcome(OutcomeKind.FAILED, error=exc)
+        return _Outcome(OutcomeKind.STOPPED)
 
     async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
                       log: JobLog) -> Job | None:
@@ -416,7 +453,7 @@ class Worker:
         try:
             with contextlib.suppress(Exception):  # a failed flush is found again below
                 await log.drain()
-            if outcome.kind == "lost":
+            if outcome.kind is OutcomeKind.LOST:
                 raise LeaseLost(f"job {job.id} was reclaimed", job_id=job.id)
             return await self._record(spec, job, outcome)
         except LeaseLost:
@@ -425,24 +462,24 @@ class Worker:
 
     async def _record(self, spec: FunctionSpec, job: Job, outcome: _Outcome) -> Job:
         store, lease = self.store, job.lease
-        if outcome.kind == "succeeded":
+        if outcome.kind is OutcomeKind.SUCCEEDED:
             value = outcome.value
             if isinstance(value, GeneratorOutcome):
                 value = value.result()
             try:
                 result = await encode(value, store, job.id, "result")
             except NotSerializable as exc:
-                outcome = _Outcome("failed", error=exc)
+                outcome = _Outcome(OutcomeKind.FAILED, error=exc)
             else:
                 return await store.finish(job.id, JobStatus.SUCCEEDED, result=result,
                                           lease=lease)
-        if outcome.kind == "shutdown":
+        if outcome.kind is OutcomeKind.SHUTDOWN:
             return await store.requeue(job.id, "worker shut down before the job finished",
                                        lease)
-        if outcome.kind == "cancelled":
+        if outcome.kind is OutcomeKind.CANCELLED:
             return await store.finish(job.id, JobStatus.CANCELLED, data={"reason": "cancelled"},
                                       lease=lease)
-        if outcome.kind == "timeout":
+        if outcome.kind is OutcomeKind.TIMEOUT:
             error = {"type": "Timeout", "message":
                      f"the job exceeded its timeout of {spec.options.timeout} s"}
             retryable = any(issubclass(TimeoutError, t) for t in spec.options.retry_on)
@@ -475,8 +512,8 @@ def _check_batch_result(function: str, value: Any, expected: int) -> None:
 def _outcome_of(call: _Call, job: Job, index: int, outcome: _Outcome,
                 batched: bool) -> _Outcome:
     """How the call ended for one of its jobs."""
-    if job.id in call.stopped or outcome.kind == "stopped":
-        return _Outcome(call.stopped.get(job.id, "cancelled"))
-    if outcome.kind == "succeeded" and batched:
-        return _Outcome("succeeded", outcome.value[index])
+    if job.id in call.stopped or outcome.kind is OutcomeKind.STOPPED:
+        return _Outcome(OutcomeKind(call.stopped.get(job.id, StopReason.CANCELLED)))
+    if outcome.kind is OutcomeKind.SUCCEEDED and batched:
+        return _Outcome(OutcomeKind.SUCCEEDED, outcome.value[index])
     return outcome

@@ -216,22 +216,21 @@ async def healthz(request: Request) -> Response:
                                         or not _authenticated(request)[1].admin):
         return _json({"status": "ok"})
     worker = state.engine.worker
-    workers = await state.store.workers()
-    running = await state.store.running_counts()
+    cluster = await state.engine.cluster(queue_depths=False)
     return _json({"status": "ok", "store": state.store.kind,
-                  "functions": len(state.app.functions), "workers": len(workers),
-                  "running": sum(running.values()),
+                  "functions": len(state.app.functions), "workers": len(cluster.workers),
+                  "running": sum(cluster.running.values()),
                   "worker": None if worker is None else
                   {"id": worker.id, "running": len(worker.active_jobs)}})
 
 
 async def metrics_endpoint(request: Request) -> Response:
     state = _admin(request, "/metrics")
-    running = await state.store.running_counts()
-    for name in state.app.functions:
-        state.metrics.queue_depth.labels(name).set(await state.store.queue_depth(name))
-        state.metrics.running.labels(name).set(running.get(name, 0))
-    state.metrics.workers.set(len(await state.store.workers()))
+    cluster = await state.engine.cluster()
+    for name, depth in cluster.queue_depths.items():
+        state.metrics.queue_depth.labels(name).set(depth)
+        state.metrics.running.labels(name).set(cluster.running.get(name, 0))
+    state.metrics.workers.set(len(cluster.workers))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -481,22 +480,22 @@ async def all_events(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     """GET /api/stats: queue depth, running jobs, throughput, latency, failures, workers:
-    the whole cluster, read from the store, whichever front end answers.
+    the whole cluster (``Engine.cluster``), whichever front end answers.
 
     Throughput, latency, failures and stream counts are the caller's own unless the key
     is an admin's; queue depth, running jobs and workers are the shared capacity every
     caller waits for, as a queue position already shows."""
     state, caller = _authenticated(request)
     mine = None if caller.admin else caller.owner
-    running = await state.store.running_counts()
+    cluster = await state.engine.cluster()
     functions = {}
     for name, spec in state.app.functions.items():
         functions[name] = {
-            "queue_depth": await state.store.queue_depth(name),
-            "running": running.get(name, 0), "concurrency": spec.options.concurrency,
+            "queue_depth": cluster.queue_depths[name],
+            "running": cluster.running.get(name, 0), "concurrency": spec.options.concurrency,
             **state.activity.summary(name, owner=mine),
         }
-    workers = [{**w.to_dict(), "healthy": True} for w in await state.store.workers()]
+    workers = [{**w.to_dict(), "healthy": True} for w in cluster.workers]
     return _json({"functions": functions, "workers": workers,
                   "streams": state.metrics.connected_streams if caller.admin
                   else state.streams_by_owner[caller.owner],
