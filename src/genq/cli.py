@@ -9,10 +9,8 @@ asking the server to cancel the job).
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import importlib
 import importlib.util
-import ipaddress
 import json
 import logging
 import os
@@ -87,15 +85,6 @@ def load_app(target: str) -> App:
     if not isinstance(app, App):
         raise typer.BadParameter(f"{target} is not a genq.App")
     return app
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -235,10 +224,9 @@ def run_server(app: App, *, host: str, port: int, store: str,
                rate_limit: str | None = None) -> None:
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
     # load uvicorn and Starlette.
-    import uvicorn
-
-    from genq.server import ApiKeys, ServerSettings, create_server
+    from genq.server import ApiKeys, ServerSettings
     from genq.server.ratelimit import Rate
+    from genq.server.run import ExposureRefused, check_exposure, serve
 
     try:
         keys = ApiKeys.from_env(api_keys_file)
@@ -249,27 +237,19 @@ def run_server(app: App, *, host: str, port: int, store: str,
         rate = None if rate_limit is None else Rate.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
-    if not keys.enabled and not _is_loopback(host) and not insecure_public:
-        err.print(f"[red]refusing to listen on {host} without API keys[/red]: anyone who "
-                  "can reach it could run jobs. Set GENQ_API_KEYS or --api-keys-file, or "
-                  "pass --insecure-public if this network is trusted.")
-        raise typer.Exit(EXIT_USAGE)
+    try:
+        check_exposure(host, keys, insecure_public)
+    except ExposureRefused as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
     settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys,
                               rate_limit=rate)
     opened = _open_store(store, retain)
-    server = create_server(app, opened, settings)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
               f"http://{host}:{port}" + (
                   f", keeping finished jobs {describe_retain(opened.retain)}" if workers
                   else " (no workers here: `genq worker` processes delete old jobs)"))
-    # The server owns this process: thousands of open streams keep many long-lived
-    # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
-    # bench/bench_sse_idle.py). Freeze what start-up made and collect less often.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(server, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    serve(app, opened, settings, host=host, port=port, log_level=log_level)
 
 
 # -- talking to jobs ------------------------------------------------------------------
