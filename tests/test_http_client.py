@@ -29,7 +29,7 @@ from http_fixtures import (
 )
 
 import genq
-from genq.client.http import ConnectionLost, RemoteError
+from genq.errors import ConnectionLost
 from genq.models import EventType
 
 # -- one scenario, local and remote ------------------------------------------------------
@@ -152,7 +152,7 @@ def test_client_errors(idle_server: LiveServer, keyed_server: LiveServer) -> Non
         assert client.cancel(queued.id).status is genq.JobStatus.CANCELLED
 
     with genq.Client(keyed_server.url) as anonymous:
-        with pytest.raises(RemoteError) as denied:
+        with pytest.raises(genq.Unauthorized) as denied:
             anonymous.submit("add", x=1)
         assert denied.value.code == "unauthorized" and denied.value.status == 401
     with genq.Client(keyed_server.url, api_key="key-a") as alice, \
@@ -196,7 +196,7 @@ def test_clients_page_through_jobs_of_one_instant(make_server: ServerFactory,
         assert pages(client.list_jobs) == remote_expected
         cursor = httpx.get(f"{live.url}/api/jobs", params={"limit": 4}).json()["next"]
         assert [j.id for j in client.list_jobs(before=cursor)] == remote_expected[4:]
-        with pytest.raises(RemoteError) as bad:
+        with pytest.raises(genq.BadRequest) as bad:
             client.list_jobs(before="soon")
         assert bad.value.status == 400 and bad.value.code == "bad_request"
 

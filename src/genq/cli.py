@@ -29,7 +29,7 @@ from rich.table import Table
 from genq import errors
 from genq.app import App, store_url
 from genq.client.base import Artifact
-from genq.client.http import Client, ConnectionLost
+from genq.client.http import Client
 from genq.client.sync import Job as SyncJob
 from genq.client.sync import SyncClient
 from genq.engine import Engine
@@ -327,7 +327,7 @@ def _exit_codes() -> Iterator[None]:
     except errors.QueueFull as exc:
         err.print(f"[yellow]queue full[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
         raise typer.Exit(EXIT_QUEUE_FULL) from None
-    except ConnectionLost as exc:
+    except errors.ConnectionLost as exc:
         err.print(f"[red]server unreachable[/red]: {exc.message}")
         raise typer.Exit(EXIT_UNREACHABLE) from None
     except errors.GenqError as exc:

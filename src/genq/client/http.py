@@ -38,30 +38,14 @@ from genq import errors, paging
 from genq.backoff import backoff_delay
 from genq.client.base import AsyncClientBase
 from genq.client.sync import LoopThread, SyncClient
+from genq.errors import ConnectionLost, RemoteError
 from genq.models import Event, EventType, Job, JobStatus
 
-_ERRORS_BY_CODE: dict[str, type[errors.GenqError]] = {
-    cls.code: cls for cls in (
-        errors.UnknownFunction, errors.InvalidInput, errors.QueueFull, errors.JobNotFound,
-        errors.IdempotencyConflict, errors.StoreLocked, errors.RateLimited,
-    )
-}
 _RETRY_STATUSES = {502, 503, 504}
 _POLL_SLICE = 30.0
 _MAX_CONNECTIONS = 200
 _MAX_KEEPALIVE = 100
 _POOLS = 16  # see _Pools
-
-
-class ConnectionLost(errors.GenqError):
-    """The server could not be reached for longer than ``retry_for`` seconds."""
-
-    code = "connection_lost"
-    status = 503
-
-
-class RemoteError(errors.GenqError):
-    """An error answered by the server that has no more specific class here."""
 
 
 def _backoff(attempt: int) -> float:
@@ -89,23 +73,25 @@ def _rate_limited(response: httpx.Response) -> bool:
         return False
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
+def _error_of(response: httpx.Response) -> errors.GenqError:
+    """The genq error an error answer stands for (``errors.from_wire``); an answer that
+    is not genq's JSON (a proxy's page) is a RemoteError with its status."""
     try:
         body = response.json()["error"]
-        code, message = body.pop("code"), body.pop("message")
+        if not isinstance(body, dict) or not {"code", "message"} <= body.keys():
+            raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise RemoteError(f"HTTP {response.status_code}: {response.text[:200]}",
-                          status=response.status_code) from None
-    cls = _ERRORS_BY_CODE.get(code)
-    if cls is None:
-        err = RemoteError(message, **body)
-        err.code, err.status = code, response.status_code
-        raise err
-    if issubclass(cls, errors.TryLater) and "retry-after" in response.headers:
-        body["retry_after"] = int(response.headers["retry-after"])
-    raise cls(message, **body)
+        return RemoteError(f"HTTP {response.status_code}: {response.text[:200]}",
+                           status=response.status_code)
+    error = errors.from_wire(response.status_code, body)
+    if isinstance(error, errors.TryLater) and "retry-after" in response.headers:
+        error.detail["retry_after"] = int(response.headers["retry-after"])
+    return error
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise _error_of(response)
 
 
 class _Pools:
@@ -185,6 +171,7 @@ class AsyncClient(AsyncClientBase):
                     )
             except httpx.TransportError as exc:
                 failure: str = f"{type(exc).__name__}: {exc}"
+                cause: Exception = exc
                 wait = _backoff(attempt)
             else:
                 limited = _rate_limited(response)
@@ -192,12 +179,16 @@ class AsyncClient(AsyncClientBase):
                     _raise_for_error(response)
                     return response
                 failure = f"HTTP {response.status_code}"
+                # What the server said (store_unavailable...), for whoever looks further
+                # than ConnectionLost: its __cause__.
+                cause = _error_of(response)
                 wait = _retry_after(response) or _backoff(attempt)
                 if limited and time.monotonic() + wait > deadline:
-                    _raise_for_error(response)  # genq.RateLimited, with its retry_after
+                    raise cause  # genq.RateLimited, with its retry_after
             if time.monotonic() + wait > deadline:
                 raise ConnectionLost(f"{method} {self.url}{path} failed for "
-                                     f"{self.retry_for:.0f} s; last error: {failure}")
+                                     f"{self.retry_for:.0f} s; last error: {failure}"
+                                     ) from cause
             attempt += 1
             await anyio.sleep(wait)
 

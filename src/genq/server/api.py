@@ -27,11 +27,19 @@ from starlette.routing import BaseRoute, Route
 from genq import paging
 from genq.app import App
 from genq.engine import Engine, JobService
-from genq.errors import GenqError, RateLimited, TryLater
+from genq.errors import (
+    BadRequest,
+    Forbidden,
+    GenqError,
+    PayloadTooLarge,
+    RateLimited,
+    TryLater,
+    Unauthorized,
+)
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobStatus
-from genq.server.auth import ApiKeys, Caller, Forbidden, Unauthorized, presented_key
+from genq.server.auth import ApiKeys, Caller, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
@@ -44,17 +52,6 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before it must wait: ten, then one a
 # minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
 AUTH_FAILURES = Rate(1 / 60, burst=10)
-
-
-
-class BadRequest(GenqError):
-    code = "bad_request"
-    status = 400
-
-
-class PayloadTooLarge(GenqError):
-    code = "payload_too_large"
-    status = 413
 
 
 @dataclass

@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.errors import (
-    GenqError,
+    ArtifactTooLarge,
     IdempotencyConflict,
     JobNotFound,
     QueueFull,
@@ -83,11 +83,6 @@ _EVENT_TYPES = {t.value.encode(): t for t in EventType}
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class ArtifactTooLarge(GenqError):
-    code = "artifact_too_large"
-    status = 413
 
 
 def _retried(method: Callable[P, Coroutine[Any, Any, T]]
