@@ -17,7 +17,7 @@ from genq.app import App
 from genq.client.base import AsyncClientBase
 from genq.client.sync import SyncClient
 from genq.engine import Engine, JobService
-from genq.models import Event, Job, JobStatus
+from genq.models import Event, Job, JobStatus, SubmitReason
 from genq.store import store_from_url
 
 
@@ -30,7 +30,7 @@ class LocalClient(AsyncClientBase):
         self.owner = owner
 
     async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, str]:
+                      idempotency_key: str | None) -> tuple[Job, SubmitReason]:
         submitted = await self.jobs.submit(self.owner, function, inputs, priority=priority,
                                            idempotency_key=idempotency_key)
         return submitted.job, submitted.reason

@@ -46,6 +46,16 @@ class EventType(StrEnum):
         return self.value in TERMINAL_STATUSES
 
 
+class SubmitReason(StrEnum):
+    """Why a submission answered with the job it did (the API's ``"submitted"``)."""
+
+    NEW = "new"  # a job was created for it
+    IDEMPOTENT = "idempotent"  # its Idempotency-Key named a job already submitted
+    CACHED = "cached"  # a recent success with the same input answered it (a new job)
+    DEDUPLICATED = "deduplicated"  # the owner's live job with the same input answers it
+    EXISTING = "existing"  # no submission: a client's handle on a job by id
+
+
 class _IdSource:
     """128-bit random ids from the OS, read 1,024 at a time: one getrandom() call per id
     cost ~40 µs on some VMs, a tenth of a no-op job's whole budget."""

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from genq.errors import JobCancelled, JobExpired, JobFailed
-from genq.models import ArtifactRef, Event, EventType, Job, JobStatus
+from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, SubmitReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +45,13 @@ class Artifact:
 class AsyncJob:
     """A handle on one job: follow its events, wait for its result, cancel it."""
 
-    def __init__(self, client: AsyncClientBase, job: Job, reason: str = "new") -> None:
+    def __init__(self, client: AsyncClientBase, job: Job,
+                 reason: SubmitReason = SubmitReason.NEW) -> None:
         self._client = client
         self.id = job.id
         self.function = job.function
         self.submitted = job  # the job as it was when submitted (or found)
-        self.reason = reason  # "new" | "idempotent" | "cached" | "deduplicated" | "existing"
+        self.reason = reason
 
     def __repr__(self) -> str:
         return f"<AsyncJob {self.function} {self.id}>"
@@ -78,7 +79,7 @@ class AsyncClientBase(abc.ABC):
     # -- primitives a transport supplies ---------------------------------------------
     @abc.abstractmethod
     async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, str]: ...
+                      idempotency_key: str | None) -> tuple[Job, SubmitReason]: ...
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> Job:
@@ -107,7 +108,7 @@ class AsyncClientBase(abc.ABC):
 
     def job(self, job_id: str) -> AsyncJob:
         """A handle on an existing job (no request is made)."""
-        return AsyncJob(self, Job(id=job_id, function="", input={}), "existing")
+        return AsyncJob(self, Job(id=job_id, function="", input={}), SubmitReason.EXISTING)
 
     async def cancel(self, job_id: str) -> Job:
         return await self._cancel(job_id)

@@ -39,7 +39,7 @@ from genq.backoff import backoff_delay
 from genq.client.base import AsyncClientBase
 from genq.client.sync import LoopThread, SyncClient
 from genq.errors import ConnectionLost, RemoteError
-from genq.models import Event, EventType, Job, JobStatus
+from genq.models import Event, EventType, Job, JobStatus, SubmitReason
 
 _RETRY_STATUSES = {502, 503, 504}
 _POLL_SLICE = 30.0
@@ -193,7 +193,7 @@ class AsyncClient(AsyncClientBase):
             await anyio.sleep(wait)
 
     async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, str]:
+                      idempotency_key: str | None) -> tuple[Job, SubmitReason]:
         body: dict[str, Any] = {"function": function, "input": inputs}
         if priority is not None:
             body["priority"] = priority
@@ -201,7 +201,7 @@ class AsyncClient(AsyncClientBase):
         response = await self._request("POST", "/api/jobs", json_body=body,
                                        headers={"Idempotency-Key": key})
         data = response.json()
-        return _job_from_json(data), data.get("submitted", "new")
+        return _job_from_json(data), SubmitReason(data.get("submitted", "new"))
 
     async def get(self, job_id: str) -> Job:
         return _job_from_json((await self._request("GET", f"/api/jobs/{job_id}")).json())

@@ -313,7 +313,7 @@ async def submit_job(request: Request) -> Response:
     if submitted.created:
         state.metrics.submitted.labels(function).inc()
     view = await _job_view(state, submitted.job)
-    view["submitted"] = submitted.reason
+    view["submitted"] = submitted.reason.value
     return _json(view, 201 if submitted.created else 200,
                  {"Location": f"/api/jobs/{submitted.job.id}"})
 

@@ -26,6 +26,7 @@ from genq.models import (
     JobStatus,
     Lease,
     LeaseReport,
+    SubmitReason,
     WorkerInfo,
 )
 
@@ -47,7 +48,7 @@ class SubmitPolicy:
 class Submitted:
     job: Job
     created: bool  # False when an idempotency key, the cache or de-duplication answered
-    reason: str = "new"  # "new" | "idempotent" | "cached" | "deduplicated"
+    reason: SubmitReason = SubmitReason.NEW
 
 
 class Store(Protocol):

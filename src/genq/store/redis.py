@@ -66,6 +66,7 @@ from genq.models import (
     JobStatus,
     Lease,
     LeaseReport,
+    SubmitReason,
     WorkerInfo,
 )
 from genq.store import redis_lua, rules
@@ -337,7 +338,7 @@ class RedisStore:
         stored = _job_from_flat(reply[1])
         if outcome == "new":
             return Submitted(stored, created=True)
-        return Submitted(stored, created=False, reason=outcome)
+        return Submitted(stored, created=False, reason=SubmitReason(outcome))
 
     @_retried
     async def get_job(self, job_id: str) -> Job | None:
