@@ -38,7 +38,7 @@ from genq.errors import (
 )
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
-from genq.models import Event, Job, JobStatus
+from genq.models import Event, Job, JobInfo, JobStatus
 from genq.server.auth import ApiKeys, Caller, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
@@ -196,10 +196,7 @@ def _admin(request: Request, what: str) -> ServerState:
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
-    view = job.to_dict()
-    del view["owner"]
-    view["queue_position"] = await state.jobs.queue_position(job)
-    return view
+    return JobInfo.from_job(job, await state.jobs.queue_position(job)).to_dict()
 
 
 # -- endpoints ---------------------------------------------------------------------------
@@ -236,26 +233,14 @@ async def openapi_endpoint(request: Request) -> Response:
     return _json(openapi_document(_state(request).app))
 
 
-def _function_view(app: App, name: str) -> dict[str, Any]:
-    spec = app.get_function(name)
-    o = spec.options
-    return {
-        "name": name, "description": spec.description, "kind": spec.kind.value,
-        "streams": spec.kind.streams, "input_schema": spec.input_schema(),
-        "options": {"concurrency": o.concurrency, "timeout": o.timeout,
-                    "queue_timeout": o.queue_timeout, "max_queue": o.max_queue,
-                    "retries": o.retries, "cache": o.cache_ttl is not None},
-    }
-
-
 async def list_functions(request: Request) -> Response:
     state, _ = _caller(request)
-    return _json({"functions": [_function_view(state.app, n) for n in state.app.functions]})
+    return _json({"functions": [spec.describe() for spec in state.app.functions.values()]})
 
 
 async def get_function(request: Request) -> Response:
     state, _ = _caller(request)
-    return _json(_function_view(state.app, request.path_params["name"]))
+    return _json(state.app.get_function(request.path_params["name"]).describe())
 
 
 async def _read_json_body(request: Request, limit: int) -> Any:
@@ -469,8 +454,8 @@ async def all_events(request: Request) -> Response:
     async def stream() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent("{}", event="resync")
         async for job in state.feed.follow(owner):
-            view = job.to_dict()
-            del view["owner"]
+            view = JobInfo.from_job(job).to_dict()
+            del view["queue_position"]  # a feed of status changes looks up no positions
             yield ServerSentEvent(compact_json(view), event="job")
 
     return _sse_response(request, owner, stream())
