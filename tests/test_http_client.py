@@ -35,7 +35,7 @@ from genq.models import EventType
 # -- one scenario, local and remote ------------------------------------------------------
 
 
-def scenario(client: genq.SyncClient) -> dict[str, Any]:
+def scenario(client: genq.Client) -> dict[str, Any]:
     """Everything a sync user does, reduced to comparable values."""
     out: dict[str, Any] = {}
     job = client.submit("add", x=2, y=3)
@@ -83,7 +83,7 @@ def scenario(client: genq.SyncClient) -> dict[str, Any]:
     return out
 
 
-async def async_scenario(client: genq.AsyncClientBase) -> dict[str, Any]:
+async def async_scenario(client: genq.AsyncClient) -> dict[str, Any]:
     out: dict[str, Any] = {}
     job = await client.submit("add", x=2, y=3)
     out["add_events"] = [e.type.value async for e in job.events()]
@@ -102,7 +102,7 @@ async def async_scenario(client: genq.AsyncClientBase) -> dict[str, Any]:
     with pytest.raises(genq.JobCancelled):
         await slow.result(timeout=30)
     out["resumed"] = [e.type.value async for e in job.events(after=1)]
-    listed = await client.list_jobs(function="add", status="succeeded")  # type: ignore[attr-defined]
+    listed = await client.list_jobs(function="add", status="succeeded")
     out["listed"] = sorted(j.result for j in listed)
     with pytest.raises(genq.InvalidInput):
         await client.submit("add")

@@ -5,7 +5,7 @@
 
 from genq.app import App
 from genq.bridge import iterate_in_thread
-from genq.client import Artifact, AsyncClient, AsyncClientBase, AsyncJob, Client, Job, SyncClient
+from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Transport
 from genq.errors import (
     ArtifactTooLarge,
     BadRequest,
@@ -30,9 +30,8 @@ from genq.errors import (
     Unauthorized,
     UnknownFunction,
 )
-from genq.local import LocalClient
 from genq.media import File, Image
-from genq.models import Event, EventType, JobStatus
+from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
 from genq.progress import Progress
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "Artifact",
     "ArtifactTooLarge",
     "AsyncClient",
-    "AsyncClientBase",
     "AsyncJob",
     "BadRequest",
     "Cancelled",
@@ -58,9 +56,9 @@ __all__ = [
     "JobCancelled",
     "JobExpired",
     "JobFailed",
+    "JobInfo",
     "JobNotFound",
     "JobStatus",
-    "LocalClient",
     "PayloadTooLarge",
     "Progress",
     "QueueFull",
@@ -69,7 +67,8 @@ __all__ = [
     "ResultTimeout",
     "StoreLocked",
     "StoreUnavailable",
-    "SyncClient",
+    "SubmitReason",
+    "Transport",
     "TryLater",
     "Unauthorized",
     "UnknownFunction",

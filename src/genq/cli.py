@@ -28,10 +28,7 @@ from rich.table import Table
 
 from genq import errors
 from genq.app import App, store_url
-from genq.client.base import Artifact
-from genq.client.http import Client
-from genq.client.sync import Job as SyncJob
-from genq.client.sync import SyncClient
+from genq.client import Artifact, Client, Job
 from genq.engine import Engine
 from genq.models import Event, EventType
 from genq.store import Store, store_from_url
@@ -301,7 +298,7 @@ def parse_inputs(args: list[str], schema: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def _client(url: str, api_key: str | None, app_target: str | None,
-            store: str) -> Iterator[tuple[SyncClient, dict[str, dict[str, Any]]]]:
+            store: str) -> Iterator[tuple[Client, dict[str, dict[str, Any]]]]:
     """A local engine when an app is named, else the server at ``url``; plus schemas."""
     if app_target is not None:
         app = load_app(app_target)
@@ -409,7 +406,7 @@ def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
         out.print(table)
 
 
-def _follow(client: SyncClient, job: SyncJob, output: Path | None) -> int:
+def _follow(client: Client, job: Job, output: Path | None) -> int:
     """Render events live; Ctrl-C cancels the job. Returns the exit code."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
@@ -462,7 +459,7 @@ def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | 
     return task, False
 
 
-def _print_result(job: SyncJob, output: Path | None, wait: float | None,
+def _print_result(job: Job, output: Path | None, wait: float | None,
                   quiet: bool = False) -> int:
     try:
         value = job.result(timeout=wait)

@@ -1,6 +1,7 @@
-"""The HTTP clients: ``AsyncClient(url)`` and ``Client(url)``, same surface as app.local().
+"""The HTTP transport: what ``genq.AsyncClient(url)`` and ``genq.Client(url)`` run on.
 
-Robustness is the point:
+The clients' surface is the same as app.local()'s (genq.client.async_client); this
+module is how its calls reach a server. Robustness is the point:
 
 * **Event streams resume.** A dropped SSE connection (reset, proxy timeout, 5xx, a
   server restart) is reopened with ``Last-Event-ID`` after a backoff that honours the
@@ -25,9 +26,7 @@ import contextlib
 import json
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -36,10 +35,8 @@ from httpx_sse import EventSource
 
 from genq import errors, paging
 from genq.backoff import backoff_delay
-from genq.client.base import AsyncClientBase
-from genq.client.sync import LoopThread, SyncClient
 from genq.errors import ConnectionLost, RemoteError
-from genq.models import Event, EventType, Job, JobStatus, SubmitReason
+from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
 
 _RETRY_STATUSES = {502, 503, 504}
 _POLL_SLICE = 30.0
@@ -50,17 +47,6 @@ _POOLS = 16  # see _Pools
 
 def _backoff(attempt: int) -> float:
     return backoff_delay(attempt, base=0.1, cap=5.0)
-
-
-def _job_from_json(data: Mapping[str, Any]) -> Job:
-    return Job(
-        id=data["id"], function=data["function"], input=data.get("input", {}),
-        status=JobStatus(data["status"]), priority=data.get("priority", 0),
-        created_at=data.get("created_at", 0.0), started_at=data.get("started_at"),
-        finished_at=data.get("finished_at"), attempts=data.get("attempts", 0),
-        max_attempts=data.get("max_attempts", 1), result=data.get("result"),
-        error=data.get("error"), last_event_id=data.get("last_event_id", 0),
-    )
 
 
 def _rate_limited(response: httpx.Response) -> bool:
@@ -128,7 +114,10 @@ class _Pools:
             await client.aclose()
 
 
-class AsyncClient(AsyncClientBase):
+class HttpTransport:
+    """A genq server as a ``Transport`` (genq.client.transport), for the owner of
+    ``api_key``; ``transport`` is an httpx transport to send the requests through."""
+
     def __init__(self, url: str, *, api_key: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 30.0, stream_idle_timeout: float = 45.0,
                  retry_for: float = 120.0, transport: httpx.AsyncBaseTransport | None = None
@@ -144,17 +133,9 @@ class AsyncClient(AsyncClientBase):
         self._pools = _Pools(1 if transport is not None else _POOLS, base_url=self.url,
                              headers=headers, transport=transport, timeout=self._timeout)
 
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         await self._pools.aclose()
 
-    # -- transport -------------------------------------------------------------------
     async def _request(self, method: str, path: str, *, json_body: Any = None,
                        params: Mapping[str, Any] | None = None,
                        headers: Mapping[str, str] | None = None,
@@ -192,8 +173,10 @@ class AsyncClient(AsyncClientBase):
             attempt += 1
             await anyio.sleep(wait)
 
-    async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, SubmitReason]:
+    # -- the Transport -----------------------------------------------------------------
+    async def submit(self, function: str, inputs: dict[str, Any], *,
+                     priority: int | None = None, idempotency_key: str | None = None
+                     ) -> tuple[JobInfo, SubmitReason]:
         body: dict[str, Any] = {"function": function, "input": inputs}
         if priority is not None:
             body["priority"] = priority
@@ -201,16 +184,16 @@ class AsyncClient(AsyncClientBase):
         response = await self._request("POST", "/api/jobs", json_body=body,
                                        headers={"Idempotency-Key": key})
         data = response.json()
-        return _job_from_json(data), SubmitReason(data.get("submitted", "new"))
+        return JobInfo.from_dict(data), SubmitReason(data.get("submitted", "new"))
 
-    async def get(self, job_id: str) -> Job:
-        return _job_from_json((await self._request("GET", f"/api/jobs/{job_id}")).json())
+    async def get(self, job_id: str) -> JobInfo:
+        return JobInfo.from_dict((await self._request("GET", f"/api/jobs/{job_id}")).json())
 
-    async def _cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str) -> JobInfo:
         response = await self._request("POST", f"/api/jobs/{job_id}/cancel")
-        return _job_from_json(response.json())
+        return JobInfo.from_dict(response.json())
 
-    async def _wait(self, job_id: str, timeout: float | None) -> Job:
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             slice_ = _POLL_SLICE if deadline is None else min(
@@ -218,34 +201,33 @@ class AsyncClient(AsyncClientBase):
             response = await self._request("GET", f"/api/jobs/{job_id}/result",
                                            params={"wait": slice_}, timeout=slice_ + 10)
             if response.status_code == 200:
-                return _job_from_json(response.json())
+                return JobInfo.from_dict(response.json())
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.ResultTimeout(
                     f"job {job_id} did not finish within {timeout} s "
                     f"(it is still {response.json()['status']})", job_id=job_id)
 
-    async def _artifact(self, artifact_id: str) -> bytes:
+    async def artifact(self, artifact_id: str) -> bytes:
         return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
 
-    async def list_jobs(self, *, function: str | None = None, status: str | None = None,
-                        limit: int = 50, before: paging.Before = None) -> list[Job]:
-        """My jobs, newest first. Next page: ``before=`` the last job of this one (or
-        the API's ``next`` cursor; a plain timestamp still works, but jobs that share the
-        boundary's instant may be skipped)."""
+    async def list_jobs(self, *, function: str | None = None,
+                        status: str | JobStatus | None = None, limit: int = 50,
+                        before: paging.Before = None) -> list[JobInfo]:
         params: dict[str, Any] = {"limit": limit}
-        for name, value in (("function", function), ("status", status),
+        for name, value in (("function", function),
+                            ("status", None if status is None else str(status)),
                             ("before", paging.query_value(before))):
             if value is not None:
                 params[name] = value
         data = (await self._request("GET", "/api/jobs", params=params)).json()
-        return [_job_from_json(j) for j in data["jobs"]]
+        return [JobInfo.from_dict(j) for j in data["jobs"]]
 
     async def functions(self) -> list[dict[str, Any]]:
         data = (await self._request("GET", "/api/functions")).json()
         functions: list[dict[str, Any]] = data["functions"]
         return functions
 
-    async def _follow(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """SSE, reopened from the last id seen whenever the connection drops."""
         last_id = after
         attempt = 0
@@ -331,54 +313,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     with contextlib.suppress(ValueError):
         return min(60.0, float(value))
     return None
-
-
-class Client(SyncClient):
-    """Blocking HTTP client: ``with genq.Client(url, api_key=...) as client``.
-
-    Runs an ``AsyncClient`` on an event loop in a thread of its own, so it is safe in
-    scripts, in Jupyter cells and from many threads. Closing is best done with ``with``
-    or ``close()``; a client never closed is closed when garbage-collected or at
-    interpreter exit, so a script never hangs on one (``LoopThread``).
-    """
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self._loop_thread = LoopThread("genq-client")
-
-        async def build() -> AsyncClient:
-            return AsyncClient(url, **options)
-
-        try:
-            aio = self._loop_thread.portal.call(build)
-        except BaseException:
-            self._loop_thread.stop()
-            raise
-        self._loop_thread.cleanups.append(aio.aclose)
-        super().__init__(self._loop_thread.portal, aio, self._loop_thread.iterators)
-        # Runs once: on close(), when this client is garbage-collected or at exit. It
-        # holds the thread, not the client, so it does not keep the client alive.
-        self._closer = weakref.finalize(self, self._loop_thread.stop)
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop calls in flight, cancel jobs of streams left part way, close connections.
-
-        Waits ``CLOSE_TIMEOUT`` (5) s at most; calling it again does nothing.
-        """
-        self._closer()
-
-    def list_jobs(self, **filters: Any) -> list[Job]:
-        aio = self.aio
-        assert isinstance(aio, AsyncClient)
-        return self._portal.call(lambda: aio.list_jobs(**filters))
-
-    def functions(self) -> list[dict[str, Any]]:
-        aio = self.aio
-        assert isinstance(aio, AsyncClient)
-        return self._portal.call(aio.functions)
