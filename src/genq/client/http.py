@@ -235,6 +235,7 @@ class HttpTransport:
         failing_since: float | None = None
         while True:
             told_to_wait = 0.0
+            cause: Exception | None = None
             try:
                 async for event in self._sse_once(job_id, last_id):
                     if isinstance(event, float):
@@ -249,19 +250,20 @@ class HttpTransport:
                         return
                 failure = "the stream ended before the job did"
             except (httpx.TransportError, _StreamIdle) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure, cause = f"{type(exc).__name__}: {exc}", exc
             except errors.RateLimited as exc:  # waits its turn, like any client
-                failure = str(exc)
+                failure, cause = str(exc), exc
                 told_to_wait = float(exc.retry_after)
             except errors.GenqError as exc:
                 if exc.status not in _RETRY_STATUSES:
                     raise
-                failure = str(exc)
+                failure, cause = str(exc), exc
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > self.retry_for:
                 raise ConnectionLost(f"the event stream of job {job_id} could not be "
-                                     f"resumed for {self.retry_for:.0f} s: {failure}")
+                                     f"resumed for {self.retry_for:.0f} s: {failure}"
+                                     ) from cause
             await anyio.sleep(max(retry_hint or 0.0, _backoff(attempt), told_to_wait))
             attempt += 1
 
@@ -282,10 +284,7 @@ class HttpTransport:
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code in _RETRY_STATUSES:
-                        raise RemoteError(f"HTTP {response.status_code}",
-                                          status=response.status_code)
-                    _raise_for_error(response)
+                    _raise_for_error(response)  # a 502/503/504 is retried by ``follow``
                 try:
                     async for sse in EventSource(response).aiter_sse():
                         if sse.retry is not None:
