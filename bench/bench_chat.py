@@ -72,7 +72,7 @@ def run_direct(concurrent: int, tokens: int) -> Figures:
     return Figures(statistics.mean(firsts), _tokens_since(model, began) / wall)
 
 
-async def _stream_many(client: genq.AsyncClientBase, concurrent: int, tokens: int
+async def _stream_many(client: genq.AsyncClient, concurrent: int, tokens: int
                        ) -> Figures:
     model = llm.default_model()
     firsts: list[float] = []

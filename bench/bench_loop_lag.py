@@ -109,7 +109,7 @@ def genq_child(args: list[str]) -> h.ChildResult:
     app.function(name="tokens", concurrency=STREAMS)(tokens)
     db = h.scratch("genq-bench-") / "genq.sqlite3"
 
-    async def consume(client: genq.AsyncClientBase) -> int:
+    async def consume(client: genq.AsyncClient) -> int:
         count = 0
         async for _ in client.stream("tokens", n=n):
             count += 1

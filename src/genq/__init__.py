@@ -5,9 +5,13 @@
 
 from genq.app import App
 from genq.bridge import iterate_in_thread
-from genq.client import Artifact, AsyncClient, AsyncClientBase, AsyncJob, Client, Job, SyncClient
+from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Transport
 from genq.errors import (
+    ArtifactTooLarge,
+    BadRequest,
     Cancelled,
+    ConnectionLost,
+    Forbidden,
     GenqError,
     IdempotencyConflict,
     InvalidInput,
@@ -15,28 +19,35 @@ from genq.errors import (
     JobExpired,
     JobFailed,
     JobNotFound,
+    PayloadTooLarge,
     QueueFull,
     RateLimited,
+    RemoteError,
     ResultTimeout,
     StoreLocked,
+    StoreUnavailable,
+    TryLater,
+    Unauthorized,
     UnknownFunction,
 )
-from genq.local import LocalClient
 from genq.media import File, Image
-from genq.models import Event, EventType, JobStatus
+from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
 from genq.progress import Progress
 
 __all__ = [
     "App",
     "Artifact",
+    "ArtifactTooLarge",
     "AsyncClient",
-    "AsyncClientBase",
     "AsyncJob",
+    "BadRequest",
     "Cancelled",
     "Client",
+    "ConnectionLost",
     "Event",
     "EventType",
     "File",
+    "Forbidden",
     "GenqError",
     "IdempotencyConflict",
     "Image",
@@ -45,15 +56,21 @@ __all__ = [
     "JobCancelled",
     "JobExpired",
     "JobFailed",
+    "JobInfo",
     "JobNotFound",
     "JobStatus",
-    "LocalClient",
+    "PayloadTooLarge",
     "Progress",
     "QueueFull",
     "RateLimited",
+    "RemoteError",
     "ResultTimeout",
     "StoreLocked",
-    "SyncClient",
+    "StoreUnavailable",
+    "SubmitReason",
+    "Transport",
+    "TryLater",
+    "Unauthorized",
     "UnknownFunction",
     "iterate_in_thread",
 ]

@@ -30,10 +30,7 @@ from rich.table import Table
 
 from genq import errors
 from genq.app import App
-from genq.client.base import Artifact
-from genq.client.http import Client, ConnectionLost
-from genq.client.sync import Job as SyncJob
-from genq.client.sync import SyncClient
+from genq.client import Artifact, Client, Job
 from genq.engine import Engine
 from genq.models import Event, EventType
 from genq.store import Store, store_from_url, store_url
@@ -284,7 +281,7 @@ def parse_inputs(args: list[str], schema: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def _client(url: str, api_key: str | None, app_target: str | None,
-            store: str) -> Iterator[tuple[SyncClient, dict[str, dict[str, Any]]]]:
+            store: str) -> Iterator[tuple[Client, dict[str, dict[str, Any]]]]:
     """A local engine when an app is named, else the server at ``url``; plus schemas."""
     if app_target is not None:
         app = load_app(app_target)
@@ -310,7 +307,7 @@ def _exit_codes() -> Iterator[None]:
     except errors.QueueFull as exc:
         err.print(f"[yellow]queue full[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
         raise typer.Exit(EXIT_QUEUE_FULL) from None
-    except ConnectionLost as exc:
+    except errors.ConnectionLost as exc:
         err.print(f"[red]server unreachable[/red]: {exc.message}")
         raise typer.Exit(EXIT_UNREACHABLE) from None
     except errors.GenqError as exc:
@@ -390,7 +387,7 @@ def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
         out.print(table)
 
 
-def _follow(client: SyncClient, job: SyncJob, output: Path | None) -> int:
+def _follow(client: Client, job: Job, output: Path | None) -> int:
     """Render events live; Ctrl-C cancels the job. Returns the exit code."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
@@ -443,7 +440,7 @@ def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | 
     return task, False
 
 
-def _print_result(job: SyncJob, output: Path | None, wait: float | None,
+def _print_result(job: Job, output: Path | None, wait: float | None,
                   quiet: bool = False) -> int:
     try:
         value = job.result(timeout=wait)

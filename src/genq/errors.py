@@ -2,11 +2,20 @@
 
 Every error carries a stable machine-readable ``code`` and the HTTP status the API
 answers with, so the server, the clients and the CLI all speak the same language.
+
+Every class that names its own ``code`` registers it in ``WIRE_ERRORS`` as it is
+defined, and the clients turn an error answer back into its class through that one
+table (``from_wire``). So an error that crosses the wire lives here, whoever raises it
+(the API, the auth layer, a store, a client): a class defined elsewhere would be missing
+from the table whenever its module happens not to be imported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+WIRE_ERRORS: dict[str, type[GenqError]] = {}  # code -> class; filled by GenqError subclasses
 
 
 class GenqError(Exception):
@@ -19,6 +28,15 @@ class GenqError(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return  # an abstract grouping (TryLater) or a class that decodes others
+        known = WIRE_ERRORS.get(cls.code)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"error code {cls.code!r} is already {known.__qualname__}'s")
+        WIRE_ERRORS[cls.code] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.detail}
@@ -118,3 +136,74 @@ class Cancelled(BaseException):
     A BaseException, like ``asyncio.CancelledError``, so that a user's ``except Exception``
     cannot swallow it and keep a cancelled job burning GPU time.
     """
+
+
+class BadRequest(GenqError):
+    """The request is malformed: not JSON, not of the documented shape, a bad query
+    parameter (``field`` names it)."""
+
+    code = "bad_request"
+    status = 400
+
+
+class PayloadTooLarge(GenqError):
+    """The request body is larger than the server's limit (``limit`` bytes)."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class ArtifactTooLarge(GenqError):
+    """A binary result or output chunk is larger than the store accepts (``limit``)."""
+
+    code = "artifact_too_large"
+    status = 413
+
+
+class Unauthorized(GenqError):
+    """The API key is missing or not valid."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(GenqError):
+    """The API key is valid but may not do this (cluster-wide data needs an admin key)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ConnectionLost(GenqError):
+    """The server could not be reached for longer than ``retry_for`` seconds."""
+
+    code = "connection_lost"
+    status = 503
+
+
+class RemoteError(GenqError):
+    """An error the server answered that has no class here: a code of a newer server, or
+    an answer that is not genq's JSON (a proxy's error page). ``code`` and ``status`` are
+    the server's."""
+
+    def __init__(self, message: str, *, code: str = GenqError.code,
+                 status: int = GenqError.status, **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.code = code
+        self.status = status
+
+
+def from_wire(status: int, body: Mapping[str, Any]) -> GenqError:
+    """The exception an error answer stands for: ``body`` is the JSON object under
+    ``"error"`` (``code``, ``message``, details), ``status`` the HTTP status.
+
+    A registered code gives its own class with the details as ``detail``; any other
+    gives ``RemoteError`` carrying the code and the status."""
+    detail = dict(body)
+    code, message = str(detail.pop("code", "error")), str(detail.pop("message", ""))
+    cls = WIRE_ERRORS.get(code)
+    if cls is None:
+        err = RemoteError(message, code=code, status=status)
+        err.detail = detail  # as it came, even a detail named like a parameter
+        return err
+    return cls(message, **detail)

@@ -145,3 +145,15 @@ class FunctionSpec:
 
     def input_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
+
+    def describe(self) -> dict[str, Any]:
+        """What a caller may know of it: an entry of GET /api/functions, and of every
+        client's ``functions()``, in-process or remote."""
+        o = self.options
+        return {
+            "name": self.name, "description": self.description, "kind": self.kind.value,
+            "streams": self.kind.streams, "input_schema": self.input_schema(),
+            "options": {"concurrency": o.concurrency, "timeout": o.timeout,
+                        "queue_timeout": o.queue_timeout, "max_queue": o.max_queue,
+                        "retries": o.retries, "cache": o.cache_ttl is not None},
+        }

@@ -8,10 +8,11 @@ outputs as chunks arrive: the accumulated text for text chunks (what a ``gr.Text
 result. Binary results (``genq.Image``, ``genq.File``) become file paths in the temp
 directory, which every Gradio media component accepts.
 
-``client`` is any genq client: the sync client of ``app.local()`` or ``genq.Client(url)``
-(used from worker threads, so any loop may call it), an async one (``LocalClient``,
-``genq.AsyncClient``) that belongs to the loop Gradio runs on (for instance created in
-the lifespan of the app you mount Gradio into), or a server URL.
+``client`` is any genq client: a ``genq.Client`` (``with app.local()`` or
+``genq.Client(url)``; used from worker threads, so any loop may call it), a
+``genq.AsyncClient`` (``async with app.local()`` or ``genq.AsyncClient(url)``) that
+belongs to the loop Gradio runs on (for instance created in the lifespan of the app you
+mount Gradio into), or a server URL.
 
 The job belongs to genq, not to the Gradio connection
 ------------------------------------------------------
@@ -59,8 +60,7 @@ import anyio
 import anyio.to_thread
 
 from genq.bridge import iterate_in_thread
-from genq.client.base import Artifact, AsyncClientBase
-from genq.client.sync import SyncClient
+from genq.client import Artifact, AsyncClient, Client
 from genq.errors import GenqError, JobCancelled, JobExpired, JobFailed
 from genq.models import Event, EventType
 
@@ -174,7 +174,7 @@ class _Backend(Protocol):
 class _AsyncBackend:
     """An async genq client on the loop Gradio runs on."""
 
-    def __init__(self, client: AsyncClientBase) -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self.client = client
 
     async def submit(self, function: str, data: dict[str, Any]) -> str:
@@ -194,12 +194,12 @@ class _ThreadBackend:
     """A sync genq client (its own loop in a thread), called from worker threads so the
     Gradio loop never blocks; events cross over through ``iterate_in_thread``."""
 
-    def __init__(self, client: SyncClient | Callable[[], SyncClient]) -> None:
-        self._client = client if isinstance(client, SyncClient) else None
-        self._make = None if isinstance(client, SyncClient) else client
+    def __init__(self, client: Client | Callable[[], Client]) -> None:
+        self._client = client if isinstance(client, Client) else None
+        self._make = None if isinstance(client, Client) else client
 
     @property
-    def client(self) -> SyncClient:
+    def client(self) -> Client:
         if self._client is None:
             assert self._make is not None
             self._client = self._make()
@@ -223,17 +223,15 @@ class _ThreadBackend:
         await anyio.to_thread.run_sync(self.client.cancel, job_id)
 
 
-def _backend(client: AsyncClientBase | SyncClient | str) -> _Backend:
-    if isinstance(client, AsyncClientBase):
+def _backend(client: AsyncClient | Client | str) -> _Backend:
+    if isinstance(client, AsyncClient):
         return _AsyncBackend(client)
-    if isinstance(client, SyncClient):
+    if isinstance(client, Client):
         return _ThreadBackend(client)
     if isinstance(client, str):
         url = client
 
-        def connect() -> SyncClient:
-            from genq.client.http import Client
-
+        def connect() -> Client:
             return Client(url)
 
         return _ThreadBackend(connect)
@@ -334,7 +332,7 @@ class GradioFunction(Protocol):
     resume_chat: Callable[..., AsyncIterator[Any]]
 
 
-def as_gradio(client: AsyncClientBase | SyncClient | str, function: str, *,
+def as_gradio(client: AsyncClient | Client | str, function: str, *,
               inputs: Sequence[str] | None = None, chat: bool = False,
               stream: Stream = "auto", transform: Callable[[Any], Any] | None = None,
               key: KeyFn | None = None, memory: JobMemory | None = None) -> GradioFunction:
@@ -476,15 +474,14 @@ def as_gradio(client: AsyncClientBase | SyncClient | str, function: str, *,
 async def _decode(backend: _Backend, chunk: Any) -> Any:
     """A stored chunk as the client API returns it (artifact references fetched)."""
     if isinstance(backend, _AsyncBackend):
-        return await backend.client._decode(chunk)
+        return await backend.client.decode(chunk)
     if isinstance(backend, _ThreadBackend):
         client = backend.client
-        return await anyio.to_thread.run_sync(
-            lambda: client._portal.call(client.aio._decode, chunk))
+        return await anyio.to_thread.run_sync(client.decode, chunk)
     return chunk
 
 
-def chat_interface(client: AsyncClientBase | SyncClient | str, function: str = "chat", *,
+def chat_interface(client: AsyncClient | Client | str, function: str = "chat", *,
                    inputs: Sequence[str] | None = None, key: KeyFn | None = None,
                    memory: JobMemory | None = None, **chat_options: Any) -> gr.ChatInterface:
     """A ``gr.ChatInterface`` over a genq chat function (``message``, ``history`` as

@@ -1,5 +1,11 @@
 """``app.local()``: an engine in this process (a store chosen by URL, SQLite by default,
-plus in-process workers) and a client that calls its job service directly."""
+plus in-process workers) and clients that call its job service directly.
+
+``LocalTransport`` is the job service with an owner bound, as a ``Transport``
+(genq.client.transport); ``LocalRunner`` (what ``app.local()`` returns) runs the engine
+and hands out a ``genq.AsyncClient`` (``async with``) or a ``genq.Client`` (``with``)
+over it: the same classes as for a server.
+"""
 
 from __future__ import annotations
 
@@ -14,51 +20,59 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from genq import paging
 from genq.app import App
-from genq.client.base import AsyncClientBase
-from genq.client.sync import SyncClient
+from genq.client import AsyncClient, Client
 from genq.engine import Engine, JobService
-from genq.models import Event, Job, JobStatus
+from genq.models import Event, JobInfo, JobStatus, SubmitReason
 from genq.store import store_from_url
 
 
-class LocalClient(AsyncClientBase):
-    """The async client of an embedded engine: calls its job service in-process."""
+class LocalTransport:
+    """An engine's job service, called in-process for one owner. It runs on the engine's
+    event loop; the engine belongs to whoever runs it (``app.local()``), so ``aclose``
+    leaves it alone."""
 
-    def __init__(self, app: App, jobs: JobService, owner: str = "local") -> None:
-        self.app = app
+    def __init__(self, jobs: JobService, owner: str = "local") -> None:
         self.jobs = jobs
         self.owner = owner
 
-    async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, str]:
+    async def submit(self, function: str, inputs: dict[str, Any], *,
+                     priority: int | None = None, idempotency_key: str | None = None
+                     ) -> tuple[JobInfo, SubmitReason]:
         submitted = await self.jobs.submit(self.owner, function, inputs, priority=priority,
                                            idempotency_key=idempotency_key)
-        return submitted.job, submitted.reason
+        return JobInfo.from_job(submitted.job), submitted.reason
 
-    async def get(self, job_id: str) -> Job:
-        return await self.jobs.get(self.owner, job_id)
-
-    def _follow(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
-        return self.jobs.follow(self.owner, job_id, after)
-
-    async def _wait(self, job_id: str, timeout: float | None) -> Job:
-        return await self.jobs.wait(self.owner, job_id, timeout)
-
-    async def _cancel(self, job_id: str) -> Job:
-        return await self.jobs.cancel(self.owner, job_id)
-
-    async def _artifact(self, artifact_id: str) -> bytes:
-        return (await self.jobs.artifact(self.owner, artifact_id))[1]
+    async def get(self, job_id: str) -> JobInfo:
+        job = await self.jobs.get(self.owner, job_id)
+        return JobInfo.from_job(job, await self.jobs.queue_position(job))
 
     async def list_jobs(self, *, function: str | None = None,
                         status: str | JobStatus | None = None, limit: int = 50,
-                        before: paging.Before = None) -> list[Job]:
-        """My jobs, newest first; ``status`` as a name (like AsyncClient's) or JobStatus.
-        Next page: ``before=`` the last job of this one (as AsyncClient.list_jobs)."""
+                        before: paging.Before = None) -> list[JobInfo]:
+        """``status`` as a name (as over HTTP) or a JobStatus."""
         stamp, before_id = paging.split(before)
-        return await self.jobs.list_jobs(self.owner, function=function, limit=limit,
+        jobs = await self.jobs.list_jobs(self.owner, function=function, limit=limit,
                                          before=stamp, before_id=before_id,
                                          status=None if status is None else JobStatus(status))
+        return [JobInfo.from_job(job) for job in jobs]
+
+    def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        return self.jobs.follow(self.owner, job_id, after)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        return JobInfo.from_job(await self.jobs.wait(self.owner, job_id, timeout))
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        return JobInfo.from_job(await self.jobs.cancel(self.owner, job_id))
+
+    async def artifact(self, artifact_id: str) -> bytes:
+        return (await self.jobs.artifact(self.owner, artifact_id))[1]
+
+    async def functions(self) -> list[dict[str, Any]]:
+        return [spec.describe() for spec in self.jobs.app.functions.values()]
+
+    async def aclose(self) -> None:
+        pass
 
 
 class LocalRunner:
@@ -85,7 +99,7 @@ class LocalRunner:
         return self._engine
 
     # -- async -----------------------------------------------------------------------
-    async def __aenter__(self) -> LocalClient:
+    async def __aenter__(self) -> AsyncClient:
         engine = self._new_engine()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -95,7 +109,7 @@ class LocalRunner:
             await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
             self._engine = None
             raise
-        return LocalClient(self.app, engine.jobs, self.owner)
+        return AsyncClient(LocalTransport(engine.jobs, self.owner))
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -113,7 +127,7 @@ class LocalRunner:
                 await tg.__aexit__(None, None, None)
 
     # -- sync ------------------------------------------------------------------------
-    def __enter__(self) -> SyncClient:
+    def __enter__(self) -> Client:
         engine = self._new_engine()
         self._portal_cm = start_blocking_portal()
         portal = self._portal = self._portal_cm.__enter__()
@@ -123,7 +137,7 @@ class LocalRunner:
             self._portal_cm.__exit__(None, None, None)
             self._engine = None
             raise
-        return SyncClient(portal, LocalClient(self.app, engine.jobs, self.owner))
+        return Client.on_portal(portal, AsyncClient(LocalTransport(engine.jobs, self.owner)))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

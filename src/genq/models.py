@@ -6,6 +6,7 @@ import operator
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,16 @@ class EventType(StrEnum):
         return self.value in TERMINAL_STATUSES
 
 
+class SubmitReason(StrEnum):
+    """Why a submission answered with the job it did (the API's ``"submitted"``)."""
+
+    NEW = "new"  # a job was created for it
+    IDEMPOTENT = "idempotent"  # its Idempotency-Key named a job already submitted
+    CACHED = "cached"  # a recent success with the same input answered it (a new job)
+    DEDUPLICATED = "deduplicated"  # the owner's live job with the same input answers it
+    EXISTING = "existing"  # no submission: a client's handle on a job by id
+
+
 class _IdSource:
     """128-bit random ids from the OS, read 1,024 at a time: one getrandom() call per id
     cost ~40 µs on some VMs, a tenth of a no-op job's whole budget."""
@@ -77,7 +88,12 @@ class Lease:
 
 @dataclass(slots=True)
 class Job:
-    """One call of a registered function, from submission to its terminal state."""
+    """One call of a registered function, from submission to its terminal state: the
+    storage record, internal to the stores, the worker and the engine.
+
+    It holds what only they may see (owner, lease, cache and idempotency keys); what a
+    caller sees, through the API or a client, is its ``JobInfo``.
+    """
 
     id: str
     function: str
@@ -139,6 +155,70 @@ class Job:
 
 
 _job_fields = operator.attrgetter(*(f.name for f in fields(Job)))
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job as its owner sees it: what the API's job view holds and what the clients'
+    ``get``, ``cancel``, ``list_jobs`` and ``job.info()`` return, in-process or remote.
+
+    ``to_dict`` is the JSON view (its keys, in this order, are the wire contract; see
+    docs/api.md) and ``from_dict`` reads it back, so the server and the clients share one
+    definition. ``queue_position`` (1 = next to run) is set while the job waits in line
+    and whoever built the view looked it up; None otherwise.
+    """
+
+    id: str
+    function: str
+    input: dict[str, Any] = field(default_factory=dict)
+    status: JobStatus = JobStatus.QUEUED
+    priority: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    result: Any = None
+    error: dict[str, Any] | None = None
+    last_event_id: int = 0
+    queue_position: int | None = None
+
+    @classmethod
+    def from_job(cls, job: Job, queue_position: int | None = None) -> JobInfo:
+        return cls(job.id, job.function, job.input, job.status, job.priority, job.created_at,
+                   job.started_at, job.finished_at, job.attempts, job.max_attempts,
+                   job.result, job.error, job.last_event_id, queue_position)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "function": self.function,
+            "input": self.input,
+            "status": self.status.value,
+            "priority": self.priority,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "result": self.result,
+            "error": self.error,
+            "last_event_id": self.last_event_id,
+            "queue_position": self.queue_position,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobInfo:
+        """The view as JSON gives it; keys it does not know (``submitted``) are ignored."""
+        return cls(
+            id=data["id"], function=data["function"], input=data.get("input", {}),
+            status=JobStatus(data["status"]), priority=data.get("priority", 0),
+            created_at=data.get("created_at", 0.0), started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"), attempts=data.get("attempts", 0),
+            max_attempts=data.get("max_attempts", 1), result=data.get("result"),
+            error=data.get("error"), last_event_id=data.get("last_event_id", 0),
+            queue_position=data.get("queue_position"),
+        )
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,19 +8,19 @@ below the pair of the previous page's last job.
 The HTTP API's cursor (``next``, passed back as ``?before=``) is ``"<created_at>:<id>"``,
 the time written with ``repr`` so it reads back exactly; a plain timestamp is still
 accepted (jobs created strictly before it). The Python clients also take the last
-``Job`` of a page.
+``JobInfo`` of a page.
 """
 
 from __future__ import annotations
 
 import math
 
-from genq.models import Job
+from genq.models import Job, JobInfo
 
-Before = float | str | Job | None  # what the clients' list_jobs(before=) accepts
+Before = float | str | JobInfo | Job | None  # what the clients' list_jobs(before=) accepts
 
 
-def cursor(job: Job) -> str:
+def cursor(job: Job | JobInfo) -> str:
     """The cursor of the page after ``job``."""
     return f"{job.created_at!r}:{job.id}"
 
@@ -45,7 +45,7 @@ def split(before: Before) -> tuple[float | None, str | None]:
     """What a client was given -> the store's (before, before_id)."""
     if before is None:
         return None, None
-    if isinstance(before, Job):
+    if isinstance(before, (Job, JobInfo)):
         return before.created_at, before.id
     if isinstance(before, str):
         try:
@@ -59,6 +59,6 @@ def query_value(before: Before) -> str | None:
     """What a client was given -> the HTTP API's ``before`` parameter."""
     if before is None or isinstance(before, str):
         return before
-    if isinstance(before, Job):
+    if isinstance(before, (Job, JobInfo)):
         return cursor(before)
     return repr(float(before))

@@ -179,7 +179,7 @@ def follow_gradio_job(job: Any) -> tuple[list[tuple[float, Any]], list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[genq.SyncClient]:
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[genq.Client]:
     with app.local(tmp_path_factory.mktemp("gradio") / "db.sqlite3") as client:
         yield client
 
@@ -188,7 +188,7 @@ def _growing(texts: list[str]) -> bool:
     return all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(texts))
 
 
-def test_blocks_stream_partial_outputs_and_progress(local: genq.SyncClient) -> None:
+def test_blocks_stream_partial_outputs_and_progress(local: genq.Client) -> None:
     memory = JobMemory()
     fn = as_gradio(local, "words", inputs=["text", "n"], memory=memory)
     with gr.Blocks() as demo:
@@ -255,7 +255,7 @@ def _queue_join(http: httpx.Client, fn_index: int, data: list[Any],
     response.raise_for_status()
 
 
-def test_connection_reset_keeps_job_and_reload_resumes(local: genq.SyncClient) -> None:
+def test_connection_reset_keeps_job_and_reload_resumes(local: genq.Client) -> None:
     memory = JobMemory()
     fn = as_gradio(local, "words", inputs=["text", "n", "delay"], memory=memory)
     with gr.Blocks() as demo:
@@ -289,7 +289,7 @@ def test_connection_reset_keeps_job_and_reload_resumes(local: genq.SyncClient) -
     assert texts[-1] == expected and _growing(texts)
 
 
-def test_stop_hook_cancels_the_job(local: genq.SyncClient) -> None:
+def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
     memory = JobMemory()
     demo = chat_interface(local, "chat", inputs=["delay"], memory=memory,
                           additional_inputs=[gr.Number(value=0.3, label="delay")])
@@ -308,7 +308,7 @@ def test_stop_hook_cancels_the_job(local: genq.SyncClient) -> None:
     assert final.status is genq.JobStatus.CANCELLED
 
 
-def test_binary_result_reaches_a_gradio_image(local: genq.SyncClient) -> None:
+def test_binary_result_reaches_a_gradio_image(local: genq.Client) -> None:
     fn = as_gradio(local, "swatch", inputs=["colour"])
     with gr.Blocks() as demo:
         colour, image = gr.Textbox(), gr.Image(type="filepath")

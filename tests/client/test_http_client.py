@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import genq
-from genq.client.http import ConnectionLost, RemoteError
+from genq.errors import ConnectionLost
 from genq.models import EventType
 from tests.apps import http_app
 from tests.apps.http_app import app
@@ -35,7 +35,7 @@ from tests.support.http_fixtures import (
 # -- one scenario, local and remote ------------------------------------------------------
 
 
-def scenario(client: genq.SyncClient) -> dict[str, Any]:
+def scenario(client: genq.Client) -> dict[str, Any]:
     """Everything a sync user does, reduced to comparable values."""
     out: dict[str, Any] = {}
     job = client.submit("add", x=2, y=3)
@@ -83,7 +83,7 @@ def scenario(client: genq.SyncClient) -> dict[str, Any]:
     return out
 
 
-async def async_scenario(client: genq.AsyncClientBase) -> dict[str, Any]:
+async def async_scenario(client: genq.AsyncClient) -> dict[str, Any]:
     out: dict[str, Any] = {}
     job = await client.submit("add", x=2, y=3)
     out["add_events"] = [e.type.value async for e in job.events()]
@@ -102,7 +102,7 @@ async def async_scenario(client: genq.AsyncClientBase) -> dict[str, Any]:
     with pytest.raises(genq.JobCancelled):
         await slow.result(timeout=30)
     out["resumed"] = [e.type.value async for e in job.events(after=1)]
-    listed = await client.list_jobs(function="add", status="succeeded")  # type: ignore[attr-defined]
+    listed = await client.list_jobs(function="add", status="succeeded")
     out["listed"] = sorted(j.result for j in listed)
     with pytest.raises(genq.InvalidInput):
         await client.submit("add")
@@ -152,7 +152,7 @@ def test_client_errors(idle_server: LiveServer, keyed_server: LiveServer) -> Non
         assert client.cancel(queued.id).status is genq.JobStatus.CANCELLED
 
     with genq.Client(keyed_server.url) as anonymous:
-        with pytest.raises(RemoteError) as denied:
+        with pytest.raises(genq.Unauthorized) as denied:
             anonymous.submit("add", x=1)
         assert denied.value.code == "unauthorized" and denied.value.status == 401
     with genq.Client(keyed_server.url, api_key="key-a") as alice, \
@@ -196,7 +196,7 @@ def test_clients_page_through_jobs_of_one_instant(make_server: ServerFactory,
         assert pages(client.list_jobs) == remote_expected
         cursor = httpx.get(f"{live.url}/api/jobs", params={"limit": 4}).json()["next"]
         assert [j.id for j in client.list_jobs(before=cursor)] == remote_expected[4:]
-        with pytest.raises(RemoteError) as bad:
+        with pytest.raises(genq.BadRequest) as bad:
             client.list_jobs(before="soon")
         assert bad.value.status == 400 and bad.value.code == "bad_request"
 

@@ -306,7 +306,7 @@ def kinds_app() -> genq.App:
     return app
 
 
-def use_every_kind(client: genq.SyncClient) -> tuple[int, int, list[str], str]:
+def use_every_kind(client: genq.Client) -> tuple[int, int, list[str], str]:
     return (client.run("double", x=21, timeout=30), client.run("triple", x=5, timeout=30),
             list(client.stream("count", n=4)), client.run("acount", n=3, timeout=30))
 

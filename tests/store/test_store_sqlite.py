@@ -464,7 +464,7 @@ def test_crash_recovery_after_kill_9(crashed_child: tuple[Path, dict[str, Any]])
     async def restart() -> None:
         app = _restarted_app()
         async with app.local(db) as client:
-            store = client.jobs.store
+            store = client.transport.jobs.store
             final = {}
             with anyio.fail_after(30):
                 for name, job_id in ids.items():

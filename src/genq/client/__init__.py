@@ -1,8 +1,10 @@
-"""Clients: one async surface over a transport (in-process or HTTP), and its sync twin."""
+"""Clients: one async surface (``AsyncClient``) over a ``Transport`` (in-process or HTTP),
+and its blocking twin (``Client``)."""
 
-from genq.client.base import Artifact, AsyncClientBase, AsyncJob
-from genq.client.http import AsyncClient, Client
-from genq.client.sync import Job, SyncClient
+from genq.client.async_client import Artifact, AsyncClient, AsyncJob
+from genq.client.http import HttpTransport
+from genq.client.sync import Client, Job
+from genq.client.transport import Transport
 
-__all__ = ["Artifact", "AsyncClient", "AsyncClientBase", "AsyncJob", "Client", "Job",
-           "SyncClient"]
+__all__ = ["Artifact", "AsyncClient", "AsyncJob", "Client", "HttpTransport", "Job",
+           "Transport"]

@@ -1,6 +1,7 @@
-"""The HTTP clients: ``AsyncClient(url)`` and ``Client(url)``, same surface as app.local().
+"""The HTTP transport: what ``genq.AsyncClient(url)`` and ``genq.Client(url)`` run on.
 
-Robustness is the point:
+The clients' surface is the same as app.local()'s (genq.client.async_client); this
+module is how its calls reach a server. Robustness is the point:
 
 * **Event streams resume.** A dropped SSE connection (reset, proxy timeout, 5xx, a
   server restart) is reopened with ``Last-Event-ID`` after a backoff that honours the
@@ -25,9 +26,7 @@ import contextlib
 import json
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -36,16 +35,9 @@ from httpx_sse import EventSource
 
 from genq import errors, paging
 from genq.backoff import backoff_delay
-from genq.client.base import AsyncClientBase
-from genq.client.sync import LoopThread, SyncClient
-from genq.models import Event, EventType, Job, JobStatus
+from genq.errors import ConnectionLost, RemoteError
+from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
 
-_ERRORS_BY_CODE: dict[str, type[errors.GenqError]] = {
-    cls.code: cls for cls in (
-        errors.UnknownFunction, errors.InvalidInput, errors.QueueFull, errors.JobNotFound,
-        errors.IdempotencyConflict, errors.StoreLocked, errors.RateLimited,
-    )
-}
 _RETRY_STATUSES = {502, 503, 504}
 _POLL_SLICE = 30.0
 _MAX_CONNECTIONS = 200
@@ -53,30 +45,8 @@ _MAX_KEEPALIVE = 100
 _POOLS = 16  # see _Pools
 
 
-class ConnectionLost(errors.GenqError):
-    """The server could not be reached for longer than ``retry_for`` seconds."""
-
-    code = "connection_lost"
-    status = 503
-
-
-class RemoteError(errors.GenqError):
-    """An error answered by the server that has no more specific class here."""
-
-
 def _backoff(attempt: int) -> float:
     return backoff_delay(attempt, base=0.1, cap=5.0)
-
-
-def _job_from_json(data: Mapping[str, Any]) -> Job:
-    return Job(
-        id=data["id"], function=data["function"], input=data.get("input", {}),
-        status=JobStatus(data["status"]), priority=data.get("priority", 0),
-        created_at=data.get("created_at", 0.0), started_at=data.get("started_at"),
-        finished_at=data.get("finished_at"), attempts=data.get("attempts", 0),
-        max_attempts=data.get("max_attempts", 1), result=data.get("result"),
-        error=data.get("error"), last_event_id=data.get("last_event_id", 0),
-    )
 
 
 def _rate_limited(response: httpx.Response) -> bool:
@@ -89,23 +59,25 @@ def _rate_limited(response: httpx.Response) -> bool:
         return False
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
+def _error_of(response: httpx.Response) -> errors.GenqError:
+    """The genq error an error answer stands for (``errors.from_wire``); an answer that
+    is not genq's JSON (a proxy's page) is a RemoteError with its status."""
     try:
         body = response.json()["error"]
-        code, message = body.pop("code"), body.pop("message")
+        if not isinstance(body, dict) or not {"code", "message"} <= body.keys():
+            raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise RemoteError(f"HTTP {response.status_code}: {response.text[:200]}",
-                          status=response.status_code) from None
-    cls = _ERRORS_BY_CODE.get(code)
-    if cls is None:
-        err = RemoteError(message, **body)
-        err.code, err.status = code, response.status_code
-        raise err
-    if issubclass(cls, errors.TryLater) and "retry-after" in response.headers:
-        body["retry_after"] = int(response.headers["retry-after"])
-    raise cls(message, **body)
+        return RemoteError(f"HTTP {response.status_code}: {response.text[:200]}",
+                           status=response.status_code)
+    error = errors.from_wire(response.status_code, body)
+    if isinstance(error, errors.TryLater) and "retry-after" in response.headers:
+        error.detail["retry_after"] = int(response.headers["retry-after"])
+    return error
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise _error_of(response)
 
 
 class _Pools:
@@ -142,7 +114,10 @@ class _Pools:
             await client.aclose()
 
 
-class AsyncClient(AsyncClientBase):
+class HttpTransport:
+    """A genq server as a ``Transport`` (genq.client.transport), for the owner of
+    ``api_key``; ``transport`` is an httpx transport to send the requests through."""
+
     def __init__(self, url: str, *, api_key: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 30.0, stream_idle_timeout: float = 45.0,
                  retry_for: float = 120.0, transport: httpx.AsyncBaseTransport | None = None
@@ -158,17 +133,9 @@ class AsyncClient(AsyncClientBase):
         self._pools = _Pools(1 if transport is not None else _POOLS, base_url=self.url,
                              headers=headers, transport=transport, timeout=self._timeout)
 
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         await self._pools.aclose()
 
-    # -- transport -------------------------------------------------------------------
     async def _request(self, method: str, path: str, *, json_body: Any = None,
                        params: Mapping[str, Any] | None = None,
                        headers: Mapping[str, str] | None = None,
@@ -185,6 +152,7 @@ class AsyncClient(AsyncClientBase):
                     )
             except httpx.TransportError as exc:
                 failure: str = f"{type(exc).__name__}: {exc}"
+                cause: Exception = exc
                 wait = _backoff(attempt)
             else:
                 limited = _rate_limited(response)
@@ -192,17 +160,23 @@ class AsyncClient(AsyncClientBase):
                     _raise_for_error(response)
                     return response
                 failure = f"HTTP {response.status_code}"
+                # What the server said (store_unavailable...), for whoever looks further
+                # than ConnectionLost: its __cause__.
+                cause = _error_of(response)
                 wait = _retry_after(response) or _backoff(attempt)
                 if limited and time.monotonic() + wait > deadline:
-                    _raise_for_error(response)  # genq.RateLimited, with its retry_after
+                    raise cause  # genq.RateLimited, with its retry_after
             if time.monotonic() + wait > deadline:
                 raise ConnectionLost(f"{method} {self.url}{path} failed for "
-                                     f"{self.retry_for:.0f} s; last error: {failure}")
+                                     f"{self.retry_for:.0f} s; last error: {failure}"
+                                     ) from cause
             attempt += 1
             await anyio.sleep(wait)
 
-    async def _submit(self, function: str, inputs: dict[str, Any], priority: int | None,
-                      idempotency_key: str | None) -> tuple[Job, str]:
+    # -- the Transport -----------------------------------------------------------------
+    async def submit(self, function: str, inputs: dict[str, Any], *,
+                     priority: int | None = None, idempotency_key: str | None = None
+                     ) -> tuple[JobInfo, SubmitReason]:
         body: dict[str, Any] = {"function": function, "input": inputs}
         if priority is not None:
             body["priority"] = priority
@@ -210,16 +184,16 @@ class AsyncClient(AsyncClientBase):
         response = await self._request("POST", "/api/jobs", json_body=body,
                                        headers={"Idempotency-Key": key})
         data = response.json()
-        return _job_from_json(data), data.get("submitted", "new")
+        return JobInfo.from_dict(data), SubmitReason(data.get("submitted", "new"))
 
-    async def get(self, job_id: str) -> Job:
-        return _job_from_json((await self._request("GET", f"/api/jobs/{job_id}")).json())
+    async def get(self, job_id: str) -> JobInfo:
+        return JobInfo.from_dict((await self._request("GET", f"/api/jobs/{job_id}")).json())
 
-    async def _cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str) -> JobInfo:
         response = await self._request("POST", f"/api/jobs/{job_id}/cancel")
-        return _job_from_json(response.json())
+        return JobInfo.from_dict(response.json())
 
-    async def _wait(self, job_id: str, timeout: float | None) -> Job:
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             slice_ = _POLL_SLICE if deadline is None else min(
@@ -227,34 +201,33 @@ class AsyncClient(AsyncClientBase):
             response = await self._request("GET", f"/api/jobs/{job_id}/result",
                                            params={"wait": slice_}, timeout=slice_ + 10)
             if response.status_code == 200:
-                return _job_from_json(response.json())
+                return JobInfo.from_dict(response.json())
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.ResultTimeout(
                     f"job {job_id} did not finish within {timeout} s "
                     f"(it is still {response.json()['status']})", job_id=job_id)
 
-    async def _artifact(self, artifact_id: str) -> bytes:
+    async def artifact(self, artifact_id: str) -> bytes:
         return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
 
-    async def list_jobs(self, *, function: str | None = None, status: str | None = None,
-                        limit: int = 50, before: paging.Before = None) -> list[Job]:
-        """My jobs, newest first. Next page: ``before=`` the last job of this one (or
-        the API's ``next`` cursor; a plain timestamp still works, but jobs that share the
-        boundary's instant may be skipped)."""
+    async def list_jobs(self, *, function: str | None = None,
+                        status: str | JobStatus | None = None, limit: int = 50,
+                        before: paging.Before = None) -> list[JobInfo]:
         params: dict[str, Any] = {"limit": limit}
-        for name, value in (("function", function), ("status", status),
+        for name, value in (("function", function),
+                            ("status", None if status is None else str(status)),
                             ("before", paging.query_value(before))):
             if value is not None:
                 params[name] = value
         data = (await self._request("GET", "/api/jobs", params=params)).json()
-        return [_job_from_json(j) for j in data["jobs"]]
+        return [JobInfo.from_dict(j) for j in data["jobs"]]
 
     async def functions(self) -> list[dict[str, Any]]:
         data = (await self._request("GET", "/api/functions")).json()
         functions: list[dict[str, Any]] = data["functions"]
         return functions
 
-    async def _follow(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """SSE, reopened from the last id seen whenever the connection drops."""
         last_id = after
         attempt = 0
@@ -262,6 +235,7 @@ class AsyncClient(AsyncClientBase):
         failing_since: float | None = None
         while True:
             told_to_wait = 0.0
+            cause: Exception | None = None
             try:
                 async for event in self._sse_once(job_id, last_id):
                     if isinstance(event, float):
@@ -276,19 +250,20 @@ class AsyncClient(AsyncClientBase):
                         return
                 failure = "the stream ended before the job did"
             except (httpx.TransportError, _StreamIdle) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure, cause = f"{type(exc).__name__}: {exc}", exc
             except errors.RateLimited as exc:  # waits its turn, like any client
-                failure = str(exc)
+                failure, cause = str(exc), exc
                 told_to_wait = float(exc.retry_after)
             except errors.GenqError as exc:
                 if exc.status not in _RETRY_STATUSES:
                     raise
-                failure = str(exc)
+                failure, cause = str(exc), exc
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > self.retry_for:
                 raise ConnectionLost(f"the event stream of job {job_id} could not be "
-                                     f"resumed for {self.retry_for:.0f} s: {failure}")
+                                     f"resumed for {self.retry_for:.0f} s: {failure}"
+                                     ) from cause
             await anyio.sleep(max(retry_hint or 0.0, _backoff(attempt), told_to_wait))
             attempt += 1
 
@@ -309,10 +284,7 @@ class AsyncClient(AsyncClientBase):
             try:
                 if response.status_code != 200:
                     await response.aread()
-                    if response.status_code in _RETRY_STATUSES:
-                        raise RemoteError(f"HTTP {response.status_code}",
-                                          status=response.status_code)
-                    _raise_for_error(response)
+                    _raise_for_error(response)  # a 502/503/504 is retried by ``follow``
                 try:
                     async for sse in EventSource(response).aiter_sse():
                         if sse.retry is not None:
@@ -340,54 +312,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     with contextlib.suppress(ValueError):
         return min(60.0, float(value))
     return None
-
-
-class Client(SyncClient):
-    """Blocking HTTP client: ``with genq.Client(url, api_key=...) as client``.
-
-    Runs an ``AsyncClient`` on an event loop in a thread of its own, so it is safe in
-    scripts, in Jupyter cells and from many threads. Closing is best done with ``with``
-    or ``close()``; a client never closed is closed when garbage-collected or at
-    interpreter exit, so a script never hangs on one (``LoopThread``).
-    """
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self._loop_thread = LoopThread("genq-client")
-
-        async def build() -> AsyncClient:
-            return AsyncClient(url, **options)
-
-        try:
-            aio = self._loop_thread.portal.call(build)
-        except BaseException:
-            self._loop_thread.stop()
-            raise
-        self._loop_thread.cleanups.append(aio.aclose)
-        super().__init__(self._loop_thread.portal, aio, self._loop_thread.iterators)
-        # Runs once: on close(), when this client is garbage-collected or at exit. It
-        # holds the thread, not the client, so it does not keep the client alive.
-        self._closer = weakref.finalize(self, self._loop_thread.stop)
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop calls in flight, cancel jobs of streams left part way, close connections.
-
-        Waits ``CLOSE_TIMEOUT`` (5) s at most; calling it again does nothing.
-        """
-        self._closer()
-
-    def list_jobs(self, **filters: Any) -> list[Job]:
-        aio = self.aio
-        assert isinstance(aio, AsyncClient)
-        return self._portal.call(lambda: aio.list_jobs(**filters))
-
-    def functions(self) -> list[dict[str, Any]]:
-        aio = self.aio
-        assert isinstance(aio, AsyncClient)
-        return self._portal.call(aio.functions)

@@ -1,9 +1,11 @@
-"""The blocking client: the async surface run on an event loop in a thread of its own.
+"""``genq.Client``: the blocking twin of ``genq.AsyncClient``, run on an event loop in a
+thread of its own.
 
 Because genq's loop lives in its own thread (an anyio blocking portal), the sync client
 works the same in a plain script, inside a running loop (a Jupyter cell, where
 ``asyncio.run`` would fail) and from many threads at once. Iterators cross threads once
-per batch of events.
+per batch of events. ``with app.local() as client`` gives the same class, on the loop
+its engine runs on.
 
 The loop's thread (``LoopThread``) is a daemon and every way of closing it waits a bounded
 time, so a client nobody closed never holds the interpreter open (issue 9).
@@ -17,14 +19,16 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from genq.client.base import AsyncClientBase, AsyncJob
-from genq.models import Event
-from genq.models import Job as JobState
+from genq.client.async_client import AsyncClient, AsyncJob
+from genq.client.transport import Transport
+from genq.models import Event, JobInfo, JobStatus
+from genq.paging import Before
 
 T = TypeVar("T")
 
@@ -186,44 +190,108 @@ def iterate_batches(portal: BlockingPortal, make: Callable[[], AsyncIterator[lis
 
 
 class Job:
-    """Blocking twin of ``AsyncJob``."""
+    """Blocking twin of ``AsyncJob``. It keeps its client (and so the client's loop
+    thread) alive: ``genq.Client(url).submit(...).result()`` works."""
 
-    def __init__(self, portal: BlockingPortal, job: AsyncJob,
-                 owner: SyncClient | None = None) -> None:
-        self._portal = portal
+    def __init__(self, client: Client, job: AsyncJob) -> None:
+        self._client = client
         self._job = job
-        self._owner = owner  # keeps the client (and so its loop thread) alive
         self.id = job.id
         self.function = job.function
         self.reason = job.reason
+        self.submitted = job.submitted
 
     def __repr__(self) -> str:
         return f"<Job {self.function} {self.id}>"
 
-    def info(self) -> JobState:
-        return call(self._portal, self._job.info)
+    def info(self) -> JobInfo:
+        return self._client._call(self._job.info)
 
     def events(self, after: int = 0) -> Iterator[Event]:
-        client = self._job._client
-        opened = self._owner._opened if self._owner is not None else None
-        return iterate_batches(self._portal, lambda: client._follow(self.id, after), opened)
+        """Every event after ``after``, live, ending with the terminal one."""
+        return self._client._iterate(lambda: self._job.event_batches(after))
+
+    def outputs(self) -> Iterator[Any]:
+        """The job's decoded output chunks from its first, live (``AsyncJob.outputs``);
+        leaving early leaves the job running."""
+        return self._client._iterate(self._job.output_batches)
 
     def result(self, timeout: float | None = None) -> Any:
-        return call(self._portal, self._job.result, timeout)
+        return self._client._call(self._job.result, timeout)
 
-    def cancel(self) -> JobState:
-        return call(self._portal, self._job.cancel)
+    def cancel(self) -> JobInfo:
+        return self._client._call(self._job.cancel)
 
 
-class SyncClient:
-    """Blocking twin of an async client, bound to the portal whose loop runs it."""
+class Client:
+    """Blocking client: ``with genq.Client(url, api_key=...) as client``.
 
-    def __init__(self, portal: BlockingPortal, client: AsyncClientBase,
-                 opened: weakref.WeakSet[AsyncIterator[Any]] | None = None) -> None:
+    ``genq.Client(url_or_transport, **options)`` takes what ``genq.AsyncClient`` takes
+    and runs that client on an event loop in a daemon thread of its own, so it is safe in
+    scripts, in Jupyter cells and from many threads; ``aio`` is that async client, for
+    code that runs on its loop. Closing is best done with ``with`` or ``close()``; a
+    client never closed is closed when garbage-collected or at interpreter exit, so a
+    script never hangs on one (``LoopThread``).
+    """
+
+    def __init__(self, url: str | Transport, **options: Any) -> None:
+        loop_thread = LoopThread("genq-client")
+
+        async def build() -> AsyncClient:
+            return AsyncClient(url, **options)
+
+        try:
+            aio = loop_thread.portal.call(build)
+        except BaseException:
+            loop_thread.stop()
+            raise
+        loop_thread.cleanups.append(aio.aclose)
+        self._attach(loop_thread.portal, aio, loop_thread.iterators)
+        # Runs once: on close(), when this client is garbage-collected or at exit. It
+        # holds the thread, not the client, so it does not keep the client alive.
+        self._closer: Callable[[], object] = weakref.finalize(self, loop_thread.stop)
+
+    @classmethod
+    def on_portal(cls, portal: BlockingPortal, aio: AsyncClient) -> Client:
+        """A blocking client over ``aio``, which runs on ``portal``'s loop and belongs to
+        whoever runs that loop (``app.local()``, whose engine shares it): ``close()``
+        leaves both alone."""
+        client = cls.__new__(cls)
+        client._attach(portal, aio, None)
+        client._closer = lambda: None
+        return client
+
+    def _attach(self, portal: BlockingPortal, aio: AsyncClient,
+                opened: weakref.WeakSet[AsyncIterator[Any]] | None) -> None:
         self._portal = portal
-        self.aio = client  # the async client, for code that runs on the portal's loop
+        self.aio = aio  # the async client, for code that runs on the portal's loop
         self._opened = opened  # see iterate_batches
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop calls in flight, cancel jobs of streams left part way, close connections.
+
+        Waits ``CLOSE_TIMEOUT`` (5) s at most; calling it again does nothing.
+        """
+        self._closer()
+
+    @property
+    def transport(self) -> Transport:
+        return self.aio.transport
+
+    def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return call(self._portal, func, *args)
+
+    def _iterate(self, make: Callable[[], AsyncIterator[list[T]]]) -> Iterator[T]:
+        return iterate_batches(self._portal, make, self._opened)
+
+    # -- the surface of AsyncClient, blocking -----------------------------------------
     def submit(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
                priority: int | None = None, idempotency_key: str | None = None,
                **kwargs: Any) -> Job:
@@ -231,19 +299,32 @@ class SyncClient:
             return await self.aio.submit(function, inputs, priority=priority,
                                          idempotency_key=idempotency_key, **kwargs)
 
-        return Job(self._portal, call(self._portal, go), self)
+        return Job(self, self._call(go))
 
     def job(self, job_id: str) -> Job:
-        return Job(self._portal, self.aio.job(job_id), self)
+        """A handle on an existing job (no request is made)."""
+        return Job(self, self.aio.job(job_id))
 
-    def get(self, job_id: str) -> JobState:
-        return call(self._portal, self.aio.get, job_id)
+    def get(self, job_id: str) -> JobInfo:
+        return self._call(self.aio.get, job_id)
 
-    def cancel(self, job_id: str) -> JobState:
-        return call(self._portal, self.aio.cancel, job_id)
+    def cancel(self, job_id: str) -> JobInfo:
+        return self._call(self.aio.cancel, job_id)
+
+    def list_jobs(self, *, function: str | None = None, status: str | JobStatus | None = None,
+                  limit: int = 50, before: Before = None) -> list[JobInfo]:
+        """My jobs, newest first; ``before=`` the last job of a page gives the next."""
+        async def go() -> list[JobInfo]:
+            return await self.aio.list_jobs(function=function, status=status, limit=limit,
+                                            before=before)
+
+        return self._call(go)
+
+    def functions(self) -> list[dict[str, Any]]:
+        return self._call(self.aio.functions)
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:
-        return call(self._portal, self.aio.result, job_id, timeout)
+        return self._call(self.aio.result, job_id, timeout)
 
     def run(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
             timeout: float | None = None, **kwargs: Any) -> Any:
@@ -253,8 +334,7 @@ class SyncClient:
                **kwargs: Any) -> Iterator[Any]:
         """Yield output chunks as produced; leaving early cancels the job."""
         data = {**(inputs or {}), **kwargs}
-        return iterate_batches(self._portal,
-                               lambda: self.aio._stream_batches(function, data), self._opened)
+        return self._iterate(lambda: self.aio.stream_batches(function, data))
 
     def map(self, function: str, inputs: Iterable[Mapping[str, Any]], *,
             concurrency: int = 8, return_exceptions: bool = False) -> list[Any]:
@@ -264,4 +344,8 @@ class SyncClient:
             return await self.aio.map(function, items, concurrency=concurrency,
                                       return_exceptions=return_exceptions)
 
-        return call(self._portal, go)
+        return self._call(go)
+
+    def decode(self, value: Any) -> Any:
+        """A stored result or output chunk as ``result()`` returns it (AsyncClient.decode)."""
+        return self._call(self.aio.decode, value)

@@ -27,11 +27,19 @@ from starlette.routing import BaseRoute, Route
 from genq import paging
 from genq.app import App
 from genq.engine import Engine, JobService
-from genq.errors import GenqError, RateLimited, TryLater
+from genq.errors import (
+    BadRequest,
+    Forbidden,
+    GenqError,
+    PayloadTooLarge,
+    RateLimited,
+    TryLater,
+    Unauthorized,
+)
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
-from genq.models import Event, Job, JobStatus
-from genq.server.auth import ApiKeys, Caller, Forbidden, Unauthorized, presented_key
+from genq.models import Event, Job, JobInfo, JobStatus
+from genq.server.auth import ApiKeys, Caller, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
@@ -44,17 +52,6 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before it must wait: ten, then one a
 # minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
 AUTH_FAILURES = Rate(1 / 60, burst=10)
-
-
-
-class BadRequest(GenqError):
-    code = "bad_request"
-    status = 400
-
-
-class PayloadTooLarge(GenqError):
-    code = "payload_too_large"
-    status = 413
 
 
 @dataclass
@@ -199,10 +196,7 @@ def _admin(request: Request, what: str) -> ServerState:
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
-    view = job.to_dict()
-    del view["owner"]
-    view["queue_position"] = await state.jobs.queue_position(job)
-    return view
+    return JobInfo.from_job(job, await state.jobs.queue_position(job)).to_dict()
 
 
 # -- endpoints ---------------------------------------------------------------------------
@@ -238,26 +232,14 @@ async def openapi_endpoint(request: Request) -> Response:
     return _json(openapi_document(_state(request).app))
 
 
-def _function_view(app: App, name: str) -> dict[str, Any]:
-    spec = app.get_function(name)
-    o = spec.options
-    return {
-        "name": name, "description": spec.description, "kind": spec.kind.value,
-        "streams": spec.kind.streams, "input_schema": spec.input_schema(),
-        "options": {"concurrency": o.concurrency, "timeout": o.timeout,
-                    "queue_timeout": o.queue_timeout, "max_queue": o.max_queue,
-                    "retries": o.retries, "cache": o.cache_ttl is not None},
-    }
-
-
 async def list_functions(request: Request) -> Response:
     state, _ = _caller(request)
-    return _json({"functions": [_function_view(state.app, n) for n in state.app.functions]})
+    return _json({"functions": [spec.describe() for spec in state.app.functions.values()]})
 
 
 async def get_function(request: Request) -> Response:
     state, _ = _caller(request)
-    return _json(_function_view(state.app, request.path_params["name"]))
+    return _json(state.app.get_function(request.path_params["name"]).describe())
 
 
 async def _read_json_body(request: Request, limit: int) -> Any:
@@ -315,7 +297,7 @@ async def submit_job(request: Request) -> Response:
     if submitted.created:
         state.metrics.submitted.labels(function).inc()
     view = await _job_view(state, submitted.job)
-    view["submitted"] = submitted.reason
+    view["submitted"] = submitted.reason.value
     return _json(view, 201 if submitted.created else 200,
                  {"Location": f"/api/jobs/{submitted.job.id}"})
 
@@ -471,8 +453,8 @@ async def all_events(request: Request) -> Response:
     async def stream() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent("{}", event="resync")
         async for job in state.feed.follow(owner):
-            view = job.to_dict()
-            del view["owner"]
+            view = JobInfo.from_job(job).to_dict()
+            del view["queue_position"]  # a feed of status changes looks up no positions
             yield ServerSentEvent(compact_json(view), event="job")
 
     return _sse_response(request, owner, stream())

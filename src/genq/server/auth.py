@@ -22,20 +22,10 @@ from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
-from genq.errors import GenqError
+from genq.errors import Unauthorized
 from genq.server.ratelimit import Rate
 
 OPEN_OWNER = "local"
-
-
-class Unauthorized(GenqError):
-    code = "unauthorized"
-    status = 401
-
-
-class Forbidden(GenqError):
-    code = "forbidden"
-    status = 403
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from genq.app import App
 from genq.engine import PRIORITY_MAX, PRIORITY_MIN
-from genq.models import EventType, JobStatus
+from genq.models import EventType, JobStatus, SubmitReason
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
@@ -66,8 +66,8 @@ _SCHEMAS: dict[str, Any] = {
     },
     "SubmittedJob": {"allOf": [_JOB, {
         "type": "object", "required": ["submitted"],
-        "properties": {"submitted": {"enum": ["new", "idempotent", "cached",
-                                              "deduplicated"]}}}]},
+        "properties": {"submitted": {"enum": [r.value for r in SubmitReason
+                                              if r is not SubmitReason.EXISTING]}}}]},
     "Event": {
         "type": "object", "required": ["job_id", "id", "type", "data", "ts"],
         "properties": {"job_id": {"type": "string"}, "id": {"type": "integer", "minimum": 1},

@@ -36,6 +36,7 @@ from genq.models import (
     JobStatus,
     Lease,
     LeaseReport,
+    SubmitReason,
     WorkerInfo,
 )
 from genq.store.retention import RETAIN_BATCH
@@ -58,7 +59,7 @@ class SubmitPolicy:
 class Submitted:
     job: Job
     created: bool  # False when an idempotency key, the cache or de-duplication answered
-    reason: str = "new"  # "new" | "idempotent" | "cached" | "deduplicated"
+    reason: SubmitReason = SubmitReason.NEW
 
 
 class Store(Protocol):

@@ -51,7 +51,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.errors import (
-    GenqError,
+    ArtifactTooLarge,
     IdempotencyConflict,
     JobNotFound,
     QueueFull,
@@ -67,6 +67,7 @@ from genq.models import (
     JobStatus,
     Lease,
     LeaseReport,
+    SubmitReason,
     WorkerInfo,
 )
 from genq.store import redis_lua, rules, urls
@@ -87,11 +88,6 @@ _EVENT_TYPES = {t.value.encode(): t for t in EventType}
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class ArtifactTooLarge(GenqError):
-    code = "artifact_too_large"
-    status = 413
 
 
 def _retried(method: Callable[P, Coroutine[Any, Any, T]]
@@ -368,7 +364,7 @@ class RedisStore(StoreBase):
         stored = _job_from_flat(reply[1])
         if outcome == "new":
             return Submitted(stored, created=True)
-        return Submitted(stored, created=False, reason=outcome)
+        return Submitted(stored, created=False, reason=SubmitReason(outcome))
 
     @_retried
     async def get_job(self, job_id: str) -> Job | None:

@@ -56,6 +56,7 @@ from genq.models import (
     JobStatus,
     Lease,
     LeaseReport,
+    SubmitReason,
     WorkerInfo,
 )
 from genq.store import rules, urls
@@ -449,17 +450,18 @@ class SQLiteStore(StoreBase):
                         "different function or input",
                         idempotency_key=job.idempotency_key, job_id=existing.id,
                     )
-                return Submitted(existing, created=False, reason="idempotent")
+                return Submitted(existing, created=False, reason=SubmitReason.IDEMPOTENT)
         if job.cache_key is not None:
             if policy.dedupe:
                 live_id = self._inflight.get((job.owner, job.cache_key))
                 live = None if live_id is None else self._live.get(live_id)
                 if live is not None and not live.status.terminal:
-                    return Submitted(live.copy(), False, "deduplicated")
+                    return Submitted(live.copy(), False, SubmitReason.DEDUPLICATED)
             if policy.cache_ttl is not None:
                 cached = self._find_cached(job.cache_key, policy.cache_ttl)
                 if cached is not None:
-                    return Submitted(await self._create_cached(job, cached), False, "cached")
+                    return Submitted(await self._create_cached(job, cached), False,
+                                     SubmitReason.CACHED)
         depth = self._queues.depth(job.function)
         if policy.max_queue is not None and depth >= policy.max_queue:
             raise QueueFull(
