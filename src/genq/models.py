@@ -135,24 +135,6 @@ class Job:
         dataclasses.replace, and the store hands out several copies per job."""
         return Job(*_job_fields(self))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "function": self.function,
-            "input": self.input,
-            "owner": self.owner,
-            "status": self.status.value,
-            "priority": self.priority,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "attempts": self.attempts,
-            "max_attempts": self.max_attempts,
-            "result": self.result,
-            "error": self.error,
-            "last_event_id": self.last_event_id,
-        }
-
 
 _job_fields = operator.attrgetter(*(f.name for f in fields(Job)))
 

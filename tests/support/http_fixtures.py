@@ -427,10 +427,12 @@ def _close(sock: socket.socket, reset: bool = False) -> None:
 
 # -- the genq command in a subprocess ----------------------------------------------------
 def cli_env(**extra: str) -> dict[str, str]:
-    """Environment for ``genq`` subprocesses: the test apps importable, wide plain output,
-    and none of the caller's GENQ_* settings."""
+    """Environment for ``genq`` subprocesses: this checkout's genq and the test apps
+    importable (this checkout's ``src`` first, so a second work tree tests its own code,
+    not the one the virtualenv was installed from), wide plain output, and none of the
+    caller's GENQ_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
-    env.update(PYTHONPATH=str(TESTS_DIR), COLUMNS="200", NO_COLOR="1", TERM="dumb",
-               PYTHONUNBUFFERED="1")
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(TESTS_DIR)]),
+               COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
