@@ -9,6 +9,7 @@
   per stream (no event log, no durability, no resume); for ``"function": "tokens"`` it runs
   bench_scale's ``token_stream``, the floor of that benchmark.
 * ``gradio_stream_peer()`` — bench_scale's token generators in Gradio's queue.
+* ``gradio_mistake_peer()`` — bench_blocking_async's blocking async generator in Gradio.
 * ``gradio_peer()`` — a Gradio Blocks app with one API function in Gradio's queue, mounted
   on FastAPI: the one other job server with an HTTP API that runs here with no service
   (Celery/Flower, RQ, arq, SAQ, Dramatiq need Redis, RabbitMQ or Postgres).
@@ -111,6 +112,30 @@ def token_stream_sync(n: int = 200, interval: float = 0.01) -> Iterator[str]:
 
 app.function(name="tokens", concurrency=512)(token_stream)
 app.function(name="tokens_sync", concurrency=512)(token_stream_sync)
+
+
+def _blocking_tokens(n: int, block: float) -> Iterator[str]:
+    for i in range(n):
+        time.sleep(block)  # a forward pass, holding whichever thread iterates this
+        yield f"{i} "
+
+
+async def mistake_stream(n: int = 15, block: float = 0.2) -> AsyncIterator[str]:
+    """bench_blocking_async: the streaming-chat mistake, an ``async def`` generator that
+    iterates a blocking sync generator on the event loop (``block`` s per token)."""
+    for token in _blocking_tokens(n, block):
+        yield token
+
+
+app.function(name="mistake", concurrency=4)(mistake_stream)
+
+
+@app.function(name="mistake_isolated", concurrency=4, isolate=True)
+async def mistake_stream_isolated(n: int = 15, block: float = 0.2) -> AsyncIterator[str]:
+    """``mistake_stream`` with isolate=True (a function of its own, so that the loop
+    watchdog, which names functions by their code, tells the two apart)."""
+    async for token in mistake_stream(n, block):
+        yield token
 
 
 @app.function(concurrency=1, max_queue=100_000)
@@ -261,6 +286,23 @@ def gradio_peer() -> Any:
     with gr.Blocks(analytics_enabled=False) as demo:
         gr.api(gr_noop, api_name="noop", concurrency_limit=64)
     demo.queue(default_concurrency_limit=64, max_size=None)
+    server = FastAPI()
+    server.add_api_route("/healthz", _healthz)
+    return gr.mount_gradio_app(server, demo, path="/ui", ssr_mode=False)
+
+
+def gradio_mistake_peer() -> Any:
+    """bench_blocking_async: ``mistake_stream`` in Gradio's queue as a Gradio user would
+    register it (``api_name="mistake"``, Gradio's default concurrency limit of 1 per
+    event) and with ``concurrency_limit=4`` (``"mistake4"``), mounted on FastAPI at /ui
+    next to /healthz."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    with gr.Blocks(analytics_enabled=False) as demo:
+        gr.api(mistake_stream, api_name="mistake")
+        gr.api(mistake_stream, api_name="mistake4", concurrency_limit=4)
+    demo.queue(max_size=None)
     server = FastAPI()
     server.add_api_route("/healthz", _healthz)
     return gr.mount_gradio_app(server, demo, path="/ui", ssr_mode=False)

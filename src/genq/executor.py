@@ -12,21 +12,25 @@ Output chunks are handed to ``emit`` in batches, as they are produced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
+from genq import loopshare
 from genq.bridge import SyncIteratorBridge
 from genq.functions import FunctionSpec, Kind
+from genq.isolation import IsolatedCoroutine, iterate_isolated
 from genq.progress import Progress
 
 Emit = Callable[[list[Any]], Awaitable[list[Any]]]  # returns the chunks as stored
 
 CLOSE_GRACE = 5.0  # seconds a stopped sync generator gets to run its finally blocks
+_FREE = contextlib.nullcontext()  # the step of a generator not known to block
 
 
 class ThreadWatch:
@@ -94,6 +98,8 @@ async def execute(spec: FunctionSpec, kwargs: dict[str, Any], *, progress: Progr
     if spec.progress_param is not None:
         kwargs = {**kwargs, spec.progress_param: progress}
     fn = spec.fn
+    if spec.options.isolate:
+        return await _execute_isolated(spec, kwargs, progress, emit, limiter, watch)
     if spec.kind is Kind.COROUTINE:
         return await fn(**kwargs)
     if spec.kind is Kind.FUNCTION:
@@ -110,37 +116,22 @@ async def execute(spec: FunctionSpec, kwargs: dict[str, Any], *, progress: Progr
     return outcome
 
 
-class _Step:
-    """Awaits one step of a generator and records whether it suspended (let the loop
-    run). Most generators do; a turn given to the loop after each item of those cost a
-    task step per item, a fifth of a core at 250 streams of 100 items/s."""
-
-    __slots__ = ("_awaitable", "suspended")
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self._awaitable = awaitable
-        self.suspended = False
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        inner = self._awaitable.__await__()
-        try:
-            pending = inner.send(None)
-        except StopIteration as done:
-            return done.value
-        self.suspended = True
-        while True:  # forward what the event loop sends or throws (cancellation)
-            try:
-                sent = yield pending
-            except BaseException as exc:
-                try:
-                    pending = inner.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    pending = inner.send(sent)
-                except StopIteration as done:
-                    return done.value
+async def _execute_isolated(spec: FunctionSpec, kwargs: dict[str, Any], progress: Progress,
+                            emit: Emit, limiter: anyio.CapacityLimiter | None,
+                            watch: ThreadWatch | None) -> Any:
+    """An async function on a loop of its own in a thread (``isolate=True``)."""
+    if spec.kind is Kind.ASYNC_GENERATOR:
+        outcome = GeneratorOutcome()
+        await _drive_sync_generator(iterate_isolated(spec.fn(**kwargs)),
+                                    spec.options.stream_buffer, progress, emit, outcome)
+        return outcome
+    isolated = IsolatedCoroutine(spec.fn(**kwargs))
+    run: Callable[[], Any] = isolated.run if watch is None else watch.wrap(isolated.run)
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=limiter)
+    except anyio.get_cancelled_exc_class():
+        isolated.cancel()  # the thread is abandoned; stop the coroutine on its loop too
+        raise
 
 
 async def _drive_sync_generator(gen: Any, buffer: int, progress: Progress, emit: Emit,
@@ -164,19 +155,24 @@ async def _drive_sync_generator(gen: Any, buffer: int, progress: Progress, emit:
 
 async def _drive_async_generator(agen: AsyncIterator[Any], emit: Emit,
                                  outcome: GeneratorOutcome) -> None:
+    blocking = False  # its last step held the loop: the next one takes a turn (loopshare)
     try:
         while True:
-            step = _Step(agen.__anext__())
-            try:
-                chunk = await step
-            except StopAsyncIteration:
-                break
-            outcome.chunks.extend(await emit([chunk]))
-            if not step.suspended:
-                # It made this item without giving the loop a turn (blocking code in an
-                # async def, or no await at all): give it one now, or such a generator
-                # holds the loop until it ends and its stream arrives all at once.
-                await asyncio.sleep(0)
+            step = loopshare.Step(agen.__anext__())
+            async with loopshare.turn() if blocking else _FREE:
+                try:
+                    chunk = await step
+                except StopAsyncIteration:
+                    break
+                outcome.chunks.extend(await emit([chunk]))
+                blocking = step.blocked
+                if blocking:
+                    await loopshare.pause(step)
+                elif not step.suspended:
+                    # It made this item without giving the loop a turn (no await at
+                    # all): give it one now, or such a generator holds the loop until
+                    # it ends and its stream arrives all at once.
+                    await asyncio.sleep(0)
     finally:
         with anyio.CancelScope(shield=True):
             await agen.aclose()  # type: ignore[attr-defined]

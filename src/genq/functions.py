@@ -57,6 +57,7 @@ class Options:
     stream_buffer: int = 1024  # chunks a sync generator may run ahead of its consumer
     batch_size: int | None = None  # run up to this many queued jobs as one call
     batch_wait: float = 0.05  # how long a batch waits to fill up once its first job runs
+    isolate: bool = False  # an async function on an event loop of its own (genq.isolation)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -106,6 +107,9 @@ class FunctionSpec:
         self.kind = kind_of(self.fn)
         if self.options.batched and self.kind.streams:
             raise TypeError(f"{self.name}: a generator cannot be batched")
+        if self.options.isolate and self.kind not in (Kind.COROUTINE, Kind.ASYNC_GENERATOR):
+            raise TypeError(f"{self.name}: isolate=True is for async def functions; a plain "
+                            "def (or generator) already runs in a thread of its own")
         self.model = input_model(self.fn, self.name, batched=self.options.batched)
         self.progress_param = progress_parameter(self.fn)
         default = (None if self.progress_param is None

@@ -308,8 +308,11 @@ class Worker:
         message = (f"{block.function} has kept the event loop stuck for {total:.2f} s so "
                    f"far (last at {block.where}), stalling every stream and request of this "
                    "process: it is an async function calling blocking code. Make it a "
-                   "plain def (generator), which genq runs in a thread, or iterate the "
-                   "blocking part with genq.iterate_in_thread(...).")
+                   "plain def (generator), which genq runs in a thread, iterate the "
+                   "blocking part with genq.iterate_in_thread(...), or register it with "
+                   "@app.function(isolate=True) to run it on an event loop of its own "
+                   "(meanwhile an async generator's blocking steps take turns with the rest "
+                   "of the loop, at half speed).")
         now = time.monotonic()
         if now - self._warned_blocking.get(block.function, -math.inf) >= 60:
             self._warned_blocking[block.function] = now
