@@ -5,7 +5,7 @@
 
 from genq.app import App
 from genq.bridge import iterate_in_thread
-from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Transport
+from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Restart, Transport
 from genq.errors import (
     ArtifactTooLarge,
     BadRequest,
@@ -66,6 +66,7 @@ __all__ = [
     "QueueFull",
     "RateLimited",
     "RemoteError",
+    "Restart",
     "ResultTimeout",
     "StoreLocked",
     "StoreUnavailable",
