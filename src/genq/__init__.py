@@ -5,7 +5,7 @@
 
 from genq.app import App
 from genq.bridge import iterate_in_thread
-from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Transport
+from genq.client import Artifact, AsyncClient, AsyncJob, Client, Job, Restart, Transport
 from genq.errors import (
     ArtifactTooLarge,
     BadRequest,
@@ -20,6 +20,7 @@ from genq.errors import (
     JobFailed,
     JobNotFound,
     PayloadTooLarge,
+    ProtocolError,
     QueueFull,
     RateLimited,
     RemoteError,
@@ -61,9 +62,11 @@ __all__ = [
     "JobStatus",
     "PayloadTooLarge",
     "Progress",
+    "ProtocolError",
     "QueueFull",
     "RateLimited",
     "RemoteError",
+    "Restart",
     "ResultTimeout",
     "StoreLocked",
     "StoreUnavailable",

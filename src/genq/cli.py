@@ -31,6 +31,7 @@ from rich.table import Table
 from genq import errors
 from genq.app import App
 from genq.client import Artifact, Client, Job
+from genq.client.attempts import AttemptWatch
 from genq.engine import Engine
 from genq.models import Event, EventType
 from genq.store import Store, store_from_url, store_url
@@ -387,18 +388,30 @@ def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
         out.print(table)
 
 
+# Events ``_render`` notes on stderr with a line of their own.
+_NOTED = frozenset({EventType.QUEUED, EventType.STARTED, EventType.LOG, EventType.RETRYING})
+
+
 def _follow(client: Client, job: Job, output: Path | None) -> int:
     """Render events live; Ctrl-C cancels the job. Returns the exit code."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                    console=err, transient=True)
     task: TaskID | None = None
-    streamed = False
+    streamed = mid_line = False
+    attempts = AttemptWatch()
     try:
         with bar:
             for event in job.events():
+                if mid_line and event.type in _NOTED:
+                    err.print()  # a note on stderr starts a line, not after the text
+                    mid_line = False
+                if (restart := attempts.see(event)) is not None:
+                    # stdout cannot take back the lost run's text: say where it ends
+                    err.print(f"[yellow]{restart.notice}[/yellow]", highlight=False)
                 task, wrote = _render(event, bar, task)
-                streamed = streamed or wrote
+                if wrote:
+                    streamed, mid_line = True, not event.data["chunk"].endswith("\n")
         if streamed:
             out.print()
         return _print_result(job, output, None, quiet=streamed)

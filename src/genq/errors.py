@@ -181,6 +181,17 @@ class ConnectionLost(GenqError):
     status = 503
 
 
+class ProtocolError(GenqError):
+    """A server's answer that a client cannot read: a success that is not JSON, JSON not
+    of the documented shape, an event stream with a non-numeric id. Raised by the Python
+    clients, naming the URL (``url``) and what was wrong. Not retried, since asking
+    again would get the same answer: its status is outside the retried 502/503/504, so
+    the event stream's retries pass it on too."""
+
+    code = "protocol_error"
+    status = 500
+
+
 class RemoteError(GenqError):
     """An error the server answered that has no class here: a code of a newer server, or
     an answer that is not genq's JSON (a proxy's error page). ``code`` and ``status`` are

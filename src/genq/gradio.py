@@ -61,6 +61,7 @@ import anyio.to_thread
 
 from genq.bridge import iterate_in_thread
 from genq.client import Artifact, AsyncClient, Client
+from genq.client.attempts import AttemptWatch
 from genq.errors import GenqError, JobCancelled, JobExpired, JobFailed
 from genq.models import Event, EventType
 
@@ -358,13 +359,25 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
     finish = transform or (lambda value: value)
 
     async def follow(job_id: str, progress: Any) -> AsyncIterator[Any]:
-        """Outputs of one job: partial values as chunks arrive, then the result."""
+        """Outputs of one job: partial values as chunks arrive, then the result. When the
+        job starts over after output, the accumulated text starts over too (shown
+        empty at once), as the web UI does: it is never the lost run's text plus the
+        new run's."""
         text: list[str] = []
         streamed = False
         last: Any = None
+        attempts = AttemptWatch()
         async with _closing(backend.events(job_id, 0)) as events:
             async for event in events:
-                if event.type is EventType.OUTPUT:
+                restart = attempts.see(event)
+                if restart is not None:
+                    if progress is not None:
+                        progress(0.0, desc=restart.notice)
+                    if text:
+                        text.clear()
+                        last = ""
+                        yield finish(last)
+                elif event.type is EventType.OUTPUT:
                     chunk = event.data.get("chunk")
                     if stream == "accumulate" or (stream == "auto"
                                                   and isinstance(chunk, str)):

@@ -47,6 +47,15 @@ class EventType(StrEnum):
         return self.value in TERMINAL_STATUSES
 
 
+def event_type(name: str) -> EventType | str:
+    """The ``EventType`` named ``name``, or ``name`` itself for a type newer than this
+    genq: a client passes such events through rather than failing on them."""
+    try:
+        return EventType(name)
+    except ValueError:
+        return name
+
+
 class SubmitReason(StrEnum):
     """Why a submission answered with the job it did (the API's ``"submitted"``)."""
 
@@ -205,20 +214,23 @@ class JobInfo:
 
 @dataclass(slots=True, frozen=True)
 class Event:
-    """One entry of a job's append-only log. ``id`` increases by one per job from 1."""
+    """One entry of a job's append-only log. ``id`` increases by one per job from 1.
+
+    ``type`` is a plain ``str`` for an event type newer than this genq (a client talking
+    to a newer server); such an event is never terminal."""
 
     job_id: str
     id: int
-    type: EventType
+    type: EventType | str
     data: dict[str, Any]
     ts: float
 
     @property
     def terminal(self) -> bool:
-        return self.type.terminal
+        return self.type in TERMINAL_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "id": self.id, "type": self.type.value,
+        return {"job_id": self.job_id, "id": self.id, "type": str(self.type),
                 "data": self.data, "ts": self.ts}
 
 

@@ -38,6 +38,7 @@ from genq.gradio import (
     history_pairs,
     iterate_in_thread,
 )
+from tests.apps import retry_app
 from tests.support.live_server import serve_app
 
 # No network: no analytics, no Hub, no server-side rendering process.
@@ -306,6 +307,25 @@ def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
             job.result(30)
         final = local.get(entry.job_id)
     assert final.status is genq.JobStatus.CANCELLED
+
+
+def test_accumulated_text_starts_over_with_a_new_run(tmp_path: Path) -> None:
+    """A job retried after 39 tokens: the Textbox is cleared when the new run starts and
+    ends with the new run's 100 tokens exactly, never the lost run's text before them."""
+    lost, kept = "".join(retry_app.lost_chunks()), "".join(retry_app.kept_chunks())
+    with retry_app.app.local(tmp_path / "db.sqlite3") as local:
+        fn = as_gradio(local, "flaky_tokens", inputs=["tag", "delay"])
+        with gr.Blocks() as demo:
+            tag, delay, out = gr.Textbox(), gr.Number(), gr.Textbox()
+            gr.Button().click(fn, [tag, delay], out, api_name="tokens")
+        with launched(demo) as url, gradio_client_for(url) as client:
+            outputs, _ = follow_gradio_job(client.submit("gradio", 0.01, api_name="/tokens"))
+    texts = [o for _, o in outputs]
+    assert texts[-1] == kept
+    assert not [t for t in texts if t.startswith(lost) and len(t) > len(lost)]  # glued
+    cleared = texts.index("")
+    assert texts[:cleared] and all(lost.startswith(t) for t in texts[:cleared])
+    assert all(kept.startswith(t) for t in texts[cleared:])
 
 
 def test_binary_result_reaches_a_gradio_image(local: genq.Client) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.apps import http_app
+from tests.apps import http_app, retry_app
 from tests.support.http_fixtures import (
     GENQ_BIN,
     LiveServer,
+    ServerFactory,
     cli_env,
     finished,
     free_port,
@@ -85,6 +86,24 @@ def test_run_streams_text_to_stdout(server: LiveServer) -> None:
     done = genq("run", "--url", server.url, "add", "--x", "1", "--y=41")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "42"
+
+
+def test_run_marks_where_a_retried_job_started_over(make_server: ServerFactory) -> None:
+    """stdout cannot take back the lost run's 39 tokens; a line on stderr, between them
+    and the new run's 100 (seen in order with both streams on one pipe), says they were
+    discarded, and the exit code is the job's."""
+    server = make_server(retry_app.app)
+    lost, kept = "".join(retry_app.lost_chunks()), "".join(retry_app.kept_chunks())
+    done = subprocess.run([str(GENQ_BIN), "run", "--url", server.url, "flaky_tokens",
+                           "--tag", "cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout
+    notice = "— attempt 2 restarted, output so far discarded —"
+    retried = "retrying (attempt 2) in "
+    assert f"{lost}\n{retried}" in done.stdout  # a note starts a line of its own
+    assert f"\n{notice}\n" in done.stdout
+    assert done.stdout.index(lost) < done.stdout.index(notice) < done.stdout.index(kept)
+    assert done.stdout.rstrip().endswith(kept.rstrip())
 
 
 def test_run_exit_codes(server: LiveServer) -> None:

@@ -27,7 +27,8 @@ PUBLIC = [
     "Cancelled", "Client", "ConnectionLost", "Event", "EventType", "File", "Forbidden",
     "GenqError", "IdempotencyConflict", "Image", "InvalidInput", "Job", "JobCancelled",
     "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus", "PayloadTooLarge",
-    "Progress", "QueueFull", "RateLimited", "RemoteError", "ResultTimeout", "StoreLocked",
+    "Progress", "ProtocolError", "QueueFull", "RateLimited", "RemoteError", "Restart",
+    "ResultTimeout", "StoreLocked",
     "StoreUnavailable", "SubmitReason", "Transport", "TryLater", "Unauthorized",
     "UnknownFunction", "iterate_in_thread",
 ]

@@ -20,7 +20,7 @@ import anyio
 import httpx
 import pytest
 
-from genq import AsyncClient
+from genq import AsyncClient, Client, Restart
 from genq.errors import StoreUnavailable
 from genq.models import Event, EventType
 from genq.store import rules
@@ -135,8 +135,8 @@ def test_every_job_finishes_and_every_chunk_arrives_once_through_kills(
     assert len(results) == SQUARES + ECHOES and len(streams) == STREAMS
     for inputs, value in results.values():
         assert value == (inputs["x"] ** 2 if "x" in inputs else inputs["text"])
-    retried_streams = 0
-    with httpx.Client(base_url=fe2.url, timeout=10) as http:
+    retried_streams = restarts = 0
+    with httpx.Client(base_url=fe2.url, timeout=10) as http, Client(fe2.url) as replay:
         for job_id, seen in streams.items():
             # Exactly the job's durable log, each event once, in order, ending in success.
             logged = event_log(http, job_id)
@@ -150,6 +150,14 @@ def test_every_job_finishes_and_every_chunk_arrives_once_through_kills(
             assert runs[-1] == expected  # the attempt that succeeded streamed everything
             assert all(run == expected[:len(run)] for run in runs)  # none out of order
             retried_streams += len(runs) > 1
+            # What stream() and outputs() make of that log (docs/api.md, "Streams and
+            # retries"): a genq.Restart ends each abandoned run that had output, and the
+            # chunks after the last one are the final run's, exactly.
+            chunks = list(replay.job(job_id).outputs())
+            marks = [i for i, chunk in enumerate(chunks) if isinstance(chunk, Restart)]
+            assert len(marks) == sum(1 for run in runs[:-1] if run)
+            assert chunks[marks[-1] + 1 if marks else 0:] == expected
+            restarts += len(marks)
     # The killed worker's jobs ran again elsewhere; that is what the retries above show.
     lapsed = [e for events in streams.values() for e in events
               if e.type is EventType.RETRYING and e.data.get("reason") == rules.LEASE_LAPSED]
@@ -159,7 +167,8 @@ def test_every_job_finishes_and_every_chunk_arrives_once_through_kills(
     print(f"\nchaos: {len(results) + len(streams)} jobs accepted and finished, 0 lost; "
           f"{sum(len(v) for v in streams.values())} stream events delivered exactly once "
           f"in order over {len(streams)} streams; {retried_streams} streams re-ran after "
-          f"the worker kill ({len(lapsed)} lease lapses); {kills['streams on fe1']} "
+          f"the worker kill ({len(lapsed)} lease lapses, {restarts} lost runs with "
+          f"output marked by a Restart); {kills['streams on fe1']} "
           "streams cut by the front-end kill resumed through the other front end")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 
+from genq.client.attempts import AttemptWatch
 from genq.client.http import HttpTransport
 from genq.client.transport import Transport
 from genq.errors import JobCancelled, JobExpired, JobFailed
@@ -83,9 +84,10 @@ class AsyncJob:
 
     async def outputs(self) -> AsyncIterator[Any]:
         """The job's output chunks from its first, live, decoded as ``result()`` decodes
-        (binary chunks fetched as ``Artifact``); at the end, raises JobFailed,
-        JobCancelled or JobExpired if it did not succeed. Leaving early leaves the job
-        running (unlike ``client.stream``, which owns the job it submits)."""
+        (binary chunks fetched as ``Artifact``), with a ``genq.Restart`` where the job
+        started over and the chunks before it were discarded; at the end, raises
+        JobFailed, JobCancelled or JobExpired if it did not succeed. Leaving early leaves
+        the job running (unlike ``client.stream``, which owns the job it submits)."""
         async for batch in self.output_batches():
             for chunk in batch:
                 yield chunk
@@ -186,7 +188,11 @@ class AsyncClient:
                      **kwargs: Any) -> AsyncIterator[Any]:
         """Submit and yield output chunks as they are produced.
 
-        Leaving the loop early cancels the job: a stream belongs to its consumer.
+        When the job starts over (a retry, a lost worker, a shutdown) after yielding
+        output, a ``genq.Restart`` comes first: the chunks before it are not part of the
+        result, so clear what you show (genq.client.attempts; docs/api.md, "Streams and
+        retries"). Leaving the loop early cancels the job: a stream belongs to its
+        consumer.
         """
         async for batch in self.stream_batches(function, inputs, **kwargs):
             for chunk in batch:
@@ -249,7 +255,8 @@ class AsyncClient:
     async def _output_batches(self, job: str | Callable[[], Awaitable[str]], *,
                               cancel_if_left: bool) -> AsyncIterator[list[Any]]:
         """Decoded output chunks of ``job`` (an id, or a submission still to make), one
-        list per batch of events; at the end the job's error, if it did not succeed.
+        list per batch of events, and a ``Restart`` where a new run replaces the chunks
+        before it; at the end the job's error, if it did not succeed.
 
         One generator submits, follows and cancels: the stream's ``finally`` must run
         when its consumer closes it, and an inner generator would only be closed
@@ -257,11 +264,18 @@ class AsyncClient:
         """
         job_id = job if isinstance(job, str) else await job()
         finished = False
+        attempts = AttemptWatch()
         try:
             async for events in self.transport.follow(job_id, 0):
-                # Text (tokens) needs no decoding: skip an await per chunk for it.
-                chunks = [c if type(c := e.data["chunk"]) is str else await self.decode(c)
-                          for e in events if e.type is EventType.OUTPUT]
+                chunks: list[Any] = []
+                for event in events:
+                    restart = attempts.see(event)
+                    if restart is not None:
+                        chunks.append(restart)
+                    elif event.type is EventType.OUTPUT:
+                        # Text (tokens) needs no decoding: skip an await per chunk for it.
+                        chunk = event.data["chunk"]
+                        chunks.append(chunk if type(chunk) is str else await self.decode(chunk))
                 if chunks:
                     yield chunks
                 last = events[-1]

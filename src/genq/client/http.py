@@ -15,6 +15,11 @@ module is how its calls reach a server. Robustness is the point:
   ``RateLimited`` if that would pass ``retry_for``). A full queue (429 ``queue_full``)
   is not retried: it raises ``QueueFull`` with ``retry_after`` so the caller decides.
 
+* **Answers are checked.** A success that is not JSON, JSON not of the documented
+  shape, or an event stream with a non-numeric id raises ``genq.ProtocolError`` naming
+  the URL, never a bare ``ValueError`` or ``KeyError``. An event type this genq does not
+  know (a newer server's) passes through, its ``Event.type`` a plain ``str``.
+
 Timeouts (seconds): ``connect`` 5, ``read`` 30 per request, ``stream_idle_timeout`` 45
 (the server's heartbeat is 15 s by default); ``retry_for`` 120 caps how long one call
 keeps retrying. ``result(timeout=...)`` long-polls in slices of at most 30 s.
@@ -26,17 +31,19 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from genq import errors, paging
 from genq.backoff import backoff_delay
-from genq.errors import ConnectionLost, RemoteError
-from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
+from genq.errors import ConnectionLost, ProtocolError, RemoteError
+from genq.models import Event, JobInfo, JobStatus, SubmitReason, event_type
+
+T = TypeVar("T")
 
 _RETRY_STATUSES = {502, 503, 504}
 _POLL_SLICE = 30.0
@@ -78,6 +85,57 @@ def _error_of(response: httpx.Response) -> errors.GenqError:
 def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code >= 400:
         raise _error_of(response)
+
+
+def _protocol_error(response: httpx.Response, problem: str) -> ProtocolError:
+    request = response.request
+    return ProtocolError(f"{request.method} {request.url} answered {response.status_code} "
+                         f"with {problem}", url=str(request.url))
+
+
+def _read(response: httpx.Response, parse: Callable[[Any], T], what: str) -> T:
+    """A success's JSON body through ``parse``: an answer that is not JSON, or JSON that
+    ``parse`` cannot read as ``what``, is a ProtocolError naming the URL."""
+    try:
+        body = response.json()
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise _protocol_error(response, f"a body that is not JSON: {response.text[:80]!r}"
+                              ) from exc
+    try:
+        return parse(body)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise _protocol_error(response, f"JSON that is not {what} "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+
+def _submitted(body: Any) -> tuple[JobInfo, SubmitReason]:
+    return JobInfo.from_dict(body), SubmitReason(body.get("submitted", "new"))
+
+
+def _jobs(body: Any) -> list[JobInfo]:
+    return [JobInfo.from_dict(job) for job in body["jobs"]]
+
+
+def _functions(body: Any) -> list[dict[str, Any]]:
+    functions = body["functions"]
+    if not isinstance(functions, list) or not all(isinstance(f, dict) for f in functions):
+        raise TypeError("'functions' is not a list of objects")
+    return functions
+
+
+def _status(body: Any) -> str:
+    return str(body["status"])
+
+
+def _event(job_id: str, sse: ServerSentEvent) -> Event:
+    """One SSE message as an Event; raises ValueError, KeyError or TypeError when it is
+    not genq's. A type this genq does not know stays a ``str`` (``models.event_type``)."""
+    payload = json.loads(sse.data)
+    data = payload["data"]
+    if not isinstance(data, dict):
+        raise TypeError(f"its data is {type(data).__name__}, not an object")
+    return Event(job_id, int(sse.id), event_type(str(payload["type"])), data,
+                 float(payload.get("ts", 0.0)))
 
 
 class _Pools:
@@ -183,15 +241,15 @@ class HttpTransport:
         key = idempotency_key or uuid.uuid4().hex
         response = await self._request("POST", "/api/jobs", json_body=body,
                                        headers={"Idempotency-Key": key})
-        data = response.json()
-        return JobInfo.from_dict(data), SubmitReason(data.get("submitted", "new"))
+        return _read(response, _submitted, "a submitted job")
 
     async def get(self, job_id: str) -> JobInfo:
-        return JobInfo.from_dict((await self._request("GET", f"/api/jobs/{job_id}")).json())
+        response = await self._request("GET", f"/api/jobs/{job_id}")
+        return _read(response, JobInfo.from_dict, "a job")
 
     async def cancel(self, job_id: str) -> JobInfo:
         response = await self._request("POST", f"/api/jobs/{job_id}/cancel")
-        return JobInfo.from_dict(response.json())
+        return _read(response, JobInfo.from_dict, "a job")
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -201,11 +259,12 @@ class HttpTransport:
             response = await self._request("GET", f"/api/jobs/{job_id}/result",
                                            params={"wait": slice_}, timeout=slice_ + 10)
             if response.status_code == 200:
-                return JobInfo.from_dict(response.json())
+                return _read(response, JobInfo.from_dict, "a job")
+            status = _read(response, _status, "a job")
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.ResultTimeout(
                     f"job {job_id} did not finish within {timeout} s "
-                    f"(it is still {response.json()['status']})", job_id=job_id)
+                    f"(it is still {status})", job_id=job_id)
 
     async def artifact(self, artifact_id: str) -> bytes:
         return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
@@ -219,13 +278,12 @@ class HttpTransport:
                             ("before", paging.query_value(before))):
             if value is not None:
                 params[name] = value
-        data = (await self._request("GET", "/api/jobs", params=params)).json()
-        return [JobInfo.from_dict(j) for j in data["jobs"]]
+        response = await self._request("GET", "/api/jobs", params=params)
+        return _read(response, _jobs, "a page of jobs")
 
     async def functions(self) -> list[dict[str, Any]]:
-        data = (await self._request("GET", "/api/functions")).json()
-        functions: list[dict[str, Any]] = data["functions"]
-        return functions
+        response = await self._request("GET", "/api/functions")
+        return _read(response, _functions, "the list of functions")
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """SSE, reopened from the last id seen whenever the connection drops."""
@@ -291,9 +349,15 @@ class HttpTransport:
                             yield sse.retry / 1000
                         if not sse.id or not sse.data:
                             continue
-                        payload = json.loads(sse.data)
-                        yield Event(job_id, int(sse.id), EventType(payload["type"]),
-                                    payload["data"], payload.get("ts", 0.0))
+                        try:
+                            event = _event(job_id, sse)
+                        except (KeyError, TypeError, ValueError) as exc:
+                            raise _protocol_error(
+                                response, f"an event that is not genq's (id {sse.id!r}: "
+                                f"{type(exc).__name__}: {exc})") from exc
+                        yield event
+                except SSEError as exc:  # a 200 that is not an event stream
+                    raise _protocol_error(response, str(exc)) from exc
                 except httpx.ReadTimeout as exc:
                     raise _StreamIdle(f"no data or heartbeat for {self.stream_idle_timeout} s"
                                       ) from exc

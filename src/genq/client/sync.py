@@ -212,8 +212,9 @@ class Job:
         return self._client._iterate(lambda: self._job.event_batches(after))
 
     def outputs(self) -> Iterator[Any]:
-        """The job's decoded output chunks from its first, live (``AsyncJob.outputs``);
-        leaving early leaves the job running."""
+        """The job's decoded output chunks from its first, live, with a ``genq.Restart``
+        where it started over (``AsyncJob.outputs``); leaving early leaves the job
+        running."""
         return self._client._iterate(self._job.output_batches)
 
     def result(self, timeout: float | None = None) -> Any:
@@ -332,7 +333,8 @@ class Client:
 
     def stream(self, function: str, inputs: Mapping[str, Any] | None = None, /,
                **kwargs: Any) -> Iterator[Any]:
-        """Yield output chunks as produced; leaving early cancels the job."""
+        """Yield output chunks as produced, with a ``genq.Restart`` where the job started
+        over (``AsyncClient.stream``); leaving early cancels the job."""
         data = {**(inputs or {}), **kwargs}
         return self._iterate(lambda: self.aio.stream_batches(function, data))
 

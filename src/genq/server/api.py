@@ -416,8 +416,8 @@ def _sse_frame(event: Event) -> str:
     """One event as SSE text, byte for byte what ``ServerSentEvent(data, id=..., event=...)
     .encode()`` gives, built directly: the id is an integer, the type one word, and the
     JSON has no line breaks, so there is nothing to escape or split."""
-    data = compact_json({"type": event.type.value, "data": event.data, "ts": event.ts})
-    return f"id: {event.id}\r\nevent: {event.type.value}\r\ndata: {data}\r\n\r\n"
+    data = compact_json({"type": str(event.type), "data": event.data, "ts": event.ts})
+    return f"id: {event.id}\r\nevent: {event.type}\r\ndata: {data}\r\n\r\n"
 
 
 def _sse_response(request: Request, owner: str,
