@@ -1,16 +1,22 @@
-"""API keys against a live server: per-key rate limits with 429 + Retry-After, wrong-key
-attempts throttled per client address, admin-only operations data, and nothing one
-owner does visible to another in /api/stats or /healthz."""
+"""API keys against a live server: key entries read exactly as generators print keys,
+per-key rate limits with 429 + Retry-After, wrong keys (and only wrong keys) throttled
+per client address without ever refusing a valid key, admin-only operations data, and
+nothing one owner does visible to another in /api/stats or /healthz."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import genq
-from genq.server.auth import ApiKeys, Caller
+from genq.server.auth import ApiKeys, Caller, derived_owner
 from genq.server.ratelimit import Rate
 from tests.support.http_fixtures import ServerFactory, error_of, finished, submit
 
@@ -30,6 +36,104 @@ def test_key_entries_parse_owner_role_and_rate() -> None:
     assert Rate.parse("5/10s", burst=3) == Rate(0.5, 3)
 
 
+# -- key entries -------------------------------------------------------------------------
+# Keys as generators print them: `openssl rand -base64 N` (padded), `openssl rand -hex N`,
+# urlsafe base64 (padded), `secrets.token_urlsafe` (unpadded urlsafe).
+GENERATED_KEYS = st.one_of(
+    st.binary(min_size=1, max_size=48).map(lambda b: base64.b64encode(b).decode()),
+    st.binary(min_size=1, max_size=48).map(lambda b: b.hex()),
+    st.binary(min_size=1, max_size=48).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+    st.binary(min_size=1, max_size=48).map(
+        lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+)
+OWNERS = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_.@="), min_size=1,
+                 max_size=20)
+
+
+@st.composite
+def key_entries(draw: st.DrawFn) -> tuple[str, str, str | None]:
+    """(entry text, key, owner or None) in every form that must read back exactly."""
+    key = draw(GENERATED_KEYS)
+    owner = draw(st.none() | OWNERS)
+    options = draw(st.sampled_from(["", " admin", " rate=5/s burst=3"]))
+    if owner is None:
+        return key + options, key, None
+    forms = [f"{key} owner={owner}{options}", f"{key}  {options} owner={owner}"]
+    if "=" not in key and "=" not in owner:  # the older KEY=OWNER form, where it is read
+        forms.append(f"{key}={owner}{options}")
+    return draw(st.sampled_from(forms)), key, owner
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(key_entries(), min_size=1, max_size=5,
+                unique_by=lambda entry: entry[1]),
+       st.sampled_from([",", ", ", "\n", " ,\n"]))
+def test_generated_keys_read_back_exactly(entries: list[tuple[str, str, str | None]],
+                                          separator: str) -> None:
+    keys = ApiKeys.parse(separator.join(text for text, _, _ in entries))
+    for _, key, owner in entries:
+        caller = keys.lookup(key)
+        assert caller is not None, key
+        assert caller.owner == (owner if owner is not None else derived_owner(key))
+        if key.rstrip("=") != key:  # the padding is part of the key
+            assert keys.lookup(key.rstrip("=")) is None
+
+
+def test_a_key_without_owner_is_named_by_its_hash() -> None:
+    key = "q0Zb3kJx9u1mYc2LwQe7Hg=="
+    caller = ApiKeys.parse(key).lookup(key)
+    assert caller is not None
+    assert caller.owner == "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    assert key.rstrip("=") not in caller.owner
+
+
+@pytest.mark.parametrize(("entries", "where", "says"), [
+    ("k1=alice, =bob", "GENQ_API_KEYS entry 2", "key before '=' is empty"),
+    ("q0Zb3kJx9u1mYc2LwQe7Hg==alice", "GENQ_API_KEYS entry 1", "KEY owner=NAME"),
+    ("k1=a=b", "GENQ_API_KEYS entry 1", "ambiguous"),
+    ("k1 owner=alice, k2=bob, k1 owner=carol", "GENQ_API_KEYS entry 3", "same key as "
+     "GENQ_API_KEYS entry 1"),
+    ("k1 owner=", "GENQ_API_KEYS entry 1", "owner name is empty"),
+    ("k1=alice owner=bob", "GENQ_API_KEYS entry 1", "owner is given twice"),
+    ("k1 owner=a admin admin", "GENQ_API_KEYS entry 1", "admin is given twice"),
+    ("k1 owner=a rate=fast", "GENQ_API_KEYS entry 1", "not a rate"),
+])
+def test_entries_that_cannot_be_read_are_refused_naming_them(entries: str, where: str,
+                                                             says: str) -> None:
+    with pytest.raises(ValueError, match=f"^{where}: .*{says}"):
+        ApiKeys.parse(entries)
+
+
+def test_a_keys_file_names_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "keys.txt"
+    path.write_text("# ops keys\nZr8TQp2vN5sXoA1dK3yUeQ== owner=ops admin\n\n"
+                    "q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice\n")
+    monkeypatch.setenv("GENQ_API_KEYS", "q0Zb3kJx9u1mYc2LwQe7Hg== owner=bob")
+    with pytest.raises(ValueError, match=f"^{path} line 4: the same key as "
+                                         "GENQ_API_KEYS entry 1"):
+        ApiKeys.from_env(path)
+    with pytest.raises(ValueError, match="cannot read the keys file"):
+        ApiKeys.from_env(tmp_path / "missing.txt")
+
+
+def test_bare_keys_whose_names_collide_are_refused() -> None:
+    """Two keys whose derived names (32 bits of their hashes) are equal would be one
+    owner; found by brute force over a birthday-sized set of keys."""
+    seen: dict[str, str] = {}
+    for i in range(1_000_000):
+        key = f"k{i}"
+        name = derived_owner(key)
+        if name in seen:
+            break
+        seen[name] = key
+    else:
+        pytest.fail("no collision found")
+    with pytest.raises(ValueError, match="entry 2: its derived owner name"):
+        ApiKeys.parse(f"{seen[name]}, {key}")
+    assert ApiKeys.parse(f"{seen[name]}, {key} owner=carol").enabled
+
+
+# -- through a live server ------------------------------------------------------------------
 def test_rate_limit_per_key_answers_429_with_retry_after(make_server: ServerFactory) -> None:
     keys = ApiKeys({"key-a": Caller("alice", rate=Rate(0.2, burst=3)), "key-b": "bob"})
     live = make_server(keys=keys, rate_limit=Rate(1000, burst=1000))
@@ -51,16 +155,33 @@ def test_rate_limit_per_key_answers_429_with_retry_after(make_server: ServerFact
             job["id"]]
 
 
-def test_wrong_keys_are_throttled_per_address(make_server: ServerFactory) -> None:
+def test_wrong_keys_are_throttled_per_address_but_never_a_valid_key(
+        make_server: ServerFactory) -> None:
+    live = make_server(keys=ApiKeys({"key-a": "alice"}))
+    wrong = {"Authorization": "Bearer guess"}
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        answers = [http.get("/api/jobs", headers=wrong).status_code for _ in range(50)]
+        assert answers == [401] * 10 + [429] * 40
+        # Everyone else at this address (one NAT, one proxy) still gets in.
+        assert http.get("/api/jobs", headers=ALICE).status_code == 200
+        submit(http, "add", headers=ALICE, x=1)
+        response = http.get("/api/jobs", headers={"X-API-Key": "another-guess"})
+        error = error_of(response, 429, "rate_limited")
+        assert int(response.headers["retry-after"]) > 0
+        assert "wrong API key" in error["message"]
+
+
+def test_requests_without_a_key_are_not_counted(make_server: ServerFactory) -> None:
     live = make_server(keys=ApiKeys({"key-a": "alice"}))
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        for _ in range(10):
-            error_of(http.get("/api/jobs", headers={"Authorization": "Bearer guess"}),
-                     401, "unauthorized")
-        # The eleventh attempt is not even checked, whatever key it brings.
-        response = http.get("/api/jobs", headers=ALICE)
-        error_of(response, 429, "rate_limited")
-        assert int(response.headers["retry-after"]) > 0
+        for path in ["/api/jobs", "/api/functions", "/api/jobs?api_key="] * 34:
+            error = error_of(http.get(path), 401, "unauthorized")
+            assert "required" in error["message"]
+        # 102 keyless requests later the address has all ten tries left.
+        answers = [http.get("/api/jobs", headers={"Authorization": "Bearer guess"})
+                   .status_code for _ in range(11)]
+        assert answers == [401] * 10 + [429]
+        assert http.get("/api/jobs", headers=ALICE).status_code == 200
 
 
 def test_operations_data_needs_an_admin_key(make_server: ServerFactory) -> None:

@@ -7,7 +7,6 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections import Counter
@@ -32,14 +31,12 @@ from genq.errors import (
     Forbidden,
     GenqError,
     PayloadTooLarge,
-    RateLimited,
     TryLater,
-    Unauthorized,
 )
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
-from genq.server.auth import ApiKeys, Caller, presented_key
+from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
@@ -49,8 +46,8 @@ from genq.store.base import Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
-# Wrong API keys a client address may present before it must wait: ten, then one a
-# minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
+# Wrong API keys a client address may present before its wrong keys are answered 429:
+# ten, then one a minute. A valid key is always let in (its check comes first).
 AUTH_FAILURES = Rate(1 / 60, burst=10)
 
 
@@ -170,16 +167,16 @@ def _caller(request: Request) -> tuple[ServerState, str]:
 def _authenticated(request: Request) -> tuple[ServerState, Caller]:
     """Who is calling, charged one request against their key's rate limit.
 
-    A client address that presented too many wrong keys is refused (429) before its
-    key is even looked at."""
+    The key is checked first, so a valid key is never refused for what others at its
+    address did. Only a wrong key counts toward the address's lockout (a request with
+    no key is answered 401 and not counted), and once an address is locked out its wrong
+    keys are answered 429 instead of 401."""
     state = _state(request)
-    address = f"addr:{request.client.host if request.client else '?'}"
-    state.limiter.check(address, AUTH_FAILURES, "requests with a wrong API key")
     try:
         caller = state.settings.keys.caller_for(request)
-    except Unauthorized:
-        with contextlib.suppress(RateLimited):  # this one still gets its 401
-            state.limiter.charge(address, AUTH_FAILURES)
+    except WrongApiKey:
+        address = f"addr:{request.client.host if request.client else '?'}"
+        state.limiter.charge(address, AUTH_FAILURES, "requests with a wrong API key")
         raise
     rate = caller.rate or state.settings.rate_limit
     if rate is not None:
@@ -191,7 +188,7 @@ def _admin(request: Request, what: str) -> ServerState:
     state, caller = _authenticated(request)
     if not caller.admin:
         raise Forbidden(f"{what} covers every owner's jobs: it needs an admin API key "
-                        "('KEY=OWNER admin' in GENQ_API_KEYS)")
+                        "('KEY owner=NAME admin' in GENQ_API_KEYS)")
     return state
 
 
