@@ -1,12 +1,14 @@
 """API keys against a live server: key entries read exactly as generators print keys,
 per-key rate limits with 429 + Retry-After, wrong keys (and only wrong keys) throttled
-per client address without ever refusing a valid key, admin-only operations data, and
-nothing one owner does visible to another in /api/stats or /healthz."""
+per client address without ever refusing a valid key, the web UI's session cookie,
+admin-only operations data, and nothing one owner does visible to another in
+/api/stats or /healthz."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import time
 from pathlib import Path
 
@@ -16,8 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genq
+from genq.server.accesslog import redact_url
 from genq.server.auth import ApiKeys, Caller, derived_owner
 from genq.server.ratelimit import Rate
+from genq.server.sessions import SESSION_COOKIE, SessionSigner
 from tests.support.http_fixtures import ServerFactory, error_of, finished, submit
 
 ALICE = {"Authorization": "Bearer key-a"}
@@ -133,6 +137,14 @@ def test_bare_keys_whose_names_collide_are_refused() -> None:
     assert ApiKeys.parse(f"{seen[name]}, {key} owner=carol").enabled
 
 
+def test_the_access_log_never_shows_a_key() -> None:
+    assert redact_url("/api/jobs/1/events?last_event_id=3&api_key=s3cr%2Bt%3D%3D") == \
+        "/api/jobs/1/events?last_event_id=3&api_key=[redacted]"
+    assert redact_url("/x?api%5Fkey=s3cret&API_KEY=s3cret") == \
+        "/x?api%5Fkey=[redacted]&API_KEY=[redacted]"
+    assert redact_url("/x?a=1") == "/x?a=1"
+
+
 # -- through a live server ------------------------------------------------------------------
 def test_rate_limit_per_key_answers_429_with_retry_after(make_server: ServerFactory) -> None:
     keys = ApiKeys({"key-a": Caller("alice", rate=Rate(0.2, burst=3)), "key-b": "bob"})
@@ -182,6 +194,67 @@ def test_requests_without_a_key_are_not_counted(make_server: ServerFactory) -> N
                    .status_code for _ in range(11)]
         assert answers == [401] * 10 + [429]
         assert http.get("/api/jobs", headers=ALICE).status_code == 200
+
+
+def test_the_ui_session_cookie_reads_but_never_writes(make_server: ServerFactory) -> None:
+    live = make_server(keys=ApiKeys({"key-a": "alice", "key-b": "bob"}))
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        job = submit(http, "image", headers=ALICE, side=4)
+        assert finished(http, job["id"], headers=ALICE)["status"] == "succeeded"
+        artifact = http.get(f"/api/jobs/{job['id']}", headers=ALICE).json()["result"]
+    # Only with the key in a header: a key in a URL would be logged on the way.
+    with httpx.Client(base_url=live.url, timeout=30) as browser:
+        error_of(browser.post("/api/session", params={"api_key": "key-a"}), 401,
+                 "unauthorized")
+        error_of(browser.post("/api/session", headers={"Authorization": "Bearer nope"}),
+                 401, "unauthorized")
+        signed_in = browser.post("/api/session", headers=ALICE)
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.json()["owner"] == "alice"
+        cookie = signed_in.headers["set-cookie"]
+        assert cookie.startswith(f"{SESSION_COOKIE}=")
+        for attribute in ("HttpOnly", "SameSite=strict", "Path=/api", "Max-Age=3600"):
+            assert attribute.lower() in cookie.lower(), cookie
+        assert "secure" not in cookie.lower()  # plain http here; Secure over https
+        assert "key-a" not in cookie
+        # The cookie alone reads alice's jobs, events and artifacts...
+        assert [j["id"] for j in browser.get("/api/jobs").json()["jobs"]] == [job["id"]]
+        events = browser.get(f"/api/jobs/{job['id']}/events", params={"format": "json"})
+        assert events.status_code == 200 and events.json()["events"]
+        assert browser.get(f"/api/artifacts/{artifact['artifact']['id']}").status_code == 200
+        # ...but submits and cancels nothing: a forged cross-site request gains no power.
+        error_of(browser.post("/api/jobs", json={"function": "add", "input": {"x": 1}}),
+                 401, "unauthorized")
+        error_of(browser.post(f"/api/jobs/{job['id']}/cancel"), 401, "unauthorized")
+        # A key in a header wins over the cookie.
+        assert browser.get("/api/jobs", headers=BOB).json()["jobs"] == []
+        # Signing out clears it.
+        assert browser.delete("/api/session").status_code == 204
+        error_of(browser.get("/api/jobs"), 401, "unauthorized")
+
+
+def test_a_forged_or_expired_session_is_refused_and_not_counted(
+        make_server: ServerFactory) -> None:
+    keys = ApiKeys({"key-a": "alice"})
+    live = make_server(keys=keys)
+    alice = keys.lookup("key-a")
+    assert alice is not None
+    key_id = alice.key_id
+    expired, _ = keys.sessions.issue(key_id, now=time.time() - 7200)
+    foreign, _ = SessionSigner([b"another server's keys"]).issue(key_id)
+    genuine, _ = keys.sessions.issue(key_id)
+    forged = genuine.rsplit(".", 1)[0] + "." + secrets.token_urlsafe(32)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        def with_cookie(token: str) -> httpx.Response:
+            cookie = f"{SESSION_COOKIE}={token}".encode("latin-1")
+            return http.get("/api/jobs", headers=[(b"cookie", cookie)])
+
+        for token in [expired, foreign, forged, "v1", "v1.ü.1.x"] * 4:
+            error = error_of(with_cookie(token), 401, "unauthorized")
+            assert "session" in error["message"]
+        assert with_cookie(genuine).status_code == 200
+        assert http.get("/api/jobs", headers={"Authorization": "Bearer guess"}
+                        ).status_code == 401  # the failures above were not counted
 
 
 def test_operations_data_needs_an_admin_key(make_server: ServerFactory) -> None:

@@ -292,6 +292,9 @@ def test_serve_keeps_padded_keys_apart(tmp_path: Path) -> None:
         for wrong in ("q0Zb3kJx9u1mYc2LwQe7Hg", "="):
             assert http.get("/api/jobs", headers=_bearer(wrong)).status_code == 401
         assert http.get("/api/jobs", params={"api_key": ""}).status_code == 401
+        owners = [http.post("/api/session", headers=h).json()["owner"]
+                  for h in (first, second)]
+        assert owners[0] != owners[1] and all(o.startswith("key-") for o in owners)
     # Owners are stored, shown in /api/stats and dashboards: never the key itself.
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("db.sqlite3*"))
     assert job["id"].encode() in stored
@@ -344,6 +347,10 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path: Path) 
         assert _wrong_key_answers(served.http, 11, "10.0.0.1") == [401] * 10 + [429]
         assert _wrong_key_answers(served.http, 10, "10.0.0.2") == [401] * 10
         assert _wrong_key_answers(served.http, 1, "10.0.0.1") == [429]
+        # The proxy's X-Forwarded-Proto: https makes the UI's cookie Secure.
+        signed_in = served.http.post("/api/session", headers={
+            "Authorization": "Bearer key-a", "X-Forwarded-Proto": "https"})
+        assert "secure" in signed_in.headers["set-cookie"].lower()
     port = free_port()
     with serving(port, *args, "--port", str(port), "--forwarded-allow-ips", "10.1.0.0/16",
                  env=cli_env(GENQ_API_KEYS="key-a owner=alice")) as served:

@@ -32,6 +32,7 @@ from genq.errors import (
     GenqError,
     PayloadTooLarge,
     TryLater,
+    Unauthorized,
 )
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
@@ -41,6 +42,7 @@ from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
 from genq.server.security import SecureStarlette, artifact_headers
+from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.ui import ui_routes
 from genq.store.base import Store
 
@@ -121,6 +123,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/artifacts/{artifact_id}", get_artifact),
         Route("/api/events", all_events),
         Route("/api/stats", stats),
+        Route("/api/session", session, methods=["POST", "DELETE"]),
     ]
     routes += ui_routes()
     server = SecureStarlette(routes=routes, lifespan=lifespan, exception_handlers={
@@ -190,6 +193,30 @@ def _admin(request: Request, what: str) -> ServerState:
         raise Forbidden(f"{what} covers every owner's jobs: it needs an admin API key "
                         "('KEY owner=NAME admin' in GENQ_API_KEYS)")
     return state
+
+
+async def session(request: Request) -> Response:
+    """POST /api/session: trade the key (in a header, never the URL) for the UI's session
+    cookie, so EventSource, image and download URLs carry no key (server/sessions.py).
+    DELETE /api/session: drop the cookie (the UI's "Forget key")."""
+    if request.method == "DELETE":
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="strict")
+        return response
+    keys = _state(request).settings.keys
+    if keys.enabled and not (request.headers.get("authorization")
+                             or request.headers.get("x-api-key")):
+        raise Unauthorized("POST /api/session takes the API key in the Authorization "
+                           "header ('Bearer KEY'), not in the URL")
+    _, caller = _authenticated(request)
+    if not keys.enabled:
+        return _json({"owner": caller.owner, "admin": caller.admin, "expires_at": None})
+    token, expires = keys.sessions.issue(caller.key_id)
+    response = _json({"owner": caller.owner, "admin": caller.admin, "expires_at": expires})
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, path="/api",
+                        secure=request.url.scheme == "https", httponly=True,
+                        samesite="strict")
+    return response
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:

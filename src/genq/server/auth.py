@@ -38,6 +38,7 @@ from starlette.requests import HTTPConnection
 
 from genq.errors import Unauthorized
 from genq.server.ratelimit import Rate
+from genq.server.sessions import SESSION_COOKIE, SessionSigner
 
 OPEN_OWNER = "local"
 ENV_VAR = "GENQ_API_KEYS"
@@ -51,7 +52,7 @@ class Caller:
     owner: str
     admin: bool = False
     rate: Rate | None = None  # this key's own limit, else the server's
-    key_id: str = ""  # names the key in rate-limit buckets without holding the key
+    key_id: str = ""  # names the key in rate-limit buckets and sessions, not the key
 
 
 OPEN_CALLER = Caller(OPEN_OWNER, admin=True, key_id="open")
@@ -137,6 +138,7 @@ class ApiKeys:
 
     def __init__(self, keys: Mapping[str, str | Caller] | None = None) -> None:
         self._entries: list[tuple[bytes, Caller]] = []
+        self._by_id: dict[str, Caller] = {}
         for key, entry in (keys or {}).items():
             caller = entry if isinstance(entry, Caller) else Caller(entry)
             if not key or not caller.owner:
@@ -144,6 +146,8 @@ class ApiKeys:
             digest = _digest(key)
             caller = replace(caller, key_id=digest.hex()[:16])
             self._entries.append((digest, caller))
+            self._by_id[caller.key_id] = caller
+        self.sessions = SessionSigner(digest for digest, _ in self._entries)
 
     @property
     def enabled(self) -> bool:
@@ -197,9 +201,10 @@ class ApiKeys:
         return found
 
     def caller_for(self, conn: HTTPConnection) -> Caller:
-        """The caller the request's key stands for.
+        """The caller the request's key (or, on a read, UI session) stands for.
 
-        Raises WrongApiKey for a key that is not ours, Unauthorized when there is none."""
+        Raises WrongApiKey for a key that is not ours, Unauthorized when there is no
+        key or the session is not (or no longer) valid."""
         if not self._entries:
             return OPEN_CALLER
         presented = presented_key(conn)
@@ -207,6 +212,13 @@ class ApiKeys:
             caller = self.lookup(presented)
             if caller is None:
                 raise WrongApiKey("the API key is not valid")
+            return caller
+        token = conn.cookies.get(SESSION_COOKIE)
+        if token and conn.scope.get("method") in ("GET", "HEAD"):
+            caller = self._by_id.get(self.sessions.verify(token) or "")
+            if caller is None:
+                raise Unauthorized("the UI session has expired or its key was removed; "
+                                   "sign in again (POST /api/session)")
             return caller
         raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' "
                            "(or the api_key query parameter)")

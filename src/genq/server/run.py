@@ -2,8 +2,8 @@
 are read.
 
 Beyond building the ASGI app (``create_server``), a serving process refuses to listen
-on a public address without API keys, believes forwarded addresses only from
-configured proxies, tunes the garbage collector for many
+on a public address without API keys, keeps keys out of the access log, believes
+forwarded addresses only from configured proxies, tunes the garbage collector for many
 long-lived streams, and gives uvicorn a graceful-shutdown bound longer than the
 workers' grace.
 The command line only turns options into these arguments and prints what happens.
@@ -17,6 +17,7 @@ import ipaddress
 import uvicorn
 
 from genq.app import App
+from genq.server.accesslog import log_config
 from genq.server.api import ServerSettings, create_server
 from genq.server.auth import ApiKeys
 from genq.store.base import Store
@@ -59,7 +60,7 @@ def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: 
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(server, host=host, port=port, log_level=log_level,
+    uvicorn.run(server, host=host, port=port, log_level=log_level, log_config=log_config(),
                 proxy_headers=bool(forwarded_allow_ips),
                 forwarded_allow_ips=forwarded_allow_ips or None,
                 timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
