@@ -79,8 +79,9 @@ def test_generated_keys_read_back_exactly(entries: list[tuple[str, str, str | No
         caller = keys.lookup(key)
         assert caller is not None, key
         assert caller.owner == (owner if owner is not None else derived_owner(key))
-        if key.rstrip("=") != key:  # the padding is part of the key
-            assert keys.lookup(key.rstrip("=")) is None
+        unpadded = key.rstrip("=")
+        if unpadded != key and unpadded not in {k for _, k, _ in entries}:
+            assert keys.lookup(unpadded) is None  # the padding is part of the key
 
 
 def test_a_key_without_owner_is_named_by_its_hash() -> None:
@@ -88,6 +89,7 @@ def test_a_key_without_owner_is_named_by_its_hash() -> None:
     caller = ApiKeys.parse(key).lookup(key)
     assert caller is not None
     assert caller.owner == "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    assert caller.owner == "key-ff38b82c"  # as docs/api.md says
     assert key.rstrip("=") not in caller.owner
 
 
@@ -118,6 +120,44 @@ def test_a_keys_file_names_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ApiKeys.from_env(path)
     with pytest.raises(ValueError, match="cannot read the keys file"):
         ApiKeys.from_env(tmp_path / "missing.txt")
+
+
+DOCS_API = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def _docs_block(first_line: str) -> str:
+    """The fenced block of docs/api.md that begins with ``first_line``."""
+    for block in DOCS_API.read_text().split("```")[1::2]:
+        body = block.split("\n", 1)[1]  # after the fence's language tag
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"no block starting {first_line!r} in {DOCS_API}")
+
+
+def test_the_documented_key_examples_read_as_documented(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "keys.txt"
+    path.write_text(_docs_block("# keys.txt"))
+    monkeypatch.delenv("GENQ_API_KEYS", raising=False)
+    keys = ApiKeys.from_env(path)
+    expected = {"q0Zb3kJx9u1mYc2LwQe7Hg==": ("alice", False, None),
+                "3f9a0c7d2e51b4a8e0c1d2f3a4b5c6d7": ("bob", False, Rate(5.0, 20)),
+                "Zr8TQp2vN5sXoA1dK3yUeQ==": ("ops", True, None),
+                "kX2_-9aQmZ3yV0wLr8TqPA": ("ci", False, None)}
+    for key, (owner, admin, rate) in expected.items():
+        caller = keys.lookup(key)
+        assert caller is not None and (caller.owner, caller.admin, caller.rate) == (
+            owner, admin, rate)
+    # and they are what the generators named beside them print: 16 random bytes each
+    assert len(base64.b64decode("q0Zb3kJx9u1mYc2LwQe7Hg==", validate=True)) == 16
+    assert len(bytes.fromhex("3f9a0c7d2e51b4a8e0c1d2f3a4b5c6d7")) == 16
+    assert len(base64.urlsafe_b64decode("kX2_-9aQmZ3yV0wLr8TqPA==")) == 16
+    env = _docs_block("GENQ_API_KEYS=").split('"')[1]
+    monkeypatch.setenv("GENQ_API_KEYS", env)
+    from_env = ApiKeys.from_env()
+    callers = [from_env.lookup(k) for k in ("q0Zb3kJx9u1mYc2LwQe7Hg==",
+                                            "Zr8TQp2vN5sXoA1dK3yUeQ==")]
+    assert [c.owner if c else None for c in callers] == ["alice", "ops"]
 
 
 def test_bare_keys_whose_names_collide_are_refused() -> None:

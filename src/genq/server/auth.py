@@ -1,10 +1,11 @@
 """API keys: each key names an owner, and an owner sees only its own jobs.
 
 Keys come from ``GENQ_API_KEYS`` (entries separated by commas or lines) and a keys file
-(one entry per line). An entry is words separated by spaces: the first word is the key,
-verbatim, and options follow: ``owner=NAME``, ``admin`` (may read cluster-wide
-operations data: /metrics, every owner's figures in /api/stats), ``rate=20/s`` and
-``burst=40`` (this key's own request rate limit)::
+(one entry per line; a word starting with ``#`` starts a comment). An entry is words
+separated by spaces: the first word is the key, verbatim, and options follow:
+``owner=NAME``, ``admin`` (may read cluster-wide operations data: /metrics, every
+owner's figures in /api/stats), ``rate=20/s`` and ``burst=40`` (this key's own
+request rate limit)::
 
     q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice admin
     3f9a0c7d2e51b4a8 owner=bob rate=5/s
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +44,7 @@ from genq.server.sessions import SESSION_COOKIE, SessionSigner
 
 OPEN_OWNER = "local"
 ENV_VAR = "GENQ_API_KEYS"
+_COMMENT = re.compile(r"(^|\s)#.*")  # '#' at the start of a word: a comment to the line's end
 _ENTRY_FORM = "'KEY owner=NAME [admin] [rate=N/unit] [burst=N]'"
 
 
@@ -124,9 +127,9 @@ def _entries(text: str, source: str | None) -> Iterator[tuple[str, str]]:
     lines, numbered) or of a keys file (lines, named by line number)."""
     number = 0
     for line_no, line in enumerate(text.splitlines(), 1):
-        for item in line.split(","):
+        for item in _COMMENT.sub("", line).split(","):
             item = item.strip()
-            if not item or item.startswith("#"):
+            if not item:
                 continue
             number += 1
             yield item, (f"{ENV_VAR} entry {number}" if source is None
