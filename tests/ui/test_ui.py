@@ -74,6 +74,15 @@ def job_status(page: Page) -> Any:
     return page.locator("section.job")
 
 
+def run_from_form(page: Page, url: str, fields: dict[str, str]) -> str:
+    """Open a function's page, fill its form by label, run it: the new job's id."""
+    page.goto(url)
+    for label, value in fields.items():
+        page.get_by_label(label).fill(value)
+    page.get_by_role("button", name="Run").click()
+    return job_id_from(page)
+
+
 # -- tests ---------------------------------------------------------------------------
 def test_form_submit_follows_progress_to_100(page: Page, server: ServerProcess) -> None:
     page.goto(f"{server.url}/functions/steps")
@@ -372,10 +381,7 @@ def test_api_key_prompt(new_page: PageFactory, tmp_path: Path) -> None:
             ("genq_session", True, "Strict")]
 
         # The event stream, the streamed images and the download work on the cookie.
-        page.goto(f"{server.url}/functions/frames")
-        page.get_by_label("Count").fill("2")
-        page.get_by_role("button", name="Run").click()
-        job_id = job_id_from(page)
+        job_id = run_from_form(page, f"{server.url}/functions/frames", {"Count": "2"})
         job = job_status(page)
         expect(job).to_have_attribute("data-status", "succeeded")
         expect(job.locator(".gallery img")).to_have_count(2)
@@ -384,10 +390,7 @@ def test_api_key_prompt(new_page: PageFactory, tmp_path: Path) -> None:
         download = job.locator(".artifacts").get_by_role("link", name="Download")
         response = page.request.get(f"{server.url}{download.get_attribute('href')}")
         assert response.ok and response.text().startswith("frame,shade\n")
-        page.goto(f"{server.url}/functions/image")
-        page.get_by_label("Size").fill("16")
-        page.get_by_role("button", name="Run").click()
-        image_job = job_id_from(page)
+        image_job = run_from_form(page, f"{server.url}/functions/image", {"Size": "16"})
         expect(job_status(page)).to_have_attribute("data-status", "succeeded")
         page.wait_for_function("() => document.querySelector('.gallery img')?.naturalWidth === 16")
         assert server.get(f"/api/jobs/{job_id}")["status"] == "succeeded"
