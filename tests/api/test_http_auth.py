@@ -95,6 +95,7 @@ def test_a_key_without_owner_is_named_by_its_hash() -> None:
 
 @pytest.mark.parametrize(("entries", "where", "says"), [
     ("k1=alice, =bob", "GENQ_API_KEYS entry 2", "key before '=' is empty"),
+    ("k1=alice\n== owner=bob", "GENQ_API_KEYS entry 2", "key before '=' is empty"),
     ("q0Zb3kJx9u1mYc2LwQe7Hg==alice", "GENQ_API_KEYS entry 1", "KEY owner=NAME"),
     ("k1=a=b", "GENQ_API_KEYS entry 1", "ambiguous"),
     ("k1 owner=alice, k2=bob, k1 owner=carol", "GENQ_API_KEYS entry 3", "same key as "

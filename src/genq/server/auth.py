@@ -80,10 +80,10 @@ def _split_key(word: str, where: str) -> tuple[str, str | None]:
     """The key in an entry's first word, and its owner if written the old ``KEY=OWNER``
     way; refuses a word where the key's end cannot be told."""
     head, equals, tail = word.partition("=")
+    if equals and not head:
+        raise ValueError(f"{where}: the key before '=' is empty")
     if not equals or not tail.strip("="):
         return word, None  # no '=' at all, or only trailing padding: the key verbatim
-    if not head:
-        raise ValueError(f"{where}: the key before '=' is empty")
     if "=" not in tail:
         return head, tail
     raise ValueError(f"{where}: the first word has '=' followed by more text, so where "
