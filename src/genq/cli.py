@@ -85,7 +85,18 @@ def load_app(target: str) -> App:
     return app
 
 
-@cli.command()
+SERVE_HELP = (
+    "Serve the API (and workers) for an app.\n\n"
+    "API keys ($GENQ_API_KEYS or --api-keys-file): each entry is the key, verbatim, then "
+    "options, e.g. 'q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice admin'. The older 'KEY=OWNER' "
+    "form is read only for a key without '='.\n\n"
+    "Wrong keys: once an address has sent 10 wrong keys (then one a minute), its wrong "
+    "keys are answered 429. A valid key is never refused, and a request without a key "
+    "is not counted. The address is the connection's, or X-Forwarded-For's when the "
+    "connection comes from a proxy named in --forwarded-allow-ips.")
+
+
+@cli.command(help=SERVE_HELP)
 def serve(
     app_target: Annotated[str, typer.Argument(metavar="APP", help="module:app to serve")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -93,7 +104,11 @@ def serve(
     store: StoreOption = None,
     db: DbOption = None,
     api_keys_file: Annotated[Path | None, typer.Option(
-        help="File of key=owner lines (also $GENQ_API_KEYS).")] = None,
+        help="File of API keys, one entry a line: the key verbatim as a generator prints "
+             "it ('=' padding included), then options: owner=NAME, admin, rate=20/s, "
+             "burst=40 (also $GENQ_API_KEYS, entries separated by commas). A key without "
+             "owner= is owner key-<8 hex of its SHA-256>. Empty or repeated keys are "
+             "refused.")] = None,
     insecure_public: Annotated[bool, typer.Option(
         "--insecure-public", help="Allow a non-loopback address without API keys.")] = False,
     workers: Annotated[bool, typer.Option(
@@ -106,12 +121,17 @@ def serve(
         "--rate-limit", envvar="GENQ_RATE_LIMIT", metavar="RATE",
         help="Requests each API key may make: 20/s, 600/min, 1000/h (bursts of one "
              "second's worth); a key's own rate= entry overrides it. Default: none.")] = None,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        "--forwarded-allow-ips", envvar="GENQ_FORWARDED_ALLOW_IPS", metavar="ADDRESSES",
+        help="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: "
+             "comma-separated addresses or networks, or '*'. Default: none, so every "
+             "client is its connection's address.")] = None,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
                api_keys_file=api_keys_file, insecure_public=insecure_public,
                workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
-               rate_limit=rate_limit)
+               rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @cli.command()
@@ -219,7 +239,7 @@ def _redacted(url: str) -> str:
 def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
                heartbeat: float, log_level: str, retain: str | None = None,
-               rate_limit: str | None = None) -> None:
+               rate_limit: str | None = None, forwarded_allow_ips: str | None = None) -> None:
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
     # load uvicorn and Starlette.
     from genq.server import ApiKeys, ServerSettings
@@ -247,7 +267,8 @@ def run_server(app: App, *, host: str, port: int, store: str,
               f"http://{host}:{port}" + (
                   f", keeping finished jobs {describe_retain(opened.retain)}" if workers
                   else " (no workers here: `genq worker` processes delete old jobs)"))
-    serve(app, opened, settings, host=host, port=port, log_level=log_level)
+    serve(app, opened, settings, host=host, port=port, log_level=log_level,
+          forwarded_allow_ips=forwarded_allow_ips)
 
 
 # -- talking to jobs ------------------------------------------------------------------

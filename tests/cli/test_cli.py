@@ -283,6 +283,101 @@ def test_serve_refuses_a_bad_rate_limit_or_key_entry(tmp_path: Path) -> None:
     assert done.returncode == 2 and "superuser" in done.stderr
 
 
+# -- API keys as generators print them, and the addresses wrong keys count against ---------
+# Two keys as `openssl rand -base64 16` prints them: both end in "==".
+PADDED_KEYS = ["q0Zb3kJx9u1mYc2LwQe7Hg==", "Zr8TQp2vN5sXoA1dK3yUeQ=="]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_serve_keeps_padded_keys_apart(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "db.sqlite3"
+    env = cli_env(GENQ_API_KEYS=",".join(PADDED_KEYS))
+    with serving(port, "apps.http_app:app", "--port", str(port), "--db", str(db),
+                 "--log-level", "warning", env=env) as served:
+        http = served.http
+        first, second = (_bearer(key) for key in PADDED_KEYS)
+        job = submit(http, "add", headers=first, x=20, y=22)
+        assert finished(http, job["id"], headers=first)["result"] == 42
+        # Two owners: neither sees the other's jobs.
+        assert [j["id"] for j in http.get("/api/jobs", headers=first).json()["jobs"]] == [
+            job["id"]]
+        assert http.get("/api/jobs", headers=second).json()["jobs"] == []
+        assert http.get(f"/api/jobs/{job['id']}", headers=second).status_code == 404
+        # What the old parser made of them (the key cut at its padding) is no key.
+        for wrong in ("q0Zb3kJx9u1mYc2LwQe7Hg", "="):
+            assert http.get("/api/jobs", headers=_bearer(wrong)).status_code == 401
+        assert http.get("/api/jobs", params={"api_key": ""}).status_code == 401
+        owners = [http.post("/api/session", headers=h).json()["owner"]
+                  for h in (first, second)]
+        assert owners[0] != owners[1] and all(o.startswith("key-") for o in owners)
+    # Owners are stored, shown in /api/stats and dashboards: never the key itself.
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("db.sqlite3*"))
+    assert job["id"].encode() in stored
+    for key in PADDED_KEYS:
+        assert key.rstrip("=").encode() not in stored
+
+
+def test_serve_refuses_key_entries_it_cannot_read(tmp_path: Path) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    ambiguous = genq("serve", "apps.http_app:app", "--db", db, timeout=30,
+                     GENQ_API_KEYS=f"{PADDED_KEYS[1]} owner=bob, q0Zb3kJx9u1mYc2LwQe7Hg==alice")
+    assert ambiguous.returncode == 2
+    assert "GENQ_API_KEYS entry 2" in ambiguous.stderr
+    assert "KEY owner=NAME" in ambiguous.stderr
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# team\n{PADDED_KEYS[0]} owner=alice\n{PADDED_KEYS[0]} owner=bob\n")
+    repeated = genq("serve", "apps.http_app:app", "--db", db, "--api-keys-file", str(keys),
+                    timeout=30)
+    assert repeated.returncode == 2
+    assert "keys.txt line 3" in repeated.stderr and "line 2" in repeated.stderr
+    empty = genq("serve", "apps.http_app:app", "--db", db, timeout=30,
+                 GENQ_API_KEYS="k1 owner=alice, =bob")
+    assert empty.returncode == 2 and "entry 2" in empty.stderr and "empty" in empty.stderr
+    for done in (ambiguous, repeated, empty):
+        assert "Traceback" not in done.stderr
+        assert "q0Zb3kJx9u1mYc2LwQe7Hg" not in done.stderr  # no key in the message
+    assert not Path(db).exists()
+
+
+def _wrong_key_answers(http: httpx.Client, count: int, forwarded_for: str) -> list[int]:
+    headers = {"Authorization": "Bearer guess", "X-Forwarded-For": forwarded_for}
+    return [http.get("/api/jobs", headers=headers).status_code for _ in range(count)]
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path: Path) -> None:
+    args = ["apps.http_app:app", "--db", str(tmp_path / "db.sqlite3"), "--log-level",
+            "warning"]
+    port = free_port()
+    env = cli_env(GENQ_API_KEYS="key-a owner=alice")
+    with serving(port, *args, "--port", str(port), env=env) as served:
+        # No proxy configured: a loopback client cannot choose its address; the ten tries
+        # are spent by this connection's address whatever the header claims.
+        answers = [_wrong_key_answers(served.http, 1, f"10.0.0.{i}")[0] for i in range(11)]
+        assert answers == [401] * 10 + [429]
+        assert _wrong_key_answers(served.http, 1, "10.9.9.9") == [429]
+    port = free_port()
+    env = cli_env(GENQ_API_KEYS="key-a owner=alice", GENQ_FORWARDED_ALLOW_IPS="127.0.0.1")
+    with serving(port, *args, "--port", str(port), env=env) as served:
+        # Behind a configured proxy, each forwarded address has its own count.
+        assert _wrong_key_answers(served.http, 11, "10.0.0.1") == [401] * 10 + [429]
+        assert _wrong_key_answers(served.http, 10, "10.0.0.2") == [401] * 10
+        assert _wrong_key_answers(served.http, 1, "10.0.0.1") == [429]
+        # The proxy's X-Forwarded-Proto: https makes the UI's cookie Secure.
+        signed_in = served.http.post("/api/session", headers={
+            "Authorization": "Bearer key-a", "X-Forwarded-Proto": "https"})
+        assert "secure" in signed_in.headers["set-cookie"].lower()
+    port = free_port()
+    with serving(port, *args, "--port", str(port), "--forwarded-allow-ips", "10.1.0.0/16",
+                 env=cli_env(GENQ_API_KEYS="key-a owner=alice")) as served:
+        # A proxy list that does not name this client: its header is ignored again.
+        assert [_wrong_key_answers(served.http, 1, f"10.0.0.{i}")[0]
+                for i in range(11)] == [401] * 10 + [429]
+
+
 def test_python_dash_m_genq_is_the_same_cli(server: LiveServer) -> None:
     done = subprocess.run([sys.executable, "-m", "genq", "run", "--url", server.url, "add",
                            "--x", "2", "--y", "3"], capture_output=True, text=True,

@@ -39,7 +39,8 @@ class ServerProcess:
     """``genq serve APP --port P --db F`` in a subprocess; start, kill, restart."""
 
     def __init__(self, db: Path, *, app: str = f"{UI_APP}:app", port: int | None = None,
-                 api_keys: str | None = None, log: Path | None = None) -> None:
+                 api_keys: str | None = None, api_key: str | None = None,
+                 log: Path | None = None, log_level: str = "warning") -> None:
         self.db = db
         self.app = app
         self.port = port or free_port()
@@ -50,14 +51,16 @@ class ServerProcess:
         if api_keys is not None:
             self.env["GENQ_API_KEYS"] = api_keys
         self.proc: subprocess.Popen[bytes] | None = None
-        self.api_key = api_keys.split("=", 1)[0] if api_keys else None
+        # the key the test helpers below send: given, or the first entry's (KEY=OWNER form)
+        self.api_key = api_key or (api_keys.split("=", 1)[0] if api_keys else None)
+        self.log_level = log_level
 
     def start(self, timeout: float = 30.0) -> None:
         assert self.proc is None, "already running"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "genq.cli", "serve", self.app, "--port", str(self.port),
-                 "--db", str(self.db), "--log-level", "warning", "--heartbeat", "5"],
+                 "--db", str(self.db), "--log-level", self.log_level, "--heartbeat", "5"],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
                 cwd=Path(__file__).parents[2],
             )
@@ -97,8 +100,12 @@ class ServerProcess:
         self.proc = None
 
     def log_text(self) -> str:
+        return self.log_text_all()[-4000:]
+
+    def log_text_all(self) -> str:
+        """Everything the server printed (its access log, at --log-level info)."""
         with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-4000:]
+            return self.log.read_text(errors="replace")
         return ""
 
     # -- the API, for what a test checks behind the page's back -------------------------

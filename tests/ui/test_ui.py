@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -70,6 +72,15 @@ def job_id_from(page: Page) -> str:
 
 def job_status(page: Page) -> Any:
     return page.locator("section.job")
+
+
+def run_from_form(page: Page, url: str, fields: dict[str, str]) -> str:
+    """Open a function's page, fill its form by label, run it: the new job's id."""
+    page.goto(url)
+    for label, value in fields.items():
+        page.get_by_label(label).fill(value)
+    page.get_by_role("button", name="Run").click()
+    return job_id_from(page)
 
 
 # -- tests ---------------------------------------------------------------------------
@@ -336,9 +347,20 @@ def test_page_follows_a_job_through_a_graceful_restart(new_page: PageFactory,
         server.stop()
 
 
+# A key as `openssl rand -base64 16` prints it, and what a URL would make of it.
+UI_KEY = "q0Zb3kJx9u1mYc2LwQe7Hg=="
+UI_KEY_FORMS = [UI_KEY, UI_KEY.rstrip("="), quote(UI_KEY, safe=""), quote_plus(UI_KEY)]
+
+
 def test_api_key_prompt(new_page: PageFactory, tmp_path: Path) -> None:
-    with running_server(tmp_path / "keys.sqlite3", api_keys="ui-secret=alice") as server:
+    """The page asks for the key, checks it, and never puts it in a URL: EventSource,
+    images and downloads ride on the session cookie, so neither the browser's requests
+    nor the server's access log hold the key."""
+    with running_server(tmp_path / "keys.sqlite3", api_keys=f"{UI_KEY} owner=alice",
+                        api_key=UI_KEY, log_level="info") as server:
         page = new_page()
+        requested: list[str] = []
+        page.context.on("request", lambda request: requested.append(request.url))
         page.goto(f"{server.url}/")
         dialog = page.get_by_role("dialog", name="API key required")
         expect(dialog).to_be_visible()
@@ -349,20 +371,44 @@ def test_api_key_prompt(new_page: PageFactory, tmp_path: Path) -> None:
         expect(dialog).to_be_visible()
         expect(dialog).to_contain_text("not valid")
 
-        dialog.get_by_label("API key").fill("ui-secret")
+        dialog.get_by_label("API key").fill(UI_KEY)
         dialog.get_by_role("button", name="Save key").click()
         expect(dialog).to_be_hidden()
         expect(page.locator(".fn-card")).to_have_count(10)
-        assert page.evaluate("localStorage.getItem('genq.apiKey')") == "ui-secret"
+        assert page.evaluate("localStorage.getItem('genq.apiKey')") == UI_KEY
+        cookies = page.context.cookies()
+        assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+            ("genq_session", True, "Strict")]
 
-        # the key also reaches the event stream (?api_key=) and the image (<img src>)
-        page.goto(f"{server.url}/functions/image")
-        page.get_by_label("Size").fill("16")
-        page.get_by_role("button", name="Run").click()
-        job_id = job_id_from(page)
+        # The event stream, the streamed images and the download work on the cookie.
+        job_id = run_from_form(page, f"{server.url}/functions/frames", {"Count": "2"})
+        job = job_status(page)
+        expect(job).to_have_attribute("data-status", "succeeded")
+        expect(job.locator(".gallery img")).to_have_count(2)
+        page.wait_for_function("() => [...document.querySelectorAll('.gallery img')]"
+                               ".every(img => img.naturalWidth === 16)")
+        download = job.locator(".artifacts").get_by_role("link", name="Download")
+        response = page.request.get(f"{server.url}{download.get_attribute('href')}")
+        assert response.ok and response.text().startswith("frame,shade\n")
+        image_job = run_from_form(page, f"{server.url}/functions/image", {"Size": "16"})
         expect(job_status(page)).to_have_attribute("data-status", "succeeded")
         page.wait_for_function("() => document.querySelector('.gallery img')?.naturalWidth === 16")
         assert server.get(f"/api/jobs/{job_id}")["status"] == "succeeded"
+        assert server.get(f"/api/jobs/{image_job}")["status"] == "succeeded"
+        assert any("/events" in url for url in requested)
+        assert any("/api/artifacts/" in url for url in requested)
+
+        # Scripts may still send ?api_key= (however encoded): it works, and is redacted.
+        for name in ("api_key", "api%5Fkey"):
+            script = httpx.get(f"{server.url}/api/jobs?limit=1&{name}={quote(UI_KEY)}",
+                               timeout=10)
+            assert script.status_code == 200, script.text
+    log = server.log_text_all()
+    assert f"/api/jobs/{job_id}/events" in log  # the access log was on
+    assert "api_key=[redacted]" in log and "api%5Fkey=[redacted]" in log
+    for form in UI_KEY_FORMS:
+        assert form not in log
+        assert not [url for url in requested if form in url]
 
 
 def test_jobs_list_filters_and_updates_live(page: Page, server: ServerProcess) -> None:

@@ -7,7 +7,6 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections import Counter
@@ -32,25 +31,25 @@ from genq.errors import (
     Forbidden,
     GenqError,
     PayloadTooLarge,
-    RateLimited,
     TryLater,
     Unauthorized,
 )
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
-from genq.server.auth import ApiKeys, Caller, presented_key
+from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
 from genq.server.security import SecureStarlette, artifact_headers
+from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.ui import ui_routes
 from genq.store.base import Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
-# Wrong API keys a client address may present before it must wait: ten, then one a
-# minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
+# Wrong API keys a client address may present before its wrong keys are answered 429:
+# ten, then one a minute. A valid key is always let in (its check comes first).
 AUTH_FAILURES = Rate(1 / 60, burst=10)
 
 
@@ -124,6 +123,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/artifacts/{artifact_id}", get_artifact),
         Route("/api/events", all_events),
         Route("/api/stats", stats),
+        Route("/api/session", session, methods=["POST", "DELETE"]),
     ]
     routes += ui_routes()
     server = SecureStarlette(routes=routes, lifespan=lifespan, exception_handlers={
@@ -170,16 +170,16 @@ def _caller(request: Request) -> tuple[ServerState, str]:
 def _authenticated(request: Request) -> tuple[ServerState, Caller]:
     """Who is calling, charged one request against their key's rate limit.
 
-    A client address that presented too many wrong keys is refused (429) before its
-    key is even looked at."""
+    The key is checked first, so a valid key is never refused for what others at its
+    address did. Only a wrong key counts toward the address's lockout (a request with
+    no key is answered 401 and not counted), and once an address is locked out its wrong
+    keys are answered 429 instead of 401."""
     state = _state(request)
-    address = f"addr:{request.client.host if request.client else '?'}"
-    state.limiter.check(address, AUTH_FAILURES, "requests with a wrong API key")
     try:
         caller = state.settings.keys.caller_for(request)
-    except Unauthorized:
-        with contextlib.suppress(RateLimited):  # this one still gets its 401
-            state.limiter.charge(address, AUTH_FAILURES)
+    except WrongApiKey:
+        address = f"addr:{request.client.host if request.client else '?'}"
+        state.limiter.charge(address, AUTH_FAILURES, "requests with a wrong API key")
         raise
     rate = caller.rate or state.settings.rate_limit
     if rate is not None:
@@ -191,8 +191,32 @@ def _admin(request: Request, what: str) -> ServerState:
     state, caller = _authenticated(request)
     if not caller.admin:
         raise Forbidden(f"{what} covers every owner's jobs: it needs an admin API key "
-                        "('KEY=OWNER admin' in GENQ_API_KEYS)")
+                        "('KEY owner=NAME admin' in GENQ_API_KEYS)")
     return state
+
+
+async def session(request: Request) -> Response:
+    """POST /api/session: trade the key (in a header, never the URL) for the UI's session
+    cookie, so EventSource, image and download URLs carry no key (server/sessions.py).
+    DELETE /api/session: drop the cookie (the UI's "Forget key")."""
+    if request.method == "DELETE":
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="strict")
+        return response
+    keys = _state(request).settings.keys
+    if keys.enabled and not (request.headers.get("authorization")
+                             or request.headers.get("x-api-key")):
+        raise Unauthorized("POST /api/session takes the API key in the Authorization "
+                           "header ('Bearer KEY'), not in the URL")
+    _, caller = _authenticated(request)
+    if not keys.enabled:
+        return _json({"owner": caller.owner, "admin": caller.admin, "expires_at": None})
+    token, expires = keys.sessions.issue(caller.key_id)
+    response = _json({"owner": caller.owner, "admin": caller.admin, "expires_at": expires})
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, path="/api",
+                        secure=request.url.scheme == "https", httponly=True,
+                        samesite="strict")
+    return response
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:

@@ -1,15 +1,29 @@
 """API keys: each key names an owner, and an owner sees only its own jobs.
 
-Keys come from ``GENQ_API_KEYS`` or a file, one entry per line or comma:
-``KEY=OWNER [admin] [rate=20/s] [burst=40]``; a bare key is its own owner. ``admin``
-lets a key read cluster-wide operations data (/metrics, every owner's figures in
-/api/stats); ``rate`` overrides the server's per-key request rate limit. With no keys
-configured every caller is the owner ``local`` (the same owner ``app.local()`` uses),
-an administrator, which ``genq serve`` only allows on a loopback address.
+Keys come from ``GENQ_API_KEYS`` (entries separated by commas or lines) and a keys file
+(one entry per line; a word starting with ``#`` starts a comment). An entry is words
+separated by spaces: the first word is the key, verbatim, and options follow:
+``owner=NAME``, ``admin`` (may read cluster-wide operations data: /metrics, every
+owner's figures in /api/stats), ``rate=20/s`` and ``burst=40`` (this key's own
+request rate limit)::
 
-A presented key is hashed and compared with every configured key's hash in constant
-time, whether or not an earlier one matched, so response timing tells nothing about
-how much of a key was right or which key it was close to.
+    q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice admin
+    3f9a0c7d2e51b4a8 owner=bob rate=5/s
+
+Keys are what generators print, and those end in ``=`` (base64 padding), so the first
+word is never split at a trailing ``=``. The older ``KEY=OWNER`` form is still read
+where it cannot be misread: one ``=`` with text on both sides. A first word that mixes
+the two (``abc==alice``, ``a=b=c``) is refused, since no rule can tell where the key
+ends. A key without ``owner=`` is owner ``key-`` + 8 hex digits of its SHA-256: a
+stable name that shows up in dashboards and /api/stats without showing the key.
+Empty keys, empty owners and a key given twice are refused at start-up, naming the
+entry, so a typo cannot merge two users or make an empty ``?api_key=`` valid.
+
+With no keys configured every caller is the owner ``local`` (the same owner
+``app.local()`` uses), an administrator, which ``genq serve`` only allows on a loopback
+address. A presented key is hashed and compared with every configured key's hash in
+constant time, whether or not an earlier one matched, so response timing tells nothing
+about how much of a key was right or which key it was close to.
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,8 +40,12 @@ from starlette.requests import HTTPConnection
 
 from genq.errors import Unauthorized
 from genq.server.ratelimit import Rate
+from genq.server.sessions import SESSION_COOKIE, SessionSigner
 
 OPEN_OWNER = "local"
+ENV_VAR = "GENQ_API_KEYS"
+_COMMENT = re.compile(r"(^|\s)#.*")  # '#' at the start of a word: a comment to the line's end
+_ENTRY_FORM = "'KEY owner=NAME [admin] [rate=N/unit] [burst=N]'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,88 +55,182 @@ class Caller:
     owner: str
     admin: bool = False
     rate: Rate | None = None  # this key's own limit, else the server's
-    key_id: str = ""  # names the key in rate-limit buckets without holding the key
+    key_id: str = ""  # names the key in rate-limit buckets and sessions, not the key
 
 
 OPEN_CALLER = Caller(OPEN_OWNER, admin=True, key_id="open")
+
+
+class WrongApiKey(Unauthorized):
+    """A key was presented and it is not one of ours: what the per-address lockout
+    counts (a request without a key is answered 401 without counting). On the wire it
+    is ``unauthorized`` like any 401; it has no code of its own."""
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def _parse_entry(item: str) -> tuple[str, Caller]:
-    key, _, rest = item.partition("=")
-    key = key.strip()
-    words = rest.split()
-    owner = words[0] if words else key
+def derived_owner(key: str) -> str:
+    """The owner name of a key listed without ``owner=``: stable, and not the key."""
+    return "key-" + _digest(key).hex()[:8]
+
+
+def _split_key(word: str, where: str) -> tuple[str, str | None]:
+    """The key in an entry's first word, and its owner if written the old ``KEY=OWNER``
+    way; refuses a word where the key's end cannot be told."""
+    head, equals, tail = word.partition("=")
+    if equals and not head:
+        raise ValueError(f"{where}: the key before '=' is empty")
+    if not equals or not tail.strip("="):
+        return word, None  # no '=' at all, or only trailing padding: the key verbatim
+    if "=" not in tail:
+        return head, tail
+    raise ValueError(f"{where}: the first word has '=' followed by more text, so where "
+                     f"the key ends is ambiguous; write the key verbatim (with its '=' "
+                     f"padding) and its owner as an option: {_ENTRY_FORM}")
+
+
+def parse_entry(text: str, where: str) -> tuple[str, Caller]:
+    """One entry: the key and who it stands for. ``where`` names the entry in errors."""
+    first, *options = text.split()
+    key, owner = _split_key(first, where)
     admin, rate_text, burst = False, None, None
-    for word in words[1:]:
-        name, _, value = word.partition("=")
+    seen: set[str] = set()
+    for word in options:
+        name, equals, value = word.partition("=")
+        if name in seen or (name == "owner" and owner is not None):
+            raise ValueError(f"{where}: {name} is given twice")
+        seen.add(name)
         if word == "admin":
             admin = True
-        elif name == "rate" and value:
+        elif equals and name == "owner":
+            if not value:
+                raise ValueError(f"{where}: the owner name is empty")
+            owner = value
+        elif equals and name == "rate" and value:
             rate_text = value
-        elif name == "burst" and value.isdigit():
+        elif equals and name == "burst" and value.isdigit():
             burst = int(value)
         else:
-            raise ValueError(f"API key entry for owner {owner!r}: unknown option {word!r} "
-                             "(expected admin, rate=N/unit or burst=N)")
-    rate = None if rate_text is None else Rate.parse(rate_text, burst)
-    return key, Caller(owner, admin, rate)
+            raise ValueError(f"{where}: unknown option {word!r} (expected owner=NAME, "
+                             "admin, rate=N/unit or burst=N)")
+    try:
+        rate = None if rate_text is None else Rate.parse(rate_text, burst)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return key, Caller(owner if owner is not None else derived_owner(key), admin, rate)
+
+
+def _entries(text: str, source: str | None) -> Iterator[tuple[str, str]]:
+    """(entry, where) for each entry of ``GENQ_API_KEYS`` (``source`` None: commas and
+    lines, numbered) or of a keys file (lines, named by line number)."""
+    number = 0
+    for line_no, line in enumerate(text.splitlines(), 1):
+        for item in _COMMENT.sub("", line).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            number += 1
+            yield item, (f"{ENV_VAR} entry {number}" if source is None
+                         else f"{source} line {line_no}")
 
 
 class ApiKeys:
-    def __init__(self, keys: dict[str, str | Caller] | None = None) -> None:
+    """The configured keys, by digest; ``caller_for`` says who a request is."""
+
+    def __init__(self, keys: Mapping[str, str | Caller] | None = None) -> None:
         self._entries: list[tuple[bytes, Caller]] = []
+        self._by_id: dict[str, Caller] = {}
         for key, entry in (keys or {}).items():
-            digest = _digest(key)
             caller = entry if isinstance(entry, Caller) else Caller(entry)
-            self._entries.append((digest, replace(caller, key_id=digest.hex()[:16])))
+            if not key or not caller.owner:
+                raise ValueError("API keys and owner names may not be empty")
+            digest = _digest(key)
+            caller = replace(caller, key_id=digest.hex()[:16])
+            self._entries.append((digest, caller))
+            self._by_id[caller.key_id] = caller
+        self.sessions = SessionSigner(digest for digest, _ in self._entries)
 
     @property
     def enabled(self) -> bool:
         return bool(self._entries)
 
     @classmethod
-    def parse(cls, text: str) -> ApiKeys:
-        keys: dict[str, str | Caller] = {}
-        for item in text.replace("\n", ",").split(","):
-            item = item.strip()
-            if not item or item.startswith("#"):
-                continue
-            key, caller = _parse_entry(item)
-            keys[key] = caller
+    def parse(cls, text: str, source: str | None = None) -> ApiKeys:
+        """Keys from ``GENQ_API_KEYS`` text, or from a keys file named ``source``."""
+        return cls.from_sources([(text, source)])
+
+    @classmethod
+    def from_sources(cls, sources: list[tuple[str, str | None]]) -> ApiKeys:
+        keys: dict[str, Caller] = {}
+        key_seen: dict[str, str] = {}  # key -> the entry that listed it
+        derived_seen: dict[str, str] = {}  # derived owner name -> the entry that uses it
+        for text, source in sources:
+            for item, where in _entries(text, source):
+                key, caller = parse_entry(item, where)
+                if key in key_seen:
+                    raise ValueError(f"{where}: the same key as {key_seen[key]}; a key "
+                                     "may appear once (give it one owner)")
+                key_seen[key] = where
+                if caller.owner == derived_owner(key):
+                    if caller.owner in derived_seen:
+                        raise ValueError(
+                            f"{where}: its derived owner name {caller.owner} is also "
+                            f"{derived_seen[caller.owner]}'s; give one of them owner=NAME")
+                    derived_seen[caller.owner] = where
+                keys[key] = caller
         return cls(keys)
 
     @classmethod
     def from_env(cls, file: str | Path | None = None) -> ApiKeys:
-        text = os.environ.get("GENQ_API_KEYS", "")
+        """``$GENQ_API_KEYS`` plus the entries of ``file``; ValueError naming the entry
+        for anything that cannot be read unambiguously."""
+        sources: list[tuple[str, str | None]] = [(os.environ.get(ENV_VAR, ""), None)]
         if file is not None:
-            text += "\n" + Path(file).read_text()
-        return cls.parse(text)
+            try:
+                sources.append((Path(file).read_text(), str(file)))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read the keys file {file}: {exc}") from None
+        return cls.from_sources(sources)
 
-    def caller_for(self, conn: HTTPConnection) -> Caller:
-        """The caller the request's key stands for; raises Unauthorized when keys are
-        required and the request has none or a wrong one."""
-        if not self._entries:
-            return OPEN_CALLER
-        presented = presented_key(conn)
-        if presented is None:
-            raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' "
-                               "(or the api_key query parameter for EventSource)")
-        wanted = _digest(presented)
+    def lookup(self, key: str) -> Caller | None:
+        """The caller ``key`` stands for, compared in constant time over every key."""
+        wanted = _digest(key)
         found: Caller | None = None
         for digest, caller in self._entries:  # no early exit: constant time over keys
             if hmac.compare_digest(digest, wanted):
                 found = caller
-        if found is None:
-            raise Unauthorized("the API key is not valid")
         return found
+
+    def caller_for(self, conn: HTTPConnection) -> Caller:
+        """The caller the request's key (or, on a read, UI session) stands for.
+
+        Raises WrongApiKey for a key that is not ours, Unauthorized when there is no
+        key or the session is not (or no longer) valid."""
+        if not self._entries:
+            return OPEN_CALLER
+        presented = presented_key(conn)
+        if presented is not None:
+            caller = self.lookup(presented)
+            if caller is None:
+                raise WrongApiKey("the API key is not valid")
+            return caller
+        token = conn.cookies.get(SESSION_COOKIE)
+        if token and conn.scope.get("method") in ("GET", "HEAD"):
+            caller = self._by_id.get(self.sessions.verify(token) or "")
+            if caller is None:
+                raise Unauthorized("the UI session has expired or its key was removed; "
+                                   "sign in again (POST /api/session)")
+            return caller
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' "
+                           "(or the api_key query parameter)")
 
 
 def presented_key(conn: HTTPConnection) -> str | None:
+    """The key a request carries: ``Authorization: Bearer``, ``X-API-Key`` or
+    ``?api_key=``, in that order; an empty one is no key."""
     header = conn.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return conn.headers.get("x-api-key") or conn.query_params.get("api_key")
+        return header[7:].strip() or None
+    return conn.headers.get("x-api-key") or conn.query_params.get("api_key") or None

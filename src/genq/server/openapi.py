@@ -229,6 +229,18 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
                                "workers": {"type": "array"},
                                "streams": {"type": "integer"}, "uptime": {"type": "number"}}}),
                 **_CALLER_ERRORS}}},
+        "/api/session": {
+            "post": {
+                "summary": "Trade the API key (sent in the Authorization header, never the "
+                           "URL) for the web UI's session cookie, good for reads",
+                "responses": {"200": _json_response("The session (and a Set-Cookie)", {
+                    "type": "object", "required": ["owner", "admin", "expires_at"],
+                    "properties": {"owner": {"type": "string"}, "admin": {"type": "boolean"},
+                                   "expires_at": _NULLABLE_NUMBER}}),
+                    **_CALLER_ERRORS}},
+            "delete": {"summary": "End the web UI's session (clears its cookie)",
+                       "responses": {"204": {"description": "The cookie is cleared"}}},
+        },
         "/healthz": {"get": {"summary": "Liveness (cluster figures for an admin key)",
                              "responses": {"200": _json_response("ok", {
                                  "type": "object", "required": ["status"],

@@ -2,8 +2,10 @@
 are read.
 
 Beyond building the ASGI app (``create_server``), a serving process refuses to listen
-on a public address without API keys, tunes the garbage collector for many long-lived
-streams, and gives uvicorn a graceful-shutdown bound longer than the workers' grace.
+on a public address without API keys, keeps keys out of the access log, believes
+forwarded addresses only from configured proxies, tunes the garbage collector for many
+long-lived streams, and gives uvicorn a graceful-shutdown bound longer than the
+workers' grace.
 The command line only turns options into these arguments and prints what happens.
 """
 
@@ -15,6 +17,7 @@ import ipaddress
 import uvicorn
 
 from genq.app import App
+from genq.server.accesslog import log_config
 from genq.server.api import ServerSettings, create_server
 from genq.server.auth import ApiKeys
 from genq.store.base import Store
@@ -43,8 +46,13 @@ def check_exposure(host: str, keys: ApiKeys, insecure_public: bool) -> None:
 
 
 def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: int,
-          log_level: str = "info") -> None:
-    """Serve ``app`` over ``store`` on ``host:port`` until SIGINT or SIGTERM."""
+          log_level: str = "info", forwarded_allow_ips: str | None = None) -> None:
+    """Serve ``app`` over ``store`` on ``host:port`` until SIGINT or SIGTERM.
+
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the proxies in
+    ``forwarded_allow_ips`` (uvicorn's syntax: addresses, networks, ``*``); with none,
+    never. uvicorn's own default believes them from 127.0.0.1, so any local process
+    could choose the address its wrong keys are counted against."""
     server = create_server(app, store, settings)
     # The server owns this process: thousands of open streams keep many long-lived
     # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
@@ -52,5 +60,7 @@ def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: 
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(server, host=host, port=port, log_level=log_level,
+    uvicorn.run(server, host=host, port=port, log_level=log_level, log_config=log_config(),
+                proxy_headers=bool(forwarded_allow_ips),
+                forwarded_allow_ips=forwarded_allow_ips or None,
                 timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)

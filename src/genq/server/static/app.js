@@ -168,6 +168,7 @@
     },
     forget() {
       try { localStorage.removeItem(KEY_STORAGE); } catch { /* private mode */ }
+      session.end();
       updateKeyButton();
     },
     required: false,
@@ -183,12 +184,43 @@
     },
   };
 
-  /** A URL with the key as ?api_key= for what cannot send headers (EventSource, img). */
-  function withKey(url) {
-    const key = auth.key;
-    if (!key) return url;
-    return `${url}${url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(key)}`;
-  }
+  /**
+   * The UI's session. EventSource, <img> and download links cannot send a header, and a
+   * key in their URLs would land in every access log on the way; so the key goes once,
+   * in the Authorization header, to POST /api/session, whose answer sets an HttpOnly,
+   * SameSite=Strict cookie that those requests carry instead (reads only; it expires
+   * after an hour and is renewed well before). No URL the page requests holds the key.
+   */
+  const SESSION_RENEW_MS = 20 * 60 * 1000; // renew a session that ends within this
+  const session = {
+    expiresAt: 0, // ms; Infinity on a server without keys
+    pending: null,
+    /** Sign in with `key`; throws ApiError (401: the key is not valid) or NetworkError. */
+    async start(key) {
+      const { response, data } = await send("/api/session", { method: "POST", key });
+      if (!response.ok) throw new ApiError(response.status, data);
+      session.expiresAt = data.expires_at == null ? Infinity : data.expires_at * 1000;
+      return data;
+    },
+    /**
+     * A live session for the saved key before URLs without headers are used: renewed
+     * when it ends soon, or when `force`d (a stream failed: the server may have lost it).
+     * Never throws: the request that follows reports whatever is wrong.
+     */
+    ensure(force = false) {
+      if (!auth.key) return Promise.resolve();
+      if (!force && session.expiresAt - Date.now() > SESSION_RENEW_MS) return Promise.resolve();
+      if (!session.pending) {
+        session.pending = session.start(auth.key).catch(() => {})
+          .finally(() => { session.pending = null; });
+      }
+      return session.pending;
+    },
+    end() {
+      session.expiresAt = 0;
+      fetch("/api/session", { method: "DELETE" }).catch(() => {});
+    },
+  };
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -203,28 +235,35 @@
   class NetworkError extends Error {}
   class KeyDeclined extends Error {}
 
+  /** One request with the key (the saved one unless given) in the Authorization header:
+   * the response and its body as JSON; NetworkError if the server cannot be reached. */
+  async function send(path, { method = "GET", body, headers = {}, signal, key = auth.key } = {}) {
+    const sent = { Accept: "application/json", ...headers };
+    if (key) sent.Authorization = `Bearer ${key}`;
+    if (body !== undefined) sent["Content-Type"] = "application/json";
+    let response;
+    let text;
+    try {
+      response = await fetch(path, {
+        method, headers: sent, signal, cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      text = await response.text();
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new NetworkError("the server could not be reached");
+    }
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = { error: { message: text.slice(0, 300) } }; }
+    }
+    return { response, data };
+  }
+
   /** JSON API call. 401 asks for the key and retries; errors throw ApiError. */
-  async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
+  async function api(path, options = {}) {
     for (;;) {
-      const sent = { Accept: "application/json", ...headers };
-      if (auth.key) sent.Authorization = `Bearer ${auth.key}`;
-      if (body !== undefined) sent["Content-Type"] = "application/json";
-      let response;
-      let text;
-      try {
-        response = await fetch(path, {
-          method, headers: sent, signal, cache: "no-store",
-          body: body === undefined ? undefined : JSON.stringify(body),
-        });
-        text = await response.text();
-      } catch (error) {
-        if (error.name === "AbortError") throw error;
-        throw new NetworkError("the server could not be reached");
-      }
-      let data = null;
-      if (text) {
-        try { data = JSON.parse(text); } catch { data = { error: { message: text.slice(0, 300) } }; }
-      }
+      const { response, data } = await send(path, options);
       if (response.status === 401) {
         await auth.ask(data && data.error && data.error.message);
         continue;
@@ -262,10 +301,21 @@
       const form = $("#key-form");
       const cancel = $("#key-cancel");
       const forget = $("#key-forget");
-      const onSubmit = (event) => {
+      const save = $("#key-save");
+      const onSubmit = async (event) => {
         event.preventDefault();
         const key = input.value.trim();
         if (!key) { input.focus(); return; }
+        save.disabled = true;
+        try {
+          await session.start(key); // the key is checked here, and never sent in a URL
+        } catch (error) {
+          $("#key-message").textContent = `${error.message}.`.replace(/\.\.$/, ".");
+          input.focus();
+          return;
+        } finally {
+          save.disabled = false;
+        }
         auth.save(key);
         done(true);
       };
@@ -302,6 +352,7 @@
       this.failures = 0;
       this.stopped = false;
       this.everOpened = false;
+      this.attempts = 0;
     }
 
     start() {
@@ -312,7 +363,16 @@
     open() {
       if (this.stopped) return;
       this.onState(this.everOpened ? "reconnecting" : "connecting");
-      const source = new EventSource(withKey(this.url()));
+      const attempt = ++this.attempts;
+      // The stream authenticates with the session cookie; after a failure the server may
+      // have lost the session (a restart with other keys, an expiry): renew it first.
+      session.ensure(this.failures > 0).then(() => {
+        if (!this.stopped && attempt === this.attempts) this.connect();
+      });
+    }
+
+    connect() {
+      const source = new EventSource(this.url());
       this.source = source;
       source.onopen = () => {
         if (this.source !== source) return;
@@ -1371,7 +1431,7 @@
     showArtifact(artifact) {
       if (this.shownArtifacts.has(artifact.id)) return;
       this.shownArtifacts.add(artifact.id);
-      const url = withKey(`/api/artifacts/${encodeURIComponent(artifact.id)}`);
+      const url = `/api/artifacts/${encodeURIComponent(artifact.id)}`; // the session cookie
       const name = artifact.name || artifact.id;
       const download = h("a", { href: url, download: name, class: "btn btn-ghost btn-small" }, "Download");
       if (String(artifact.content_type || "").startsWith("image/")) {
@@ -1952,6 +2012,7 @@
     }
     let page;
     try {
+      await session.ensure(); // before any image or download link of the page is shown
       page = await target.page(root);
     } catch (error) {
       if (token !== routeToken) return;
@@ -1996,8 +2057,13 @@
     });
     loadFunctions().catch(() => {});
     route();
+    // Renew the session while the page stays open, and on waking from a sleeping tab.
+    setInterval(() => session.ensure(), 5 * 60 * 1000);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") session.ensure();
+    });
   });
 
   // for tests and debugging in the console
-  window.genq = { api, auth, route };
+  window.genq = { api, auth, route, session };
 })();
