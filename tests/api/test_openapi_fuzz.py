@@ -41,7 +41,7 @@ MAX_EXAMPLES = 60  # per operation and caller: the module takes ~15-30 s on 2 co
 KEY = "fuzz-key"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-PUBLIC = {"/healthz", "/openapi.json"}  # answer 2xx without a key
+PUBLIC = {"/healthz", "/readyz", "/openapi.json"}  # answer 2xx without a key
 # Each call's content is read whole, so an endless stream cannot be fuzzed; its 401,
 # 404 and live behaviour are in tests/test_http_api.py and tests/test_ui.py.
 ENDLESS = "/api/events"

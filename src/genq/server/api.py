@@ -33,6 +33,7 @@ from genq.errors import (
     GenqError,
     PayloadTooLarge,
     RateLimited,
+    StoreUnavailable,
     TryLater,
     Unauthorized,
 )
@@ -52,6 +53,7 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before it must wait: ten, then one a
 # minute. Guessing a key is hopeless anyway; this keeps the attempts out of the logs.
 AUTH_FAILURES = Rate(1 / 60, burst=10)
+READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
 
 
 @dataclass
@@ -112,6 +114,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_endpoint),
         Route("/api/functions", list_functions),
@@ -201,21 +204,40 @@ async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
 
 # -- endpoints ---------------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
-    """Liveness plus the cluster as the store sees it: every worker on any machine.
+    """Liveness: the process answers. Nothing is read from the store, so it answers at
+    once even while the store is down (that is ``/readyz``'s to say)."""
+    return _json({"status": "ok", **_process_view(request)})
 
-    Load balancers call it without a key; the cluster figures (which say how busy
-    every owner keeps it) are only for an admin key, or an open loopback server."""
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the store answered within READY_TIMEOUT s (200), else 503
+    ``store_unavailable``; plus the cluster as the store sees it (workers and running
+    jobs on every machine) for whoever may see ``/healthz``'s figures."""
+    state = _state(request)
+    cluster = None
+    with anyio.move_on_after(READY_TIMEOUT), contextlib.suppress(StoreUnavailable):
+        cluster = await state.engine.cluster(queue_depths=False)
+    if cluster is None:
+        raise StoreUnavailable(f"the {state.store.kind} store did not answer within "
+                               f"{READY_TIMEOUT:g} s", store=state.store.kind)
+    view = _process_view(request)
+    if view:
+        view.update(workers=len(cluster.workers), running=sum(cluster.running.values()))
+    return _json({"status": "ready", **view})
+
+
+def _process_view(request: Request) -> dict[str, Any]:
+    """This process's figures (store kind, functions, its own worker), none read from the
+    store; empty unless the caller may see how busy every owner keeps the cluster: an
+    admin key, or any caller of a server without keys. Probes need no key."""
     state = _state(request)
     if state.settings.keys.enabled and (presented_key(request) is None
                                         or not _authenticated(request)[1].admin):
-        return _json({"status": "ok"})
+        return {}
     worker = state.engine.worker
-    cluster = await state.engine.cluster(queue_depths=False)
-    return _json({"status": "ok", "store": state.store.kind,
-                  "functions": len(state.app.functions), "workers": len(cluster.workers),
-                  "running": sum(cluster.running.values()),
-                  "worker": None if worker is None else
-                  {"id": worker.id, "running": len(worker.active_jobs)}})
+    return {"store": state.store.kind, "functions": len(state.app.functions),
+            "worker": None if worker is None else
+            {"id": worker.id, "running": len(worker.active_jobs)}}
 
 
 async def metrics_endpoint(request: Request) -> Response:
