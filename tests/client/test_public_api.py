@@ -25,10 +25,11 @@ from tests.support.http_fixtures import LiveServer
 PUBLIC = [
     "App", "Artifact", "ArtifactTooLarge", "AsyncClient", "AsyncJob", "BadRequest",
     "Cancelled", "Client", "ConnectionLost", "Event", "EventType", "File", "Forbidden",
-    "GenqError", "IdempotencyConflict", "Image", "InvalidInput", "Job", "JobCancelled",
-    "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus", "PayloadTooLarge",
-    "Progress", "QueueFull", "RateLimited", "RemoteError", "ResultTimeout", "StoreLocked",
-    "StoreUnavailable", "SubmitReason", "Transport", "TryLater", "Unauthorized",
+    "GenqError", "HostNotAllowed", "IdempotencyConflict", "Image", "InvalidInput", "Job",
+    "JobCancelled", "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus",
+    "OriginNotAllowed", "PayloadTooLarge", "Progress", "QueueFull", "RateLimited",
+    "RemoteError", "RequestTimeout", "ResultTimeout", "StoreLocked", "StoreUnavailable",
+    "SubmitReason", "TooManyConnections", "Transport", "TryLater", "Unauthorized",
     "UnknownFunction", "iterate_in_thread",
 ]
 TRANSPORT_CALLS = ["submit", "get", "list_jobs", "follow", "wait", "cancel", "artifact",

@@ -20,6 +20,7 @@ import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -41,10 +42,11 @@ from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
 from genq.server.auth import ApiKeys, Caller, presented_key
+from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
-from genq.server.security import SecureStarlette, artifact_headers
+from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artifact_headers
 from genq.server.ui import ui_routes
 from genq.store.base import Store
 
@@ -65,6 +67,8 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     keys: ApiKeys = field(default_factory=ApiKeys)
     rate_limit: Rate | None = None  # requests per API key, unless its entry says otherwise
+    exposure: Exposure = field(default_factory=Exposure)  # Host names and origins let in
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass
@@ -129,9 +133,11 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/stats", stats),
     ]
     routes += ui_routes()
-    server = SecureStarlette(routes=routes, lifespan=lifespan, exception_handlers={
-        GenqError: genq_error_handler, HTTPException: http_error_handler,
-    })
+    middleware = [Middleware(ExposureGuard, exposure=settings.exposure),
+                  Middleware(BodyDeadline, timeout=settings.limits.body_timeout)]
+    server = SecureStarlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                             exception_handlers={GenqError: genq_error_handler,
+                                                 HTTPException: http_error_handler})
     server.state.genq = state
     return server
 

@@ -2,35 +2,32 @@
 are read.
 
 Beyond building the ASGI app (``create_server``), a serving process refuses to listen
-on a public address without API keys, tunes the garbage collector for many long-lived
-streams, and gives uvicorn a graceful-shutdown bound longer than the workers' grace.
+on a public address without API keys, answers to the name it listens on (besides the
+loopback names, ``security.Exposure``), tunes the garbage collector for many long-lived
+streams, serves with genq's connection limits (``connections.GuardedConfig``) and
+gives uvicorn a graceful-shutdown bound longer than the workers' grace.
 The command line only turns options into these arguments and prints what happens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
+from dataclasses import replace
 
 import uvicorn
 
 from genq.app import App
 from genq.server.api import ServerSettings, create_server
 from genq.server.auth import ApiKeys
+from genq.server.connections import GuardedConfig
+from genq.server.security import Exposure, is_loopback
 from genq.store.base import Store
 
 
 class ExposureRefused(ValueError):
     """Listening where anyone could run jobs, with no API keys and no explicit consent."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(host: str, keys: ApiKeys, insecure_public: bool) -> None:
@@ -45,12 +42,26 @@ def check_exposure(host: str, keys: ApiKeys, insecure_public: bool) -> None:
 def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: int,
           log_level: str = "info") -> None:
     """Serve ``app`` over ``store`` on ``host:port`` until SIGINT or SIGTERM."""
-    server = create_server(app, store, settings)
+    exposure = settings.exposure
+    if not _is_wildcard(host):
+        exposure = Exposure(hosts=(*exposure.hosts, host), origins=exposure.origins)
+    server = create_server(app, store, replace(settings, exposure=exposure))
     # The server owns this process: thousands of open streams keep many long-lived
     # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
     # bench/bench_sse_idle.py). Freeze what start-up made and collect less often.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(server, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    config = GuardedConfig(server, settings.limits, host=host, port=port,
+                           log_level=log_level,
+                           timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    with contextlib.suppress(KeyboardInterrupt):  # the signal uvicorn re-raises after stopping
+        uvicorn.Server(config).run()
+
+
+def _is_wildcard(host: str) -> bool:
+    """0.0.0.0 or ::, every address of the machine: no name a client would send."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
