@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import genq
+from genq.server.run import answering_to
 from genq.server.security import Exposure
 from tests.support.http_fixtures import LiveServer, ServerFactory, error_of, submit
 
@@ -73,7 +74,8 @@ def test_dns_rebinding_is_refused(server: LiveServer) -> None:
         # The refusal still carries the security headers.
         assert response.headers["x-content-type-options"] == "nosniff"
         # Probes answer load balancers that ask by address.
-        assert http.get("/healthz", headers={"Host": "10.1.2.3:7860"}).status_code == 200
+        for probe in ("/healthz", "/readyz"):
+            assert http.get(probe, headers={"Host": "10.1.2.3:7860"}).status_code == 200
     assert [j["input"]["x"] for j in jobs(server)] == [3]
 
 
@@ -113,3 +115,14 @@ def test_a_star_allows_any_origin_or_host(make_server: ServerFactory) -> None:
     live = make_server(exposure=Exposure(origins=("*",), hosts=("*",)))
     assert post_job(live, Origin=EVIL).status_code == 201
     assert post_job(live, Host="anything.example").status_code == 201
+
+
+def test_the_server_answers_to_the_address_it_listens_on() -> None:
+    """What ``genq serve --host`` adds to the names (tested without listening there)."""
+    exposure = answering_to("192.168.1.5", Exposure(hosts=("genq.example.com",)))
+    for host in ("192.168.1.5:7860", "genq.example.com", "localhost:7860"):
+        assert exposure.host_allowed(host), host
+    assert not exposure.host_allowed("192.168.1.6:7860")
+    for wildcard in ("0.0.0.0", "::"):
+        assert answering_to(wildcard, Exposure()) == Exposure()
+        assert not answering_to(wildcard, Exposure()).host_allowed(f"{wildcard}:7860")

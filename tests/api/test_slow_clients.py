@@ -132,6 +132,17 @@ def test_a_trickled_body_is_cut_off_after_the_body_timeout(quick: LiveServer) ->
     assert len(jobs(quick)) == 1
 
 
+def test_a_body_the_server_does_not_read_counts_against_the_next_header_timeout(
+        quick: LiveServer) -> None:
+    """A cancel reads no body: its answer comes at once, and a client that goes on
+    trickling the body it announced is cut off by the next request's deadline."""
+    with connect(quick) as sock:
+        sock.sendall(b"POST /api/jobs/nope/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 404 ")
+        cut_off(trickle(sock, b" " * 99), "--header-timeout")
+
+
 @contextlib.contextmanager
 def held(live: LiveServer, count: int) -> Iterator[list[socket.socket]]:
     """``count`` slowloris connections from ATTACKER: half a request each, then silence."""

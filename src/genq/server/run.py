@@ -42,9 +42,7 @@ def check_exposure(host: str, keys: ApiKeys, insecure_public: bool) -> None:
 def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: int,
           log_level: str = "info") -> None:
     """Serve ``app`` over ``store`` on ``host:port`` until SIGINT or SIGTERM."""
-    exposure = settings.exposure
-    if not _is_wildcard(host):
-        exposure = Exposure(hosts=(*exposure.hosts, host), origins=exposure.origins)
+    exposure = answering_to(host, settings.exposure)
     server = create_server(app, store, replace(settings, exposure=exposure))
     # The server owns this process: thousands of open streams keep many long-lived
     # objects, and full collections over them froze the loop for ~1 s (late heartbeats,
@@ -59,9 +57,10 @@ def serve(app: App, store: Store, settings: ServerSettings, *, host: str, port: 
         uvicorn.Server(config).run()
 
 
-def _is_wildcard(host: str) -> bool:
-    """0.0.0.0 or ::, every address of the machine: no name a client would send."""
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
+def answering_to(host: str, exposure: Exposure) -> Exposure:
+    """``exposure`` with the address the server listens on among its host names, unless
+    that is 0.0.0.0 or :: (every address of the machine: no name a client would send)."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            return exposure
+    return Exposure(hosts=(*exposure.hosts, host), origins=exposure.origins)
