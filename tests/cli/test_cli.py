@@ -40,7 +40,7 @@ def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedPro
 
 @dataclass
 class Served:
-    """A ``genq serve`` subprocess answering /healthz; ``stderr`` once it has stopped."""
+    """A ``genq serve`` subprocess answering /readyz; ``stderr`` once it has stopped."""
 
     proc: subprocess.Popen[str]
     url: str
@@ -61,7 +61,7 @@ def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterato
         def healthy() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                return served.http.get("/healthz").status_code == 200
+                return served.http.get("/readyz").status_code == 200
             except httpx.TransportError:
                 return False
 
