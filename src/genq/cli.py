@@ -272,9 +272,12 @@ def run_server(app: App, *, host: str, port: int, store: str,
     except ExposureRefused as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from None
+    try:
+        exposure = Exposure(hosts=_names(allowed_hosts), origins=_names(allowed_origins))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--allowed-origins") from None
     settings = ServerSettings(
-        heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate,
-        exposure=Exposure(hosts=_names(allowed_hosts), origins=_names(allowed_origins)),
+        heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate, exposure=exposure,
         limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits))
     opened = _open_store(store, retain)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "

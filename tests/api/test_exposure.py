@@ -126,3 +126,11 @@ def test_the_server_answers_to_the_address_it_listens_on() -> None:
     for wildcard in ("0.0.0.0", "::"):
         assert answering_to(wildcard, Exposure()) == Exposure()
         assert not answering_to(wildcard, Exposure()).host_allowed(f"{wildcard}:7860")
+
+
+def test_an_origin_entry_that_names_no_origin_is_refused_at_start() -> None:
+    """A typo must not let pages in: 'app.example' (no scheme) names no origin, and read
+    as one it would have been ``null``, the origin of sandboxed frames."""
+    with pytest.raises(ValueError, match="not an origin"):
+        Exposure(origins=("app.example",))
+    assert Exposure(origins=("null",)).origin_allowed("null", "127.0.0.1:7860")

@@ -259,6 +259,13 @@ def test_serve_exposure_and_connection_options(tmp_path: Path) -> None:
                 assert sock.recv(4096).startswith(b"HTTP/1.1 408 ")
 
 
+def test_serve_refuses_an_allowed_origin_that_is_none(tmp_path: Path) -> None:
+    done = genq("serve", "apps.http_app:app", "--port", str(free_port()), "--db",
+                str(tmp_path / "db.sqlite3"), "--allowed-origins", "app.example", timeout=30)
+    assert done.returncode == 2
+    assert "--allowed-origins" in done.stderr and "not an origin" in done.stderr
+
+
 def test_serve_defaults_are_the_servers() -> None:
     """The limits `genq serve --help` shows are the ones a server made in code gets."""
     from genq.cli import serve

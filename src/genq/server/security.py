@@ -137,9 +137,21 @@ def _host_pattern(pattern: str) -> str:
 
 
 def _origin(url: str) -> str:
-    """``scheme://host[:port]`` of an Origin or Referer value, lowercase (``null`` stays)."""
+    """``scheme://host[:port]`` of an Origin or Referer value, lowercase; ``null`` for
+    one that names none (``Origin: null``)."""
     parts = urlsplit(url.strip().lower())
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else "null"
+
+
+def _origin_entry(entry: str) -> str:
+    """An ``--allowed-origins`` entry as compared: ``*``, ``null`` or an origin."""
+    entry = entry.strip().lower()
+    if entry in ("*", "null"):
+        return entry
+    origin = _origin(entry)
+    if origin == "null":
+        raise ValueError(f"{entry!r} is not an origin: scheme://host[:port], null or *")
+    return origin
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ class Exposure:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hosts", tuple(_host_pattern(h) for h in self.hosts if h))
         object.__setattr__(self, "origins", tuple(
-            "*" if o.strip() == "*" else _origin(o) for o in self.origins if o.strip()))
+            _origin_entry(o) for o in self.origins if o.strip()))
 
     def host_allowed(self, host: str) -> bool:
         name = host_name(host)
