@@ -112,18 +112,24 @@ def _wait_ready(server: Server, path: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def serve(name: str, target: str, *, genq: bool, heartbeat: float = 15.0,
-          host: str = "127.0.0.1", ready_path: str = "/healthz",
+          host: str = "127.0.0.1", ready_path: str | None = None,
           extra_env: dict[str, str] | None = None, kill: bool = False,
           startup_timeout: float = 60.0, store: str | None = None) -> Iterator[Server]:
     """Run one server process; ``target`` is FILE:ATTR. genq gets a fresh SQLite file,
-    unless ``store`` names one (then the server runs no workers: see ``redis_cluster``)."""
+    unless ``store`` names one (then the server runs no workers: see ``redis_cluster``).
+    Ready once ``ready_path`` answers 200 (default: genq's /readyz, the peers' /healthz).
+
+    Every benchmark client connects from 127.0.0.1, thousands of streams at once in
+    bench_sse_idle.py: genq runs without its per-address connection cap, as it would
+    behind a load balancer."""
     tmp = Path(tempfile.mkdtemp(prefix=f"genq-http-bench-{name}-"))
     port = free_port(host)
     db = tmp / "genq.sqlite3" if genq and store is None else None
     if genq:
         where = ["--db", str(db)] if store is None else ["--store", store, "--no-workers"]
         cmd = [GENQ, "serve", target, "--host", host, "--port", str(port), *where,
-               "--heartbeat", str(heartbeat), "--log-level", "warning"]
+               "--heartbeat", str(heartbeat), "--log-level", "warning",
+               "--max-connections-per-client", "0"]
     else:
         cmd = [PYTHON, str(BENCH / "_httpbench.py"), "serve", target, "--host", host,
                "--port", str(port)]
@@ -135,7 +141,8 @@ def serve(name: str, target: str, *, genq: bool, heartbeat: float = 15.0,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     server = Server(name, f"http://{host}:{port}", proc, db, log)
     try:
-        _wait_ready(server, ready_path, startup_timeout)
+        _wait_ready(server, ready_path or ("/readyz" if genq else "/healthz"),
+                    startup_timeout)
         yield server
     finally:
         stop(proc, kill=kill)

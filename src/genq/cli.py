@@ -62,6 +62,16 @@ RetainOption = Annotated[str | None, typer.Option(
     help="Delete finished jobs (with their events and artifacts) this long after they "
          "end: 30m, 12h, 7d, 2w; 0 or forever keeps every job (default: the store URL's "
          "retain, else 7d).")]
+AllowedHostsOption = Annotated[str | None, typer.Option(
+    "--allowed-hosts", envvar="GENQ_ALLOWED_HOSTS", metavar="NAMES",
+    help="Host names the server answers to besides localhost, 127.x, [::1] and --host, "
+         "comma-separated: genq.example.com, *.example.com, or * for any. Other Host "
+         "headers get 403 host_not_allowed (a DNS-rebinding guard).")]
+AllowedOriginsOption = Annotated[str | None, typer.Option(
+    "--allowed-origins", envvar="GENQ_ALLOWED_ORIGINS", metavar="ORIGINS",
+    help="Web pages (scheme://host[:port], comma-separated, or *) that may submit, cancel "
+         "or change anything besides the server's own; requests from other pages get 403 "
+         "origin_not_allowed. Requests without an Origin (curl, genq's clients) pass.")]
 
 
 def load_app(target: str) -> App:
@@ -126,12 +136,26 @@ def serve(
         help="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: "
              "comma-separated addresses or networks, or '*'. Default: none, so every "
              "client is its connection's address.")] = None,
+    allowed_hosts: AllowedHostsOption = None,
+    allowed_origins: AllowedOriginsOption = None,
+    header_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a client has to send a request's line and headers, from "
+                      "connecting or the previous response; then 408 and closed.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a client has to send a request's body once its headers "
+                      "are in; then 408 and closed.")] = 60.0,
+    max_connections_per_client: Annotated[int, typer.Option(
+        min=0, help="Connections one client address (IPv6: one /64) may hold open, event "
+                    "streams included; more are refused with 429. 0: no cap (behind a "
+                    "reverse proxy, whose address every connection has).")] = 256,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
                api_keys_file=api_keys_file, insecure_public=insecure_public,
                workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
-               rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips)
+               rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips,
+               allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, limits=(
+                   header_timeout, body_timeout, max_connections_per_client))
 
 
 @cli.command()
@@ -140,6 +164,8 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     store: StoreOption = None,
     db: DbOption = None,
+    allowed_hosts: AllowedHostsOption = None,
+    allowed_origins: AllowedOriginsOption = None,
 ) -> None:
     """Serve the demo app (image rendering with progress, streaming text)."""
     try:
@@ -149,7 +175,8 @@ def demo(
         raise typer.Exit(EXIT_USAGE) from None
 
     run_server(app, host=host, port=port, store=_store_url(store, db), api_keys_file=None,
-               insecure_public=False, workers=True, heartbeat=15.0, log_level="info")
+               insecure_public=False, workers=True, heartbeat=15.0, log_level="info",
+               allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
 
 
 def _store_url(store: str | None, db: Path | None) -> str:
@@ -239,12 +266,18 @@ def _redacted(url: str) -> str:
 def run_server(app: App, *, host: str, port: int, store: str,
                api_keys_file: Path | None, insecure_public: bool, workers: bool,
                heartbeat: float, log_level: str, retain: str | None = None,
-               rate_limit: str | None = None, forwarded_allow_ips: str | None = None) -> None:
+               rate_limit: str | None = None, forwarded_allow_ips: str | None = None,
+               allowed_hosts: str | None = None, allowed_origins: str | None = None,
+               limits: tuple[float, float, int] | None = None) -> None:
+    """``limits``: header timeout, body timeout and connections per client address
+    (default: ``ConnectionLimits()``)."""
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
     # load uvicorn and Starlette.
     from genq.server import ApiKeys, ServerSettings
+    from genq.server.connections import ConnectionLimits
     from genq.server.ratelimit import Rate
     from genq.server.run import ExposureRefused, check_exposure, serve
+    from genq.server.security import Exposure
 
     try:
         keys = ApiKeys.from_env(api_keys_file)
@@ -260,8 +293,13 @@ def run_server(app: App, *, host: str, port: int, store: str,
     except ExposureRefused as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from None
-    settings = ServerSettings(heartbeat=heartbeat, workers=workers, keys=keys,
-                              rate_limit=rate)
+    try:
+        exposure = Exposure(hosts=_names(allowed_hosts), origins=_names(allowed_origins))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--allowed-origins") from None
+    settings = ServerSettings(
+        heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate, exposure=exposure,
+        limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits))
     opened = _open_store(store, retain)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
               f"http://{host}:{port}" + (
@@ -269,6 +307,11 @@ def run_server(app: App, *, host: str, port: int, store: str,
                   else " (no workers here: `genq worker` processes delete old jobs)"))
     serve(app, opened, settings, host=host, port=port, log_level=log_level,
           forwarded_allow_ips=forwarded_allow_ips)
+
+
+def _names(listed: str | None) -> tuple[str, ...]:
+    """A comma-separated option as its entries."""
+    return tuple(name.strip() for name in (listed or "").split(",") if name.strip())
 
 
 # -- talking to jobs ------------------------------------------------------------------

@@ -180,7 +180,7 @@ class Engine:
         await self._stopped.wait()
 
     async def cluster(self, *, queue_depths: bool = True) -> Cluster:
-        """What ``/healthz``, ``/metrics`` and ``/api/stats`` report, read from the store
+        """What ``/readyz``, ``/metrics`` and ``/api/stats`` report, read from the store
         (so any front end reports the whole cluster). ``queue_depths=False`` skips one
         read per function and leaves ``Cluster.queue_depths`` empty."""
         running = await self.store.running_counts()

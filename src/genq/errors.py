@@ -174,6 +174,37 @@ class Forbidden(GenqError):
     status = 403
 
 
+class HostNotAllowed(GenqError):
+    """The request's ``Host`` is not a name this server answers to: a DNS-rebinding page
+    reaches a loopback server under its own host name (``--allowed-hosts`` adds one)."""
+
+    code = "host_not_allowed"
+    status = 403
+
+
+class OriginNotAllowed(GenqError):
+    """A state-changing request from a web page of another origin (cross-site request
+    forgery); ``--allowed-origins`` lets a page's origin in."""
+
+    code = "origin_not_allowed"
+    status = 403
+
+
+class RequestTimeout(GenqError):
+    """The client did not send its whole request (headers, body) in time; the server
+    closes the connection."""
+
+    code = "request_timeout"
+    status = 408
+
+
+class TooManyConnections(TryLater):
+    """The client's address holds as many open connections as the server allows one
+    address (``--max-connections-per-client``); this one was closed."""
+
+    code = "too_many_connections"
+
+
 class ConnectionLost(GenqError):
     """The server could not be reached for longer than ``retry_for`` seconds."""
 

@@ -228,7 +228,8 @@ def test_openapi_document(http: httpx.Client) -> None:
     doc = response.json()
     assert doc["openapi"].startswith("3.")
     for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events",
-                 "/api/jobs/{job_id}/result", "/api/jobs/{job_id}/cancel", "/healthz"):
+                 "/api/jobs/{job_id}/result", "/api/jobs/{job_id}/cancel", "/healthz",
+                 "/readyz"):
         assert path in doc["paths"], path
     schemas = doc["components"]["schemas"]
     variants = doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"][
@@ -252,6 +253,14 @@ def test_healthz(http: httpx.Client, server: LiveServer) -> None:
     assert body["functions"] == len(http_app.app.functions)
     assert body["worker"]["running"] == 0
     assert body["worker"]["id"] == server.state.engine.worker.id  # type: ignore[union-attr]
+
+
+def test_readyz(http: httpx.Client) -> None:
+    response = http.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready" and body["store"] == "sqlite"
+    assert body["workers"] == 1 and body["running"] == 0  # the store's view of the cluster
 
 
 # -- metrics ---------------------------------------------------------------------------

@@ -330,10 +330,13 @@ def test_operations_data_needs_an_admin_key(make_server: ServerFactory) -> None:
             assert ops["functions"]["add"]["totals"] == {"succeeded": 2}
             assert ops["streams"] == 1
 
-            # Liveness answers anyone; the cluster figures only an admin.
+            # Liveness and readiness answer anyone; the cluster figures only an admin.
             assert http.get("/healthz").json() == {"status": "ok"}
             assert http.get("/healthz", headers=ALICE).json() == {"status": "ok"}
-            assert http.get("/healthz", headers=OPS).json()["workers"] == 1
+            assert http.get("/healthz", headers=OPS).json()["worker"] is not None
+            assert http.get("/readyz").json() == {"status": "ready"}
+            assert http.get("/readyz", headers=ALICE).json() == {"status": "ready"}
+            assert http.get("/readyz", headers=OPS).json()["workers"] == 1
         http.post(f"/api/jobs/{slow['id']}/cancel", headers=BOB)
 
 
@@ -341,7 +344,8 @@ def test_an_open_loopback_server_shows_everything(make_server: ServerFactory) ->
     live = make_server()
     with httpx.Client(base_url=live.url, timeout=30) as http:
         assert http.get("/metrics").status_code == 200
-        assert "workers" in http.get("/healthz").json()
+        assert "worker" in http.get("/healthz").json()
+        assert "workers" in http.get("/readyz").json()
 
 
 def test_the_python_client_waits_out_a_rate_limit(make_server: ServerFactory) -> None:

@@ -41,9 +41,10 @@ MAX_EXAMPLES = 60  # per operation and caller: the module takes ~15-30 s on 2 co
 KEY = "fuzz-key"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-# Answer 2xx without a key: liveness, this document, and signing out of the UI (which
-# only clears the session cookie of whoever calls).
-PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json"), ("DELETE", "/api/session")}
+# Answer 2xx without a key: liveness, readiness, this document, and signing out of the UI
+# (which only clears the session cookie of whoever calls).
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
+          ("DELETE", "/api/session")}
 # Each call's content is read whole, so an endless stream cannot be fuzzed; its 401,
 # 404 and live behaviour are in tests/test_http_api.py and tests/test_ui.py.
 ENDLESS = "/api/events"

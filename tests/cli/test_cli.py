@@ -5,7 +5,9 @@ documented exit codes (0 ok, 1 failed, 2 usage/invalid input, 3 not found, 4 can
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +41,7 @@ def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedPro
 
 @dataclass
 class Served:
-    """A ``genq serve`` subprocess answering /healthz; ``stderr`` once it has stopped."""
+    """A ``genq serve`` subprocess answering /readyz; ``stderr`` once it has stopped."""
 
     proc: subprocess.Popen[str]
     url: str
@@ -60,7 +62,7 @@ def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterato
         def healthy() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                return served.http.get("/healthz").status_code == 200
+                return served.http.get("/readyz").status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -239,6 +241,60 @@ def test_serve_on_a_public_address_with_keys_or_insecure_public(tmp_path: Path,
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert served.proc.returncode in (0, -signal.SIGTERM), served.stderr
     assert f"http://0.0.0.0:{port}" in served.stderr
+
+
+def test_serve_exposure_and_connection_options(tmp_path: Path) -> None:
+    """--allowed-hosts, $GENQ_ALLOWED_ORIGINS, --header-timeout and
+    --max-connections-per-client reach the server; the genq CLI is unaffected."""
+    port = free_port()
+    with serving(port, "apps.http_app:app", "--port", str(port), "--log-level", "warning",
+                 "--db", str(tmp_path / "db.sqlite3"), "--allowed-hosts", "genq.example.com",
+                 "--header-timeout", "3", "--max-connections-per-client", "3",
+                 env=cli_env(GENQ_ALLOWED_ORIGINS="https://app.example")) as served:
+        http = served.http
+        assert http.get("/api/jobs", headers={"Host": "genq.example.com"}).status_code == 200
+        refused = http.get("/api/jobs", headers={"Host": "other.example"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "host_not_allowed"
+        job = {"function": "add", "input": {"x": 1}}
+        ok = http.post("/api/jobs", json=job, headers={"Origin": "https://app.example"})
+        assert ok.status_code == 201, ok.text
+        evil = http.post("/api/jobs", json=job, headers={"Origin": "https://evil.example"})
+        assert evil.json()["error"]["code"] == "origin_not_allowed"
+        ran = genq("run", "--url", served.url, "add", "--x", "2", "--y", "3")
+        assert ran.returncode == 0 and ran.stdout.strip() == "5", ran.stderr
+
+        def from_neighbour() -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=30,
+                                            source_address=("127.0.0.2", 0))
+
+        with contextlib.ExitStack() as stack:
+            held = [stack.enter_context(from_neighbour()) for _ in range(3)]
+            for sock in held:
+                sock.sendall(b"GET /api/jobs HTTP/1.1\r\n")
+            with from_neighbour() as fourth:  # one more than the address may hold
+                assert fourth.recv(4096).startswith(b"HTTP/1.1 429 ")
+            for sock in held:  # the half-sent requests are cut off after 3 s
+                assert sock.recv(4096).startswith(b"HTTP/1.1 408 ")
+
+
+def test_serve_refuses_an_allowed_origin_that_is_none(tmp_path: Path) -> None:
+    done = genq("serve", "apps.http_app:app", "--port", str(free_port()), "--db",
+                str(tmp_path / "db.sqlite3"), "--allowed-origins", "app.example", timeout=30)
+    assert done.returncode == 2
+    assert "--allowed-origins" in done.stderr and "not an origin" in done.stderr
+
+
+def test_serve_defaults_are_the_servers() -> None:
+    """The limits `genq serve --help` shows are the ones a server made in code gets."""
+    from genq.cli import serve
+    from genq.server.connections import ConnectionLimits
+
+    defaults = ConnectionLimits()
+    params = inspect.signature(serve).parameters
+    assert params["header_timeout"].default == defaults.header_timeout
+    assert params["body_timeout"].default == defaults.body_timeout
+    assert params["max_connections_per_client"].default == defaults.max_per_client
 
 
 # -- retention -------------------------------------------------------------------------------

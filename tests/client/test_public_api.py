@@ -25,11 +25,12 @@ from tests.support.http_fixtures import LiveServer
 PUBLIC = [
     "App", "Artifact", "ArtifactTooLarge", "AsyncClient", "AsyncJob", "BadRequest",
     "Cancelled", "Client", "ConnectionLost", "Event", "EventType", "File", "Forbidden",
-    "GenqError", "IdempotencyConflict", "Image", "InvalidInput", "Job", "JobCancelled",
-    "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus", "PayloadTooLarge",
-    "Progress", "ProtocolError", "QueueFull", "RateLimited", "RemoteError", "Restart",
-    "ResultTimeout", "StoreLocked",
-    "StoreUnavailable", "SubmitReason", "Transport", "TryLater", "Unauthorized",
+    "GenqError", "HostNotAllowed", "IdempotencyConflict", "Image", "InvalidInput", "Job",
+    "JobCancelled", "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus",
+    "OriginNotAllowed", "PayloadTooLarge", "Progress", "ProtocolError", "QueueFull",
+    "RateLimited", "RemoteError", "RequestTimeout", "Restart", "ResultTimeout",
+    "StoreLocked", "StoreUnavailable", "SubmitReason", "TooManyConnections", "Transport",
+    "TryLater", "Unauthorized",
     "UnknownFunction", "iterate_in_thread",
 ]
 TRANSPORT_CALLS = ["submit", "get", "list_jobs", "follow", "wait", "cancel", "artifact",

@@ -76,7 +76,7 @@ def test_every_job_finishes_and_every_chunk_arrives_once_through_kills(
         cluster: Cluster) -> None:
     fe1, fe2 = cluster.front_end("fe1"), cluster.front_end("fe2")
     workers = [cluster.worker(f"w{i}", "--lease", "3") for i in range(3)]
-    health = httpx.get(f"{fe2.url}/healthz").json()
+    health = httpx.get(f"{fe2.url}/readyz").json()
     assert health["store"] == "redis" and health["workers"] == 3  # the whole cluster
     assert health["worker"] is None  # none in the front end itself
 

@@ -2,7 +2,7 @@
 
 A ``Cluster`` starts ``genq serve --no-workers`` and ``genq worker`` subprocesses for
 ``apps.cluster_app:app`` against one store URL, waits until each is ready (a front end
-answers /healthz; a worker has reported itself to the store), keeps their output in log
+answers /readyz; a worker has reported itself to the store), keeps their output in log
 files for failure messages, and kills, pauses and resumes them like an operator (or the
 OOM killer) would.
 """
@@ -83,11 +83,11 @@ class Cluster:
             if proc.popen.poll() is not None:
                 raise AssertionError(f"{name} exited:\n{proc.log()}")
             try:
-                return httpx.get(f"{proc.url}/healthz", timeout=1).status_code == 200
+                return httpx.get(f"{proc.url}/readyz", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_until(healthy, 60, 0.1, what=f"{name} to answer /healthz")
+        wait_until(healthy, 60, 0.1, what=f"{name} to answer /readyz")
         return proc
 
     def worker(self, name: str, *extra: str) -> Proc:

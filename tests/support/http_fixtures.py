@@ -1,7 +1,8 @@
 """Shared parts of the HTTP API, client and CLI tests (tests/test_http_*.py, test_cli.py).
 
 Everything is real: a uvicorn server on a free loopback port in a thread of this process
-(``LiveServer``, which can stop and start again on the same port and database), a real
+(``LiveServer``, which can stop and start again on the same port and database), with
+genq's own connection limits as ``genq serve`` has them (``settings.limits``), a real
 SQLite file, real httpx, and ``ChaosProxy``, a TCP proxy on loopback that cuts
 connections at random byte offsets. The fixtures are registered in conftest.py.
 """
@@ -31,6 +32,7 @@ from genq.app import App
 from genq.models import Job, new_job_id
 from genq.server import ApiKeys, ServerSettings, create_server
 from genq.server.api import ServerState
+from genq.server.connections import GuardedConfig
 from genq.store.base import SubmitPolicy
 from genq.store.sqlite import SQLiteStore
 
@@ -90,14 +92,14 @@ class LiveServer:
         return state
 
     def start(self) -> LiveServer:
-        """Start (again, on the same port and database after ``stop``); waits for /healthz."""
+        """Start (again, on the same port and database after ``stop``); waits for /readyz."""
         assert self._thread is None, "already running"
         sock = _listening_socket(self.port)
         self.port = sock.getsockname()[1]
         self.asgi = create_server(self.app, SQLiteStore(self.db), self.settings)
-        config = uvicorn.Config(self.asgi, host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on", ws="none",
-                                timeout_graceful_shutdown=1)
+        config = GuardedConfig(self.asgi, self.settings.limits, host="127.0.0.1",
+                               port=self.port, log_level="warning", lifespan="on", ws="none",
+                               timeout_graceful_shutdown=1)
         self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                                         name=f"uvicorn-{self.port}", daemon=True)
@@ -108,11 +110,11 @@ class LiveServer:
                     assert self._thread is not None and self._thread.is_alive(), \
                         "uvicorn exited during start-up"
                     try:
-                        return http.get("/healthz").status_code == 200
+                        return http.get("/readyz").status_code == 200
                     except httpx.TransportError:
                         return False
 
-                wait_until(healthy, 30, what="/healthz")
+                wait_until(healthy, 30, what="/readyz")
         finally:
             sock.close()  # uvicorn holds its own reference while serving
         return self

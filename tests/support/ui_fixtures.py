@@ -71,7 +71,7 @@ class ServerProcess:
                 self.proc = None
                 raise RuntimeError(f"genq serve exited with {code}:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -379,7 +379,7 @@ def test_every_response_carries_the_security_headers(server: ServerProcess) -> N
         assert "'unsafe-inline'" not in UI_CSP and "'unsafe-eval'" not in UI_CSP
         for path, status in [("/api/functions", 200), (f"/api/jobs/{job['id']}", 200),
                              ("/api/jobs?limit=1", 200), ("/openapi.json", 200),
-                             ("/healthz", 200),
+                             ("/healthz", 200), ("/readyz", 200),
                              ("/static/app.js", 200), ("/static/app.css", 200),
                              ("/api/jobs/nope", 404), ("/nowhere", 404)]:
             response = http.get(path)

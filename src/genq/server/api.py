@@ -7,6 +7,7 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -31,6 +33,7 @@ from genq.errors import (
     Forbidden,
     GenqError,
     PayloadTooLarge,
+    StoreUnavailable,
     TryLater,
     Unauthorized,
 )
@@ -38,10 +41,11 @@ from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
 from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
+from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
-from genq.server.security import SecureStarlette, artifact_headers
+from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artifact_headers
 from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.ui import ui_routes
 from genq.store.base import Store
@@ -51,6 +55,7 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before its wrong keys are answered 429:
 # ten, then one a minute. A valid key is always let in (its check comes first).
 AUTH_FAILURES = Rate(1 / 60, burst=10)
+READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
 
 
 @dataclass
@@ -62,6 +67,8 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     keys: ApiKeys = field(default_factory=ApiKeys)
     rate_limit: Rate | None = None  # requests per API key, unless its entry says otherwise
+    exposure: Exposure = field(default_factory=Exposure)  # Host names and origins let in
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass
@@ -111,6 +118,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_endpoint),
         Route("/api/functions", list_functions),
@@ -126,9 +134,11 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/session", session, methods=["POST", "DELETE"]),
     ]
     routes += ui_routes()
-    server = SecureStarlette(routes=routes, lifespan=lifespan, exception_handlers={
-        GenqError: genq_error_handler, HTTPException: http_error_handler,
-    })
+    middleware = [Middleware(ExposureGuard, exposure=settings.exposure),
+                  Middleware(BodyDeadline, timeout=settings.limits.body_timeout)]
+    server = SecureStarlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                             exception_handlers={GenqError: genq_error_handler,
+                                                 HTTPException: http_error_handler})
     server.state.genq = state
     return server
 
@@ -225,21 +235,40 @@ async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
 
 # -- endpoints ---------------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
-    """Liveness plus the cluster as the store sees it: every worker on any machine.
+    """Liveness: the process answers. Nothing is read from the store, so it answers at
+    once even while the store is down (that is ``/readyz``'s to say)."""
+    return _json({"status": "ok", **_process_view(request)})
 
-    Load balancers call it without a key; the cluster figures (which say how busy
-    every owner keeps it) are only for an admin key, or an open loopback server."""
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the store answered within READY_TIMEOUT s (200), else 503
+    ``store_unavailable``; plus the cluster as the store sees it (workers and running
+    jobs on every machine) for whoever may see ``/healthz``'s figures."""
+    state = _state(request)
+    cluster = None
+    with anyio.move_on_after(READY_TIMEOUT), contextlib.suppress(StoreUnavailable):
+        cluster = await state.engine.cluster(queue_depths=False)
+    if cluster is None:
+        raise StoreUnavailable(f"the {state.store.kind} store did not answer within "
+                               f"{READY_TIMEOUT:g} s", store=state.store.kind)
+    view = _process_view(request)
+    if view:
+        view.update(workers=len(cluster.workers), running=sum(cluster.running.values()))
+    return _json({"status": "ready", **view})
+
+
+def _process_view(request: Request) -> dict[str, Any]:
+    """This process's figures (store kind, functions, its own worker), none read from the
+    store; empty unless the caller may see how busy every owner keeps the cluster: an
+    admin key, or any caller of a server without keys. Probes need no key."""
     state = _state(request)
     if state.settings.keys.enabled and (presented_key(request) is None
                                         or not _authenticated(request)[1].admin):
-        return _json({"status": "ok"})
+        return {}
     worker = state.engine.worker
-    cluster = await state.engine.cluster(queue_depths=False)
-    return _json({"status": "ok", "store": state.store.kind,
-                  "functions": len(state.app.functions), "workers": len(cluster.workers),
-                  "running": sum(cluster.running.values()),
-                  "worker": None if worker is None else
-                  {"id": worker.id, "running": len(worker.active_jobs)}})
+    return {"store": state.store.kind, "functions": len(state.app.functions),
+            "worker": None if worker is None else
+            {"id": worker.id, "running": len(worker.active_jobs)}}
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -241,11 +241,20 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
             "delete": {"summary": "End the web UI's session (clears its cookie)",
                        "responses": {"204": {"description": "The cookie is cleared"}}},
         },
-        "/healthz": {"get": {"summary": "Liveness (cluster figures for an admin key)",
+        "/healthz": {"get": {"summary": "Liveness: answers at once, reads nothing from the "
+                                        "store (this process's figures for an admin key)",
                              "responses": {"200": _json_response("ok", {
                                  "type": "object", "required": ["status"],
                                  "properties": {"status": {"const": "ok"}}}),
                                  **_CALLER_ERRORS}}},
+        "/readyz": {"get": {"summary": "Readiness: the store answers within 1 s (cluster "
+                                       "figures for an admin key)",
+                            "responses": {"200": _json_response("ready", {
+                                "type": "object", "required": ["status"],
+                                "properties": {"status": {"const": "ready"}}}),
+                                "503": _error_response("store_unavailable: the store did "
+                                                       "not answer within 1 s"),
+                                **_CALLER_ERRORS}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (an admin key)",
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": text}},
