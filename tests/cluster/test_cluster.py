@@ -211,6 +211,35 @@ def test_a_paused_worker_cannot_write_after_its_lease_lapsed(cluster: Cluster) -
     assert first.popen.poll() is None  # refused writes do not crash the worker
 
 
+def test_a_worker_paused_past_its_lease_runs_its_own_job_again_cleanly(
+        cluster: Cluster) -> None:
+    """The paused worker, woken, claims the job it lost: the new attempt finishes it
+    (no third run) and the worker still runs two jobs at once afterwards."""
+    fe = cluster.front_end("fe")
+    worker = cluster.worker("w1", "--lease", "2", "--functions", "paced", "--concurrency", "2")
+    cluster.worker("keeper", "--lease", "2", "--functions", "square")  # only housekeeps
+    with httpx.Client(base_url=fe.url, timeout=10) as http:
+        job_id = submit(http, "paced", n=30, delay=0.1)["id"]
+        wait_until(lambda: sum(e["type"] == "output" for e in event_log(http, job_id)) >= 5,
+                   30, what="the worker to stream")
+        worker.signal(signal.SIGSTOP)
+        wait_until(lambda: any(e["type"] == "retrying" for e in event_log(http, job_id)),
+                   30, what="the keeper to reclaim the job")
+        worker.signal(signal.SIGCONT)  # its old attempt wakes; the job is queued for it
+        done = finished(http, job_id)
+        log = event_log(http, job_id)
+        pair = [submit(http, "paced", n=20, delay=0.1)["id"] for _ in range(2)]
+        spans = [(j["started_at"], j["finished_at"]) for j in (finished(http, i) for i in pair)]
+    assert done["status"] == "succeeded"
+    types = [e["type"] for e in log]
+    assert types.count("started") == 2 and types.count("succeeded") == 1
+    cut = len(types) - types[::-1].index("started")
+    assert [e["data"]["chunk"] for e in log[cut:] if e["type"] == "output"] == [
+        f"{worker.pid}:{i}" for i in range(30)]
+    assert max(s for s, _ in spans) < min(f for _, f in spans)  # both slots at work
+    assert "KeyError" not in worker.log() and "Traceback" not in worker.log()
+
+
 # -- Redis killed and restarted --------------------------------------------------------------
 def test_no_accepted_job_is_lost_when_redis_is_killed(
         cluster: Cluster, redis_server: RedisServer) -> None:
