@@ -491,8 +491,10 @@ class Worker:
         try:
             try:
                 await joblog.drain()
-            except (LeaseLost, StoreUnavailable):
+            except LeaseLost:
                 pass  # met again below, by the write of the outcome
+            except StoreUnavailable:
+                raise  # shutdown gave up with events unwritten: no outcome over a hole
             except Exception:
                 log.exception("genq worker %s: events of job %s could not be written",
                               self.id, job.id)

@@ -23,12 +23,17 @@ pytestmark = pytest.mark.anyio
 
 
 class CountingStore(SQLiteStore):
-    """A real SQLite store that counts the ``append_events`` calls made to it."""
+    """A real SQLite store that counts the ``append_events`` calls made to it, and
+    answers them StoreUnavailable while ``down``, as the Redis store does once
+    ``retry_for`` has passed (and its circuit is open)."""
 
     appends: list[int]
+    down = False
 
     async def append_events(self, job_id: str, events: Sequence[NewEvent],
                             lease: Lease) -> int:
+        if self.down:
+            raise StoreUnavailable("the store is down (test)")
         self.appends.append(len(events))
         return await super().append_events(job_id, events, lease)
 
@@ -117,38 +122,14 @@ async def test_a_reclaimed_job_refuses_the_old_run(store: CountingStore) -> None
     assert lost == [job.id]
 
 
-class FlakyStore(CountingStore):
-    """A real SQLite store that answers StoreUnavailable to appends while ``down``, as
-    the Redis store does once ``retry_for`` has passed (and its circuit is open)."""
-
-    down = False
-
-    async def append_events(self, job_id: str, events: Sequence[NewEvent],
-                            lease: Lease) -> int:
-        if self.down:
-            raise StoreUnavailable("the store is down (test)")
-        return await super().append_events(job_id, events, lease)
-
-
-@pytest.fixture
-async def flaky(tmp_path: Path) -> AsyncIterator[FlakyStore]:
-    opened = FlakyStore(tmp_path / "flaky.sqlite3")
-    opened.appends = []
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 async def test_events_made_while_the_store_is_down_are_written_once_it_is_back(
-        flaky: FlakyStore, caplog: pytest.LogCaptureFixture) -> None:
-    job = await submit(flaky)
-    running = await claim_one(flaky)
-    log = JobLog(flaky, job.id, running.lease)
+        store: CountingStore, caplog: pytest.LogCaptureFixture) -> None:
+    job = await submit(store)
+    running = await claim_one(store)
+    log = JobLog(store, job.id, running.lease)
     await log.add_many([(EventType.OUTPUT, {"chunk": "0"})])
     await log.drain()
-    flaky.down = True
+    store.down = True
     for i in range(1, 50):  # a stream going on through the outage
         if i % 10 == 0:
             log.add(EventType.PROGRESS, {"progress": i / 50})
@@ -157,10 +138,10 @@ async def test_events_made_while_the_store_is_down_are_written_once_it_is_back(
     with anyio.move_on_after(0.3):
         await log.drain()  # waits for the store, rather than failing or dropping
         raise AssertionError("drain returned while the store was down")
-    flaky.down = False
+    store.down = False
     with anyio.fail_after(10):
         await log.drain()
-    written = await logged(flaky, job.id, 54)
+    written = await logged(store, job.id, 54)
     assert [d["chunk"] for t, d in written if t is EventType.OUTPUT] == [
         str(i) for i in range(50)]  # every chunk, once, in order
     assert [d["progress"] for t, d in written if t is EventType.PROGRESS] == [
@@ -171,11 +152,11 @@ async def test_events_made_while_the_store_is_down_are_written_once_it_is_back(
 
 
 async def test_past_its_byte_bound_the_producer_waits_out_the_outage(
-        flaky: FlakyStore) -> None:
-    job = await submit(flaky)
-    running = await claim_one(flaky)
-    log = JobLog(flaky, job.id, running.lease, max_pending_bytes=4 * EVENT_OVERHEAD + 40)
-    flaky.down = True
+        store: CountingStore) -> None:
+    job = await submit(store)
+    running = await claim_one(store)
+    log = JobLog(store, job.id, running.lease, max_pending_bytes=4 * EVENT_OVERHEAD + 40)
+    store.down = True
     chunks = [f"chunk {i:02}" for i in range(8)]
     producer_at = 0
 
@@ -189,10 +170,10 @@ async def test_past_its_byte_bound_the_producer_waits_out_the_outage(
         tg.start_soon(produce)
         await anyio.sleep(0.5)
         paused_at = producer_at
-        flaky.down = False
+        store.down = False
     await log.drain()
     # 4 events (256 + 8 bytes each) fit under the bound; the 5th reaches it and its
     # producer waits for the store: paused, nothing dropped, nothing raised.
     assert paused_at == 4
-    written = await logged(flaky, job.id, len(chunks))
+    written = await logged(store, job.id, len(chunks))
     assert [d["chunk"] for _, d in written] == chunks
