@@ -15,6 +15,9 @@ Shape, and why:
   worker names its lease, and a worker whose lease lapsed is refused (``LeaseLost``).
   ``housekeep``, run by every worker, reclaims lapsed leases with a compare-and-set on
   the token, so two housekeepers never reclaim one job twice.
+* **Outages**: a call is retried for ``retry_for`` s while Redis is unreachable; then
+  the circuit (``redis_circuit.py``) fails calls at once until a probe finds Redis
+  back, and housekeeping does not count the time Redis was away against a lease.
 * **Pub/sub** tells workers of new work (``P:work``) and of cancellations (``P:cancel``),
   and front ends of status changes (``P:jobs``). A missed message costs latency, never
   correctness: workers also claim on a 1 s timer, and lease renewals report cancels.
