@@ -116,10 +116,15 @@ class StoreLocked(GenqError):
 
 
 class StoreUnavailable(GenqError):
-    """The store (Redis) did not answer; nothing was accepted, so the call can be retried."""
+    """The store (Redis) did not answer; nothing was accepted, so the call can be retried,
+    after ``retry_after`` seconds (sent as the Retry-After header)."""
 
     code = "store_unavailable"
     status = 503
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.detail.get("retry_after", 1))
 
 
 class LeaseLost(GenqError):

@@ -10,6 +10,12 @@ Every write carries the job's ``Lease``. The maintenance loop renews the leases,
 store's answer names jobs to stop: cancelled ones (the fallback when a cancel
 notification from another machine was missed) and lost ones (reclaimed after the lease
 lapsed, e.g. while this process was paused): those stop without writing anything more.
+A run is known by its job id *and* lease token: a worker paused past its lease may claim
+the same job again while its old, fenced-off run still unwinds, and the two must not
+touch each other's bookkeeping.
+
+A store outage stops no job: a running job's writes (events, artifacts, its outcome)
+wait for the store however long it is away (``genq.patience``), until shutdown gives up.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from genq.functions import FunctionSpec
 from genq.joblog import JobLog
 from genq.loopwatch import Block, LoopWatch, function_codes
 from genq.models import EventType, Job, JobStatus, WorkerInfo
+from genq.patience import Patience
 from genq.progress import Progress
 
 if TYPE_CHECKING:
@@ -90,6 +97,13 @@ class _Call:
 _STOP_MESSAGES = {StopReason.CANCELLED: "job cancelled",
                   StopReason.SHUTDOWN: "worker shutting down",
                   StopReason.LOST: "lease lost: the job was given to another worker"}
+
+
+RunKey = tuple[str, int]  # (job id, lease token): one run of a job by this worker
+
+
+def _run_key(job: Job) -> RunKey:
+    return job.id, job.lease_token
 
 
 @dataclass(slots=True)
@@ -148,7 +162,8 @@ class Worker:
         self._maintain_interval = min(1.0, lease / 3)
         self._started_at = time.time()
         self._running: Counter[str] = Counter()
-        self._active: dict[str, _Call] = {}  # job id -> the call running it
+        self._active: dict[RunKey, _Call] = {}  # (job id, lease token) -> its call
+        self._patience = Patience(f"genq worker {self.id}")
         self._wake = asyncio.Event()  # cleared before each claim, set by _notify
         self._arrivals: set[anyio.Event] = set()  # batches waiting for more jobs
         self._stopping = False
@@ -162,7 +177,7 @@ class Worker:
 
     @property
     def active_jobs(self) -> list[str]:
-        return list(self._active)
+        return [job_id for job_id, _ in self._active]
 
     def running_by_function(self) -> dict[str, int]:
         return {name: n for name, n in self._running.items() if n}
@@ -214,7 +229,8 @@ class Worker:
             return
         with anyio.move_on_after(grace):
             await self._idle.wait()
-        for job_id, call in list(self._active.items()):
+        self._patience.give_up()  # a store still down now: the leases will lapse instead
+        for (job_id, _), call in list(self._active.items()):
             call.stop(job_id, StopReason.SHUTDOWN)
         await self._idle.wait()
 
@@ -237,8 +253,7 @@ class Worker:
             except StoreUnavailable:
                 # Redis is down for longer than the store retries: keep the worker alive
                 # and claim again once it is back (the running jobs go on meanwhile).
-                log.warning("genq worker %s: the store is unavailable; claiming again soon",
-                            self.id, exc_info=True)
+                self._patience.unavailable()
                 jobs = []
             if not jobs:
                 with anyio.move_on_after(1.0):
@@ -247,6 +262,7 @@ class Worker:
             if self._idle.is_set():  # only ever set while stopping; else no new Event per job
                 self._idle = anyio.Event()
             for job in jobs:
+                self._fence_older_runs(job)
                 self._running[job.function] += 1
                 # A plain task rather than tg.start_soon (a third of the per-job overhead
                 # in anyio); the worker still owns it: run() awaits every one first.
@@ -265,9 +281,13 @@ class Worker:
                 self._report_blocks()
                 try:
                     await self._maintain_once()
+                except StoreUnavailable:
+                    self._patience.unavailable()  # leases are renewed once it is back
                 except Exception:
                     log.warning("genq worker %s: store maintenance failed; retrying",
                                 self.id, exc_info=True)
+                else:
+                    self._patience.answered()
                 await anyio.sleep(interval)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -275,8 +295,9 @@ class Worker:
 
     async def _maintain_once(self) -> None:
         if self._active:
-            leases = {job.id: job.lease_token for call in self._active.values()
-                      for job in call.jobs}
+            leases: dict[str, int] = {}
+            for job_id, token in self._active:  # the newest run of a job is the live one
+                leases[job_id] = max(token, leases.get(job_id, token))
             report = await self.store.extend_leases(self.id, leases, self._lease)
             for job_id in report.lost:
                 self._stop_job(job_id, StopReason.LOST)
@@ -328,9 +349,21 @@ class Worker:
                           time.time())
 
     def _stop_job(self, job_id: str, reason: StopReason) -> None:
-        call = self._active.get(job_id)
+        """Stop every run of the job here (a cancel, or a lease renewal refused)."""
+        for run, call in list(self._active.items()):
+            if run[0] == job_id:
+                call.stop(job_id, reason)
+
+    def _stop_run(self, run: RunKey, reason: StopReason) -> None:
+        call = self._active.get(run)
         if call is not None:
-            call.stop(job_id, reason)
+            call.stop(run[0], reason)
+
+    def _fence_older_runs(self, job: Job) -> None:
+        """A new claim of a job this worker still runs under an older token (it was
+        paused past the lease): that run has lost the job, whatever it has yet heard."""
+        for run in [r for r in self._active if r[0] == job.id and r[1] < job.lease_token]:
+            self._stop_run(run, StopReason.LOST)
 
     def _on_cancel_requested(self, job_id: str) -> None:
         self._stop_job(job_id, StopReason.CANCELLED)
@@ -364,7 +397,9 @@ class Worker:
         if spec.options.batched:
             await self._fill_batch(jobs, spec)
         logs = {job.id: JobLog(self.store, job.id, job.lease,
-                               functools.partial(self._stop_job, job.id, StopReason.LOST))
+                               functools.partial(self._stop_run, _run_key(job),
+                                                 StopReason.LOST),
+                               patience=self._patience)
                 for job in jobs}
 
         def on_progress(state: dict[str, Any]) -> None:
@@ -378,7 +413,7 @@ class Worker:
         progress = spec.progress_template.bind(asyncio.get_running_loop(), on_progress, on_log)
         call = _Call(jobs, anyio.CancelScope(), progress)
         for job in jobs:
-            self._active[job.id] = call
+            self._active[_run_key(job)] = call
             if job.cancel_requested:
                 call.stop(job.id, StopReason.CANCELLED)
         started = time.monotonic()
@@ -394,16 +429,17 @@ class Worker:
                     mine = _outcome_of(call, job, index, outcome, spec.options.batched)
                     await self._settle(spec, job, mine, logs[job.id])
         finally:
-            if self.stats is not None:
-                self.stats.record(spec.name, time.monotonic() - started)
-            for job in jobs:
-                del self._active[job.id]
             # An abandoned sync call (cancel, timeout) keeps its function's slot until its
             # thread returns, so the next job cannot start beside it on the same GPU.
             loop = asyncio.get_running_loop()
             if not call.thread.after_exit(
                     lambda: _call_soon(loop, self._release_slot, spec.name)):
                 self._running[spec.name] -= 1
+            for job in jobs:  # only this call's runs: a newer run of a job stays
+                if self._active.get(_run_key(job)) is call:
+                    del self._active[_run_key(job)]
+            if self.stats is not None:
+                self.stats.record(spec.name, time.monotonic() - started)
             if not self._active and self._stopping:
                 self._idle.set()
             self._notify()
@@ -417,8 +453,9 @@ class Worker:
         first = call.jobs[0]
 
         async def emit(chunks: list[Any]) -> list[Any]:  # generators: never batched
-            stored = [c if type(c) is str else await encode(c, self.store, first.id, "output")
-                      for c in chunks]
+            stored = [c if type(c) is str else await self._patience.until_stored(
+                functools.partial(encode, c, self.store, first.id, "output"))
+                for c in chunks]
             await logs[first.id].add_many([(EventType.OUTPUT, {"chunk": c}) for c in stored])
             return stored
 
@@ -450,18 +487,31 @@ class Worker:
         return _Outcome(OutcomeKind.STOPPED)
 
     async def _settle(self, spec: FunctionSpec, job: Job, outcome: _Outcome,
-                      log: JobLog) -> Job | None:
-        """Record how the run ended; returns the job as stored afterwards, or None when
-        this worker no longer holds it (nothing was written)."""
+                      joblog: JobLog) -> Job | None:
+        """Record how the run ended, waiting for the store if it is away; returns the job
+        as stored afterwards, or None when nothing could be written (the lease was lost,
+        or the store is still down when shutdown gives up)."""
         try:
-            with contextlib.suppress(Exception):  # a failed flush is found again below
-                await log.drain()
+            try:
+                await joblog.drain()
+            except LeaseLost:
+                pass  # met again below, by the write of the outcome
+            except StoreUnavailable:
+                raise  # shutdown gave up with events unwritten: no outcome over a hole
+            except Exception:
+                log.exception("genq worker %s: events of job %s could not be written",
+                              self.id, job.id)
             if outcome.kind is OutcomeKind.LOST:
                 raise LeaseLost(f"job {job.id} was reclaimed", job_id=job.id)
-            return await self._record(spec, job, outcome)
+            return await self._patience.until_stored(
+                functools.partial(self._record, spec, job, outcome))
         except LeaseLost:
             log_lost(self.id, job)
-            return None
+        except StoreUnavailable:
+            log.warning("genq worker %s: shut down before the store came back, so job %s "
+                        "(attempt %d) ended unrecorded; it runs again once its lease "
+                        "lapses", self.id, job.id, job.attempts)
+        return None
 
     async def _record(self, spec: FunctionSpec, job: Job, outcome: _Outcome) -> Job:
         store, lease = self.store, job.lease

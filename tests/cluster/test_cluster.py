@@ -28,6 +28,7 @@ from tests.support.cluster_fixtures import APP, Cluster, Proc
 from tests.support.http_fixtures import (
     ChaosProxy,
     cli_env,
+    error_of,
     event_log,
     finished,
     free_port,
@@ -219,6 +220,35 @@ def test_a_paused_worker_cannot_write_after_its_lease_lapsed(cluster: Cluster) -
     assert first.popen.poll() is None  # refused writes do not crash the worker
 
 
+def test_a_worker_paused_past_its_lease_runs_its_own_job_again_cleanly(
+        cluster: Cluster) -> None:
+    """The paused worker, woken, claims the job it lost: the new attempt finishes it
+    (no third run) and the worker still runs two jobs at once afterwards."""
+    fe = cluster.front_end("fe")
+    worker = cluster.worker("w1", "--lease", "2", "--functions", "paced", "--concurrency", "2")
+    cluster.worker("keeper", "--lease", "2", "--functions", "square")  # only housekeeps
+    with httpx.Client(base_url=fe.url, timeout=10) as http:
+        job_id = submit(http, "paced", n=30, delay=0.1)["id"]
+        wait_until(lambda: sum(e["type"] == "output" for e in event_log(http, job_id)) >= 5,
+                   30, what="the worker to stream")
+        worker.signal(signal.SIGSTOP)
+        wait_until(lambda: any(e["type"] == "retrying" for e in event_log(http, job_id)),
+                   30, what="the keeper to reclaim the job")
+        worker.signal(signal.SIGCONT)  # its old attempt wakes; the job is queued for it
+        done = finished(http, job_id)
+        log = event_log(http, job_id)
+        pair = [submit(http, "paced", n=20, delay=0.1)["id"] for _ in range(2)]
+        spans = [(j["started_at"], j["finished_at"]) for j in (finished(http, i) for i in pair)]
+    assert done["status"] == "succeeded"
+    types = [e["type"] for e in log]
+    assert types.count("started") == 2 and types.count("succeeded") == 1
+    cut = len(types) - types[::-1].index("started")
+    assert [e["data"]["chunk"] for e in log[cut:] if e["type"] == "output"] == [
+        f"{worker.pid}:{i}" for i in range(30)]
+    assert max(s for s, _ in spans) < min(f for _, f in spans)  # both slots at work
+    assert "KeyError" not in worker.log() and "Traceback" not in worker.log()
+
+
 # -- Redis killed and restarted --------------------------------------------------------------
 def test_no_accepted_job_is_lost_when_redis_is_killed(
         cluster: Cluster, redis_server: RedisServer) -> None:
@@ -268,6 +298,79 @@ def test_no_accepted_job_is_lost_when_redis_is_killed(
                 events = list(job.events())
                 assert attempts(events)[-1] == [f"c{x}:{i}" for i in range(10)]
     assert len(accepted) >= 100
+
+
+# -- Redis down for longer than retry_for -----------------------------------------------------
+OUTAGE = 7.0  # seconds Redis is away: over 3 leases and twice the store's retry_for
+
+
+def test_streams_lose_nothing_through_a_redis_outage_longer_than_retry_for(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """Two streaming jobs (a chunk every 50 ms) while Redis is stopped for 7 s, with
+    ``retry_for=2`` and 3 s leases: one ends during the outage, one runs through it.
+    Each succeeds once, on its first attempt, with every chunk in its log in order."""
+    cluster = Cluster(f"{redis_server.url}?retry_for=2", tmp_path / "procs")
+    try:
+        fe = cluster.front_end("fe")
+        workers = [cluster.worker(f"w{i}", "--lease", "3") for i in range(2)]
+        sizes = {"short": 60, "long": 240}  # 3 s: ends while Redis is down; 12 s: through
+        with httpx.Client(base_url=fe.url, timeout=10) as http:
+            ids = {tag: submit(http, "chunks", tag=tag, n=n, delay=0.05)["id"]
+                   for tag, n in sizes.items()}
+            wait_until(lambda: all(sum(e["type"] == "output" for e in event_log(http, i)) >= 5
+                                   for i in ids.values()), 30, what="both jobs to stream")
+            redis_server.stop()
+            time.sleep(OUTAGE)
+            redis_server.start()  # same port, same data directory
+            done = {tag: finished(http, job_id) for tag, job_id in ids.items()}
+            logs = {tag: event_log(http, job_id) for tag, job_id in ids.items()}
+    finally:
+        cluster.close()
+    for tag, n in sizes.items():
+        log = logs[tag]
+        assert done[tag]["status"] == "succeeded", done[tag]
+        assert [e["id"] for e in log] == list(range(1, len(log) + 1))  # no gap, no repeat
+        types = [e["type"] for e in log]
+        assert types.count("started") == 1 and "retrying" not in types  # ran once
+        assert [e["data"]["chunk"] for e in log if e["type"] == "output"] == [
+            f"{tag}:{i}" for i in range(n)]
+    for worker in workers:  # the whole log, shutdown included
+        text = worker.log_path.read_text(errors="replace")
+        assert "Task exception was never retrieved" not in text
+        assert "Traceback" not in text
+
+
+def test_api_calls_fail_fast_while_redis_is_known_to_be_down(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """Once one call has waited ``retry_for`` in vain, the next ones answer 503 at once
+    (with Retry-After) instead of each waiting again; with Redis back, calls succeed
+    again without a restart of the front end."""
+    retry_for = 3.0
+    cluster = Cluster(f"{redis_server.url}?retry_for={retry_for:g}", tmp_path / "procs")
+    try:
+        fe = cluster.front_end("fe")  # no workers: jobs stay queued
+        with httpx.Client(base_url=fe.url, timeout=30) as http:
+            job_id = submit(http, "square", x=3)["id"]
+            redis_server.stop()
+            error_of(http.get(f"/api/jobs/{job_id}"), 503, "store_unavailable")  # waited
+            calls = [("GET", f"/api/jobs/{job_id}", None), ("GET", "/api/jobs", None),
+                     ("POST", "/api/jobs", {"function": "square", "input": {"x": 4}}),
+                     ("POST", f"/api/jobs/{job_id}/cancel", None)] * 5
+            started = time.monotonic()
+            answers = [http.request(method, path, json=body) for method, path, body in calls]
+            elapsed = time.monotonic() - started
+            redis_server.start()
+            wait_until(lambda: http.get(f"/api/jobs/{job_id}").status_code == 200, 30,
+                       what="the front end to find Redis back")
+            back = http.get(f"/api/jobs/{job_id}").json()
+            again = submit(http, "square", x=5)
+    finally:
+        cluster.close()
+    for answer in answers:
+        error = error_of(answer, 503, "store_unavailable")
+        assert int(answer.headers["Retry-After"]) >= 1 and error["retry_after"] >= 1
+    assert elapsed < retry_for, f"20 calls took {elapsed:.1f} s: each one waited"
+    assert back["status"] == "queued" and again["status"] == "queued"
 
 
 # -- a limit for the cluster as a whole ------------------------------------------------------

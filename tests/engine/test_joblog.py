@@ -4,6 +4,7 @@ the store waits for it, and a run whose lease was taken writes nothing more."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from genq.errors import LeaseLost
-from genq.joblog import JobLog
+from genq.errors import LeaseLost, StoreUnavailable
+from genq.joblog import EVENT_OVERHEAD, JobLog
 from genq.models import EventType, Lease
 from genq.store.base import NewEvent
 from genq.store.sqlite import SQLiteStore
@@ -22,12 +23,17 @@ pytestmark = pytest.mark.anyio
 
 
 class CountingStore(SQLiteStore):
-    """A real SQLite store that counts the ``append_events`` calls made to it."""
+    """A real SQLite store that counts the ``append_events`` calls made to it, and
+    answers them StoreUnavailable while ``down``, as the Redis store does once
+    ``retry_for`` has passed (and its circuit is open)."""
 
     appends: list[int]
+    down = False
 
     async def append_events(self, job_id: str, events: Sequence[NewEvent],
                             lease: Lease) -> int:
+        if self.down:
+            raise StoreUnavailable("the store is down (test)")
         self.appends.append(len(events))
         return await super().append_events(job_id, events, lease)
 
@@ -114,3 +120,60 @@ async def test_a_reclaimed_job_refuses_the_old_run(store: CountingStore) -> None
     assert [e.data["chunk"] for e in after if e.type is EventType.OUTPUT] == ["mine"]
     assert (await store.get_job(job.id)).last_event_id == second.last_event_id
     assert lost == [job.id]
+
+
+async def test_events_made_while_the_store_is_down_are_written_once_it_is_back(
+        store: CountingStore, caplog: pytest.LogCaptureFixture) -> None:
+    job = await submit(store)
+    running = await claim_one(store)
+    log = JobLog(store, job.id, running.lease)
+    await log.add_many([(EventType.OUTPUT, {"chunk": "0"})])
+    await log.drain()
+    store.down = True
+    for i in range(1, 50):  # a stream going on through the outage
+        if i % 10 == 0:
+            log.add(EventType.PROGRESS, {"progress": i / 50})
+        await log.add_many([(EventType.OUTPUT, {"chunk": str(i)})])
+        await anyio.sleep(0.005)
+    with anyio.move_on_after(0.3):
+        await log.drain()  # waits for the store, rather than failing or dropping
+        raise AssertionError("drain returned while the store was down")
+    store.down = False
+    with anyio.fail_after(10):
+        await log.drain()
+    written = await logged(store, job.id, 54)
+    assert [d["chunk"] for t, d in written if t is EventType.OUTPUT] == [
+        str(i) for i in range(50)]  # every chunk, once, in order
+    assert [d["progress"] for t, d in written if t is EventType.PROGRESS] == [
+        0.2, 0.4, 0.6, 0.8]
+    del log
+    gc.collect()  # a failed flusher task nobody awaited would be reported now
+    assert "Task exception was never retrieved" not in caplog.text
+
+
+async def test_past_its_byte_bound_the_producer_waits_out_the_outage(
+        store: CountingStore) -> None:
+    job = await submit(store)
+    running = await claim_one(store)
+    log = JobLog(store, job.id, running.lease, max_pending_bytes=4 * EVENT_OVERHEAD + 40)
+    store.down = True
+    chunks = [f"chunk {i:02}" for i in range(8)]
+    producer_at = 0
+
+    async def produce() -> None:
+        nonlocal producer_at
+        for chunk in chunks:
+            await log.add_many([(EventType.OUTPUT, {"chunk": chunk})])
+            producer_at += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await anyio.sleep(0.5)
+        paused_at = producer_at
+        store.down = False
+    await log.drain()
+    # 4 events (256 + 8 bytes each) fit under the bound; the 5th reaches it and its
+    # producer waits for the store: paused, nothing dropped, nothing raised.
+    assert paused_at == 4
+    written = await logged(store, job.id, len(chunks))
+    assert [d["chunk"] for _, d in written] == chunks

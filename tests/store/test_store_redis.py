@@ -12,9 +12,12 @@ from typing import Any
 import anyio
 import pytest
 
-from genq.models import JobStatus
+from genq.errors import StoreUnavailable
+from genq.joblog import JobLog
+from genq.models import EventType, JobStatus
 from genq.store import store_from_url
 from genq.store.redis import ArtifactTooLarge, RedisStore
+from genq.store.redis_circuit import Circuit
 from tests.store.store_contract import LEASE, StoreContract, StoreFactory, submit
 from tests.support.redis_server import RedisServer
 
@@ -128,3 +131,53 @@ async def test_an_artifact_over_the_size_limit_is_refused_by_name(
         assert caught.value.detail["limit"] == 1 << 20
     finally:
         await store.close()
+
+
+class LostReplies(RedisStore):
+    """Redis applies the next ``lose`` append calls, and their replies are lost: the
+    store answers StoreUnavailable as after a connection cut mid-reply."""
+
+    lose = 0
+
+    async def _run_appends(self, args: list[Any]) -> list[int]:
+        lasts = await super()._run_appends(args)
+        if self.lose:
+            self.lose -= 1
+            raise StoreUnavailable("the reply was lost (test)")
+        return lasts
+
+
+@pytest.mark.anyio
+async def test_a_batch_sent_again_after_a_lost_reply_is_written_once(
+        anyio_backend: Any, redis_server: RedisServer) -> None:
+    store = LostReplies(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    await store.open()
+    try:
+        job = await submit(store)
+        claimed = await store.claim(["render"], "w1", LEASE)
+        assert claimed is not None
+        log = JobLog(store, job.id, claimed.lease)
+        store.lose = 2  # the first batch lands, twice unacknowledged, then is acknowledged
+        await log.add_many([(EventType.OUTPUT, {"chunk": c}) for c in "abc"])
+        await log.drain()
+        await log.add_many([(EventType.OUTPUT, {"chunk": "d"})])
+        await log.drain()
+        events = await store.read_events(job.id)
+    finally:
+        await store.close()
+    assert [e.id for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.data.get("chunk") for e in events[2:]] == ["a", "b", "c", "d"]
+
+
+def test_time_redis_was_away_does_not_count_against_a_lease() -> None:
+    circuit = Circuit()
+    circuit.outages.append((100.0, 140.0))  # Redis away from t=100 to t=140
+    # Granted at 95 for 10 s: 5 s were left when Redis went away, so 5 s after it is back.
+    assert not circuit.lease_lapsed(95.0, 105.0, 144.0)
+    assert circuit.lease_lapsed(95.0, 105.0, 145.0)
+    # Ended before the outage: lapsed on time (its worker was gone before Redis was).
+    assert circuit.lease_lapsed(80.0, 99.0, 100.0)
+    # Renewed after the outage: its own end, no extension.
+    assert circuit.lease_lapsed(141.0, 151.0, 151.0)
+    # Unknown start (a job claimed before this version): extended, to be safe.
+    assert not circuit.lease_lapsed(None, 105.0, 144.0)

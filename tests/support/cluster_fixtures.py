@@ -103,7 +103,8 @@ class Cluster:
 
     def worker_pids(self) -> set[int]:
         """The pids of the workers the store currently knows of (any machine)."""
-        with redis.Redis.from_url(self.store_url) as r:
+        # Without genq's own query parameters (retry_for...), which redis-py refuses.
+        with redis.Redis.from_url(self.store_url.split("?", 1)[0]) as r:
             reports = r.hgetall("genq:workers")
         return {json.loads(v)["pid"] for v in reports.values()}
 

@@ -156,7 +156,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 async def genq_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GenqError)
     headers = {}
-    if isinstance(exc, TryLater):
+    if isinstance(exc, TryLater | StoreUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"

@@ -15,6 +15,9 @@ Shape, and why:
   worker names its lease, and a worker whose lease lapsed is refused (``LeaseLost``).
   ``housekeep``, run by every worker, reclaims lapsed leases with a compare-and-set on
   the token, so two housekeepers never reclaim one job twice.
+* **Outages**: a call is retried for ``retry_for`` s while Redis is unreachable; then
+  the circuit (``redis_circuit.py``) fails calls at once until a probe finds Redis
+  back, and housekeeping does not count the time Redis was away against a lease.
 * **Pub/sub** tells workers of new work (``P:work``) and of cancellations (``P:cancel``),
   and front ends of status changes (``P:jobs``). A missed message costs latency, never
   correctness: workers also claim on a 1 s timer, and lease renewals report cancels.
@@ -56,7 +59,6 @@ from genq.errors import (
     JobNotFound,
     QueueFull,
     ResultTimeout,
-    StoreUnavailable,
 )
 from genq.jsoncodec import canonical_json, compact_json
 from genq.models import (
@@ -73,6 +75,7 @@ from genq.models import (
 from genq.store import redis_lua, rules, urls
 from genq.store.base import CallbackT, NewEvent, StoreBase, SubmitPolicy, Submitted, Unsubscribe
 from genq.store.redis_appends import AppendBatcher
+from genq.store.redis_circuit import PROBE_INTERVAL, Circuit, unavailable
 from genq.store.redis_follow import StreamHub
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.urls import UNSET, Unset
@@ -221,8 +224,10 @@ class RedisStore(StoreBase):
         self.prefix = prefix
         self.max_artifact_bytes = max_artifact_bytes
         # How long a call keeps retrying while Redis is unreachable: a Redis restart
-        # stalls genq for that long instead of failing jobs.
+        # stalls genq for that long instead of failing jobs. After that the circuit is
+        # open: calls fail at once until a probe finds Redis back (redis_circuit.py).
         self.retry_for = retry_for
+        self._circuit = Circuit()
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._hub: StreamHub | None = None
@@ -302,17 +307,41 @@ class RedisStore(StoreBase):
         self._subscribed.clear()
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, again while Redis is unreachable, for up to ``retry_for`` s."""
+        """``call()``, again while Redis is unreachable, for up to ``retry_for`` s; at
+        once StoreUnavailable while the circuit is open (Redis known to be down)."""
+        circuit = self._circuit
+        circuit.check()
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
         while True:
             try:
-                return await call()
+                result = await call()
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                circuit.failed()
                 if time.monotonic() + delay > deadline or not self._open:
-                    raise StoreUnavailable(f"the Redis store is unreachable: {exc}") from None
+                    self._open_circuit()
+                    raise unavailable(f"the Redis store is unreachable: {exc}") from None
+                circuit.check()  # another call found it down meanwhile
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
+            else:
+                circuit.answered()
+                return result
+
+    def _open_circuit(self) -> None:
+        """Fail fast from now on, and PING until Redis answers again."""
+        if self._circuit.opened or not self._open:
+            return
+        self._circuit.open()
+
+        async def probe() -> None:
+            while self._circuit.opened:
+                await asyncio.sleep(PROBE_INTERVAL)
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                    await self._r().ping()
+                    self._circuit.answered()
+
+        self._spawn(probe())
 
     def _r(self) -> aioredis.Redis:
         if self._redis is None:
@@ -600,7 +629,8 @@ class RedisStore(StoreBase):
                             lease: float) -> LeaseReport:
         if not leases:
             return LeaseReport()
-        args: list[Any] = [worker_id, repr(time.time() + lease)]
+        now = time.time()
+        args: list[Any] = [worker_id, repr(now + lease), repr(now)]
         for job_id, token in leases.items():
             args += (job_id, token)
         cancelled, lost = await self._run("EXTEND", *args)
@@ -712,11 +742,15 @@ class RedisStore(StoreBase):
         lapsed = _bytes_list(await self._r().zrangebyscore(
             self._key("leases"), "-inf", repr(now), start=0, num=100))
         for job_id in lapsed:
-            job = await self.get_job(job_id.decode())
+            h = _bytes_hash(await self._r().hgetall(self._key("job", job_id.decode())))
+            job = _job_from_hash(h) if h else None
             if job is None or job.status is not JobStatus.RUNNING:
                 await self._r().zrem(self._key("leases"), job_id)
                 continue
-            await self._reclaim(job, now)
+            # Time Redis was away does not count against a lease (redis_circuit.py).
+            if job.lease_until is None or self._circuit.lease_lapsed(
+                    _float(h.get(b"lease_at")), job.lease_until, now):
+                await self._reclaim(job, now)
 
     @_retried
     async def purge_finished(self, before: float, limit: int) -> int:

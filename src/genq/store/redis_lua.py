@@ -4,7 +4,8 @@ Keys, under a prefix P (default ``genq``):
 
 ======================  =====================================================================
 ``P:job:<id>``          hash: the job's fields; ``seq`` is its last event id, ``qm`` its queue
-                        member, ``lease_token`` its fencing token
+                        member, ``lease_token`` its fencing token, ``lease_at`` when its
+                        lease was last granted or renewed (reclaim after an outage)
 ``P:ev:<id>``           stream: the job's event log, entry ids ``0-1``, ``0-2``... (= SSE ids)
 ``P:q:<fn>``            sorted set of ready jobs: score ``-priority``, member
                         ``<16 hex digits of arrival>:<id>``, so equal scores keep arrival order
@@ -236,7 +237,7 @@ while #ids < count do
     local attempts = tonumber(j[3]) + 1
     redis.call('HINCRBY', k, 'lease_token', 1)
     redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'started_at', now,
-               'worker_id', worker, 'lease_until', lease_until, 'qm', '')
+               'worker_id', worker, 'lease_until', lease_until, 'lease_at', now, 'qm', '')
     redis.call('ZADD', P .. ':leases', lease_until, id)
     redis.call('ZREM', P .. ':expiry', id)
     redis.call('HINCRBY', P .. ':running', best.fn, 1)
@@ -354,16 +355,17 @@ end
 return {'ok', redis.call('HGETALL', k)}
 """
 
-# ARGV: P, worker, lease_until, then job id, token pairs. Returns {cancelled, lost}.
+# ARGV: P, worker, lease_until, lease_at (the renewal's now), then job id, token pairs.
+# Returns {cancelled, lost}.
 EXTEND = r"""
-local P, worker, lease_until = ARGV[1], ARGV[2], ARGV[3]
+local P, worker, lease_until, lease_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local cancelled, lost = {}, {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local k = P .. ':job:' .. id
   local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'cancel_requested')
   if j[1] == 'running' and j[2] == worker and j[3] == ARGV[i + 1] then
-    redis.call('HSET', k, 'lease_until', lease_until)
+    redis.call('HSET', k, 'lease_until', lease_until, 'lease_at', lease_at)
     redis.call('ZADD', P .. ':leases', lease_until, id)
     if j[4] == '1' then table.insert(cancelled, id) end
   else
