@@ -38,9 +38,9 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import _harness as h  # noqa: E402
 import _httpbench as hb  # noqa: E402
+from memory_apps import text_of  # noqa: E402
 
 import genq  # noqa: E402
-from memory_apps import text_of  # noqa: E402
 
 TARGET = "bench/memory_apps.py:app"
 CHUNK = 1 << 20
@@ -98,7 +98,8 @@ async def run(url: str, peaks: Peaks, n: int) -> list[list[str]]:
         with peaks.phase(rows, "replay", f"{events} events"):
             await follow_all(client, job.id, n)
         with peaks.phase(rows, "view"):
-            body = httpx.get(f"{url}/api/jobs/{job.id}", timeout=300).content
+            async with httpx.AsyncClient(timeout=300) as http:
+                body = (await http.get(f"{url}/api/jobs/{job.id}")).content
         rows[-1][-1] = f"{len(body):,} bytes"
         with peaks.phase(rows, "result"):
             result = await job.result(timeout=300)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import genq
@@ -34,3 +35,24 @@ def text(size: int = 20 << 20) -> str:
 @app.function(concurrency=64, max_queue=100_000)
 async def noop() -> None:
     return None
+
+
+def _snapshot_on_signal(directory: str) -> None:
+    """``GENQ_BENCH_TRACEMALLOC=DIR``: trace allocations from start-up, and on each
+    SIGUSR1 write a snapshot to DIR/snapshot-N (bench_soak.py --trace diffs them)."""
+    import signal
+    import tracemalloc
+    from pathlib import Path
+
+    tracemalloc.start(10)
+    taken = [0]
+
+    def take(*_: object) -> None:
+        taken[0] += 1
+        tracemalloc.take_snapshot().dump(str(Path(directory) / f"snapshot-{taken[0]}"))
+
+    signal.signal(signal.SIGUSR1, take)
+
+
+if os.environ.get("GENQ_BENCH_TRACEMALLOC"):
+    _snapshot_on_signal(os.environ["GENQ_BENCH_TRACEMALLOC"])

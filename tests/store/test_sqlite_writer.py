@@ -46,6 +46,7 @@ async def test_a_burst_commits_once_in_submission_order(db: Path) -> None:
     for op in ops[:-1]:
         w.submit(op)
     last = asyncio.ensure_future(w.write(ops[-1]))
+    await asyncio.sleep(0)  # write() has submitted its op (else the thread may start first)
     w.start()  # the thread finds all of them waiting: one transaction
     try:
         await last

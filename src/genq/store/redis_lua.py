@@ -283,6 +283,34 @@ end
 return last
 """
 
+# A page of a job's log (read only). ARGV: P, id, after, limit, max bytes. Returns the
+# entries after ``after`` as XRANGE does, at most ``limit``, ending with the entry whose
+# data reaches ``max bytes``. It reads in steps sized by the largest entry seen so far
+# (the first step is one entry), so neither the reply nor the script's own memory holds
+# much more than a page, whatever the size of the entries.
+READ = r"""
+local key = ARGV[1] .. ':ev:' .. ARGV[2]
+local start, limit, budget = '(0-' .. ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local out, used, largest = {}, 0, 0
+while #out < limit and used < budget do
+  local step = 1
+  if largest > 0 then
+    step = math.max(1, math.min(limit - #out, math.floor((budget - used) / largest)))
+  end
+  local entries = redis.call('XRANGE', key, start, '+', 'COUNT', step)
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    if used >= budget then return out end
+    local size = #entry[2][4]  -- fields t, type, d, data, ts, ts
+    out[#out + 1] = entry
+    used = used + size
+    if size > largest then largest = size end
+    start = '(' .. entry[1]
+  end
+end
+return out
+"""
+
 # A job becomes terminal. ARGV: P, id, now, status, result, error, event data, then the
 # conditions, each '' when not asked for: worker, token (the lease that must hold it),
 # lapsed before (its lease must have lapsed: a reclaim), expected cancel_requested,
