@@ -9,8 +9,8 @@ connection however many followers there are, and a chunk reaches every follower 
 job in one read. A follower that falls too far behind (in events or in bytes) is cut
 off and catches up by reading the stream itself (``Watch.overflowed``). Each read asks
 for as many entries per stream as fit in ``READ_BYTES`` at the size of the largest entry
-seen lately, so a stream of 1 MB chunks is read a few entries at a time, and a reply
-never holds a thousand of them.
+seen lately, and at most four times the last read's count, so a stream of 1 MB chunks is
+read a few entries at a time, and a reply never holds a thousand of them.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._entry_size = 0  # bytes of the largest entry seen lately (halved per read)
+        self._count = 1  # entries per stream the last read asked for
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="genq-redis-hub")
@@ -193,9 +194,10 @@ class StreamHub:
                     self._generation += 1
                     self._blocked = True
                     # Raw RESP2 reply (see RedisStore._connect): [[key, entries], ...]
-                    count = max(1, min(READ_COUNT, READ_BYTES // max(1, self._entry_size)))
+                    self._count = max(1, min(READ_COUNT, 4 * self._count,
+                                             READ_BYTES // max(1, self._entry_size)))
                     reply = cast(StreamsReply, await conn.xread(
-                        streams, count=count, block=BLOCK_MS))  # type: ignore[arg-type]
+                        streams, count=self._count, block=BLOCK_MS))  # type: ignore[arg-type]
                     self._blocked = False
                     backoff = 0.05
                     if reply:
