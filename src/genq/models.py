@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -321,8 +321,7 @@ class OutputRef:
     text: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output_ref": {"job_id": self.job_id, "after": self.after, "size": self.size,
-                               "chunks": self.chunks, "text": self.text}}
+        return {"output_ref": asdict(self)}
 
     @classmethod
     def from_dict(cls, value: Any) -> OutputRef | None:
