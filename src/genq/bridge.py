@@ -3,9 +3,11 @@
 The iterator runs in its own worker thread and puts items into a bounded buffer; the
 async side takes everything that has accumulated in one go, so a fast producer costs
 one loop wake-up per batch rather than per item. When the buffer is full the producer
-blocks (backpressure). When the consumer stops early (cancelled, timed out, gone), the
-producer is told at its next item and the generator is closed *in its own thread*, so
-its ``finally`` blocks and context managers run where they were entered.
+blocks (backpressure): full at ``buffer`` items or, with ``weigh``, at ``max_bytes``
+(always room for one item, however large). When the consumer stops early (cancelled,
+timed out, gone), the producer is told at its next item and the generator is closed
+*in its own thread*, so its ``finally`` blocks and context managers run where they
+were entered.
 
 ``iterate_in_thread`` is the public helper for people who only want this fix.
 """
@@ -43,9 +45,13 @@ class _Done:
 class SyncIteratorBridge(Generic[T]):
     """Runs ``iterable`` in a thread; ``batches()`` yields lists of items as they come."""
 
-    def __init__(self, iterable: Iterable[T], *, buffer: int = DEFAULT_BUFFER) -> None:
+    def __init__(self, iterable: Iterable[T], *, buffer: int = DEFAULT_BUFFER,
+                 weigh: Callable[[T], int] | None = None, max_bytes: int = 0) -> None:
         self._iterable = iterable
         self._buffer = max(1, buffer)
+        self._weigh = weigh  # an item's size in bytes, weighed in the producer's thread
+        self._max_bytes = max_bytes
+        self._held = 0  # bytes of the items in the buffer
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._items: deque[T] = deque()
@@ -101,6 +107,7 @@ class SyncIteratorBridge(Generic[T]):
                 if self._items:
                     batch = list(self._items)
                     self._items.clear()
+                    self._held = 0
                     self._not_full.notify_all()
                     return batch, self._done
                 if self._done is not None:
@@ -119,6 +126,11 @@ class SyncIteratorBridge(Generic[T]):
             self._waiter = None
             self._waker.wake(waiter)
 
+    def _full(self) -> bool:
+        """Called with the lock held: no room for another item."""
+        return len(self._items) >= self._buffer or (
+            self._weigh is not None and bool(self._items) and self._held >= self._max_bytes)
+
     def _produce(self) -> None:
         iterator: Iterator[T] = iter(self._iterable)
         done = _Done()
@@ -129,12 +141,14 @@ class SyncIteratorBridge(Generic[T]):
                 except StopIteration as stop:
                     done.value = stop.value
                     break
+                size = 0 if self._weigh is None else self._weigh(item)
                 with self._lock:
-                    while len(self._items) >= self._buffer and self._stopped is None:
+                    while self._full() and self._stopped is None:
                         self._not_full.wait()
                     if self._stopped is not None:
                         break
                     self._items.append(item)
+                    self._held += size
                     self._wake()
         except Cancelled:
             pass  # raised by Progress after stop(): the consumer already knows why

@@ -20,10 +20,11 @@ import anyio
 from anyio.abc import TaskStatus
 
 from genq.app import App
-from genq.errors import InvalidInput, JobNotFound
+from genq.errors import InvalidInput, JobNotFound, NoResult
+from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
-from genq.models import ArtifactRef, Event, Job, JobStatus, WorkerInfo
-from genq.store.base import Store, SubmitPolicy, Submitted
+from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
+from genq.store.base import PAGE_BYTES, Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker
 
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
@@ -116,12 +117,74 @@ class JobService:
         await self.get(owner, job_id)
         return await self.store.cancel(job_id)
 
+    async def result_value(self, owner: str, job_id: str) -> Any:
+        """The whole result of a succeeded job (however large: a streamed job's large
+        output is read from its log, a page at a time); raises NoResult otherwise."""
+        result = await self._result_of(owner, job_id)
+        ref = OutputRef.from_dict(result)
+        if ref is None:
+            return result
+        chunks = [chunk async for page in self._output_pages(ref) for chunk in page]
+        return "".join(chunks) if ref.text else chunks
+
+    async def result_json(self, owner: str, job_id: str) -> AsyncIterator[bytes]:
+        """The result of a succeeded job as JSON, in pieces of about PAGE_BYTES (raises
+        NoResult or JobNotFound here, before the first piece)."""
+        result = await self._result_of(owner, job_id)
+        ref = OutputRef.from_dict(result)
+        return _json_pieces(result) if ref is None else self._output_json(ref)
+
+    async def _result_of(self, owner: str, job_id: str) -> Any:
+        job = await self.get(owner, job_id)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise NoResult(f"job {job_id} has no result: it is {job.status.value}",
+                           job_id=job_id, status=job.status.value)
+        return job.result
+
+    async def _output_json(self, ref: OutputRef) -> AsyncIterator[bytes]:
+        """A streamed result as JSON: one string of the joined text, or a list."""
+        yield b'"' if ref.text else b"["
+        first = True
+        async for page in self._output_pages(ref):
+            if ref.text:  # each chunk's JSON without its quotes: one string in all
+                piece = "".join([compact_json(chunk)[1:-1] for chunk in page])
+            else:
+                piece = ("" if first else ",") + ",".join(map(compact_json, page))
+            first = False
+            yield piece.encode()
+        yield b'"' if ref.text else b"]"
+
+    async def _output_pages(self, ref: OutputRef) -> AsyncIterator[list[Any]]:
+        """The output chunks ``ref`` names, a page of the log at a time."""
+        after, seen = ref.after, 0
+        while True:
+            events = await self.store.read_events(ref.job_id, after)
+            if not events:
+                break
+            page = [e.data["chunk"] for e in events if e.type is EventType.OUTPUT]
+            if page:
+                seen += len(page)
+                yield page
+            after = events[-1].id
+            if events[-1].terminal:
+                break
+        if seen != ref.chunks:
+            raise NoResult(f"the output of job {ref.job_id} this result is read from is "
+                           "gone (deleted after its retention period)", job_id=ref.job_id)
+
     async def artifact(self, owner: str, artifact_id: str) -> tuple[ArtifactRef, bytes]:
         found = await self.store.get_artifact(artifact_id)
         job = None if found is None else await self.store.get_job(found[0].job_id)
         if found is None or job is None or job.owner != owner:
             raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
         return found
+
+
+async def _json_pieces(value: Any) -> AsyncIterator[bytes]:
+    """A result held whole (a function's return value) as JSON, in pieces."""
+    text = compact_json(value).encode()
+    for start in range(0, len(text), PAGE_BYTES):
+        yield text[start:start + PAGE_BYTES]
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,13 @@ class JobExpired(GenqError):
     status = 409
 
 
+class NoResult(GenqError):
+    """``GET /api/jobs/{id}/result/value`` of a job that has not succeeded (yet)."""
+
+    code = "no_result"
+    status = 409
+
+
 class ResultTimeout(GenqError, TimeoutError):
     """Waiting for a result took longer than the caller's ``timeout`` (the job goes on)."""
 
@@ -162,6 +169,14 @@ class ArtifactTooLarge(GenqError):
     """A binary result or output chunk is larger than the store accepts (``limit``)."""
 
     code = "artifact_too_large"
+    status = 413
+
+
+class OutputTooLarge(GenqError):
+    """A job's output chunk or its whole output is over its function's limit
+    (``limit``: ``max_chunk_bytes`` or ``max_output_bytes``); the job fails with it."""
+
+    code = "output_too_large"
     status = 413
 
 

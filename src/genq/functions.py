@@ -55,6 +55,12 @@ class Options:
     cache: bool | float = False  # True: reuse results forever; a number: for that long
     dedupe: bool | None = None  # join an identical queued/running job; default: with cache
     stream_buffer: int = 1024  # chunks a sync generator may run ahead of its consumer
+    # The largest output chunk the job's log takes (text as UTF-8, other values as JSON;
+    # binary chunks are artifacts, under the store's artifact limit), and all the output
+    # of one attempt (chunks, binary ones included, plus the result). Past either the job
+    # fails with OutputTooLarge naming the limit, its producer stopped (docs/api.md).
+    max_chunk_bytes: int = 8 << 20
+    max_output_bytes: int = 256 << 20
     batch_size: int | None = None  # run up to this many queued jobs as one call
     batch_wait: float = 0.05  # how long a batch waits to fill up once its first job runs
     isolate: bool = False  # an async function on an event loop of its own (genq.isolation)
@@ -70,6 +76,9 @@ class Options:
             raise ValueError("batch_wait cannot be negative")
         if self.retries < 0:
             raise ValueError("retries cannot be negative")
+        for size in ("max_chunk_bytes", "max_output_bytes"):
+            if getattr(self, size) < 1:
+                raise ValueError(f"{size} must be at least 1")
         for limit in ("timeout", "queue_timeout"):
             value = getattr(self, limit)
             if value is not None and value <= 0:

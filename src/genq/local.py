@@ -65,6 +65,9 @@ class LocalTransport:
     async def cancel(self, job_id: str) -> JobInfo:
         return JobInfo.from_job(await self.jobs.cancel(self.owner, job_id))
 
+    async def result(self, job_id: str) -> Any:
+        return await self.jobs.result_value(self.owner, job_id)
+
     async def artifact(self, artifact_id: str) -> bytes:
         return (await self.jobs.artifact(self.owner, artifact_id))[1]
 

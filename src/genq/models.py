@@ -7,10 +7,16 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from genq.jsoncodec import compact_json
+
+# A result whose JSON is larger than this is not inlined in job views or in the
+# ``succeeded`` event: they give its size, and the result is read in pages from
+# ``GET /api/jobs/{id}/result/value`` (what the clients' ``result()`` do).
+INLINE_RESULT_BYTES = 1 << 20
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -173,12 +179,22 @@ class JobInfo:
     error: dict[str, Any] | None = None
     last_event_id: int = 0
     queue_position: int | None = None
+    # Set when the result is too large to inline (``result`` is then None): its size in
+    # bytes; the whole result is at ``result_url`` (``client.result()`` reads it there).
+    result_size: int | None = None
 
     @classmethod
     def from_job(cls, job: Job, queue_position: int | None = None) -> JobInfo:
+        size = result_size(job.result)
         return cls(job.id, job.function, job.input, job.status, job.priority, job.created_at,
                    job.started_at, job.finished_at, job.attempts, job.max_attempts,
-                   job.result, job.error, job.last_event_id, queue_position)
+                   job.result if size is None else None, job.error, job.last_event_id,
+                   queue_position, size)
+
+    @property
+    def result_url(self) -> str | None:
+        """Where the API serves the whole result when it is not inlined."""
+        return None if self.result_size is None else f"/api/jobs/{self.id}/result/value"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +209,8 @@ class JobInfo:
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "result": self.result,
+            "result_size": self.result_size,
+            "result_url": self.result_url,
             "error": self.error,
             "last_event_id": self.last_event_id,
             "queue_position": self.queue_position,
@@ -208,7 +226,7 @@ class JobInfo:
             finished_at=data.get("finished_at"), attempts=data.get("attempts", 0),
             max_attempts=data.get("max_attempts", 1), result=data.get("result"),
             error=data.get("error"), last_event_id=data.get("last_event_id", 0),
-            queue_position=data.get("queue_position"),
+            queue_position=data.get("queue_position"), result_size=data.get("result_size"),
         )
 
 
@@ -224,6 +242,9 @@ class Event:
     type: EventType | str
     data: dict[str, Any]
     ts: float
+    # Bytes of ``data`` as stored (its JSON), when read from a store; 0 when not known.
+    # Buffers and pages of events are bounded by it as well as by their count.
+    size: int = field(default=0, compare=False)
 
     @property
     def terminal(self) -> bool:
@@ -292,3 +313,48 @@ class ArtifactRef:
                            str(a["content_type"]),
                            int(a.get("size", 0)))
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """The result of a streamed job whose output was too large to copy into a result:
+    the output chunks of one attempt, read back from the job's log when asked for.
+
+    ``job_id``'s log, after event ``after`` (the ``started`` event of the attempt that
+    succeeded), holds ``chunks`` output events of ``size`` bytes in all; the result is
+    their text joined when ``text``, else the list of chunks, as a small output's would
+    be. A cache hit copies the reference, so it reads the original job's log.
+    """
+
+    job_id: str
+    after: int
+    size: int
+    chunks: int
+    text: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output_ref": asdict(self)}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> OutputRef | None:
+        """The reference a stored result is, or None when ``value`` is not one."""
+        if isinstance(value, dict) and len(value) == 1 and "output_ref" in value:
+            r = value["output_ref"]
+            if isinstance(r, dict) and {"job_id", "after", "size", "chunks", "text"} <= set(r):
+                return cls(str(r["job_id"]), int(r["after"]), int(r["size"]),
+                           int(r["chunks"]), bool(r["text"]))
+        return None
+
+
+def result_size(result: Any) -> int | None:
+    """None when ``result`` is small enough to inline (INLINE_RESULT_BYTES of JSON), else
+    its size in bytes (an OutputRef's: the bytes of its output)."""
+    if result is None or isinstance(result, bool | int | float):
+        return None
+    if isinstance(result, str) and len(result) * 6 <= INLINE_RESULT_BYTES:
+        return None  # JSON escapes a character in at most 6 bytes
+    ref = OutputRef.from_dict(result)
+    if ref is not None:
+        return ref.size
+    size = len(compact_json(result))  # ASCII: escapes make every character one byte
+    return size if size > INLINE_RESULT_BYTES else None

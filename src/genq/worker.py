@@ -41,12 +41,13 @@ from anyio.abc import TaskStatus
 
 from genq.backoff import backoff_delay
 from genq.encoding import NotSerializable, encode
-from genq.errors import Cancelled, LeaseLost, StoreUnavailable
+from genq.errors import Cancelled, LeaseLost, OutputTooLarge, StoreUnavailable
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
+from genq.jsoncodec import compact_json
 from genq.loopwatch import Block, LoopWatch, function_codes
-from genq.models import EventType, Job, JobStatus, WorkerInfo
+from genq.models import EventType, Job, JobStatus, OutputRef, WorkerInfo
 from genq.patience import Patience
 from genq.progress import Progress
 
@@ -518,10 +519,11 @@ class Worker:
         if outcome.kind is OutcomeKind.SUCCEEDED:
             value = outcome.value
             if isinstance(value, GeneratorOutcome):
-                value = value.result()
+                value = value.result(job.id, job.last_event_id)
             try:
                 result = await encode(value, store, job.id, "result")
-            except NotSerializable as exc:
+                _check_result_size(spec, result)
+            except (NotSerializable, OutputTooLarge) as exc:
                 outcome = _Outcome(OutcomeKind.FAILED, error=exc)
             else:
                 return await store.finish(job.id, JobStatus.SUCCEEDED, result=result,
@@ -553,6 +555,22 @@ def log_lost(worker_id: str, job: Job) -> None:
     log.warning("genq worker %s: lost job %s (attempt %d) - its lease lapsed and the job "
                 "was reclaimed, so this run's remaining writes were refused", worker_id,
                 job.id, job.attempts)
+
+
+def _check_result_size(spec: FunctionSpec, result: Any) -> None:
+    """A returned result counts against ``max_output_bytes`` (a streamed job's output was
+    measured as it went: its result is what it streamed, or a reference to it)."""
+    if isinstance(result, str) and len(result) <= spec.options.max_output_bytes // 6:
+        return  # JSON escapes a character in at most 6 bytes: cannot be over
+    if OutputRef.from_dict(result) is not None:
+        return
+    limit = spec.options.max_output_bytes
+    size = len(compact_json(result))
+    if size > limit:
+        raise OutputTooLarge(
+            f"the result of {spec.name!r} is {size:,} bytes of JSON, over max_output_bytes "
+            f"= {limit:,} bytes (raise the limit with @app.function(max_output_bytes=...))",
+            option="max_output_bytes", limit=limit)
 
 
 def _check_batch_result(function: str, value: Any, expected: int) -> None:

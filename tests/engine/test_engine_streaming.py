@@ -25,6 +25,7 @@ import anyio
 import pytest
 
 import genq
+from genq.bridge import SyncIteratorBridge
 
 N_CHUNKS = 10
 GAP = 0.05  # seconds the generator sleeps between chunks
@@ -292,6 +293,31 @@ async def test_cancelling_the_consuming_task_cancels_the_job(tmp_path: Path) -> 
 
 
 # -- the public bridge helper ----------------------------------------------------------
+@pytest.mark.anyio
+async def test_a_sync_generator_runs_ahead_by_bytes_as_well_as_by_items() -> None:
+    """With ``weigh``, the bridge is full at ``max_bytes``: 100 kB items and 300 kB let
+    the producer run three items ahead, not the 1,024 its item count would allow."""
+    produced = 0
+
+    def big() -> Iterator[str]:
+        nonlocal produced
+        for _ in range(200):
+            produced += 1
+            yield "x" * 100_000
+
+    bridge = SyncIteratorBridge(big(), buffer=1024, weigh=len, max_bytes=300_000)
+    consumed = 0
+    ahead: list[int] = []
+    async with contextlib.aclosing(bridge.batches()) as batches:
+        async for batch in batches:
+            consumed += len(batch)
+            await asyncio.sleep(0.01)  # a slow consumer
+            ahead.append(produced - consumed)
+            if consumed >= 50:
+                break
+    assert max(ahead) <= 2 * 3 + 1  # a full buffer handed over, one refilled, one in hand
+
+
 @pytest.mark.anyio
 async def test_iterate_in_thread_applies_backpressure_and_closes_in_thread() -> None:
     produced = 0

@@ -81,7 +81,7 @@ async def test_a_sync_generator_streams_in_order_from_its_own_thread() -> None:
     outcome = await execute(spec_of(tokens), {"n": 300}, progress=Progress(), emit=emit)
     assert isinstance(outcome, GeneratorOutcome)
     assert emit.chunks == [f"t{i} " for i in range(300)]
-    assert outcome.result() == "".join(f"t{i} " for i in range(300))  # text joins
+    assert outcome.result("j", 2) == "".join(f"t{i} " for i in range(300))  # text joins
     assert threads and loop_thread not in threads
 
 
@@ -96,9 +96,9 @@ async def test_a_generator_result_is_its_return_value_or_its_chunks() -> None:
         yield 2
 
     returned = await execute(spec_of(counted), {}, progress=Progress(), emit=Emitted())
-    assert returned.result() == 3
+    assert returned.result("j", 2) == 3
     listed = await execute(spec_of(numbers), {}, progress=Progress(), emit=Emitted())
-    assert listed.result() == [1, 2]
+    assert listed.result("j", 2) == [1, 2]
 
 
 async def test_stopping_a_sync_generator_runs_its_finally_in_its_thread() -> None:

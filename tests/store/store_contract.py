@@ -30,6 +30,7 @@ import anyio.lowlevel
 import pytest
 
 from genq.errors import IdempotencyConflict, JobNotFound, LeaseLost, QueueFull, ResultTimeout
+from genq.jsoncodec import compact_json
 from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new_job_id
 from genq.store import rules
 from genq.store.base import Store, SubmitPolicy
@@ -454,6 +455,30 @@ class StoreContract:
             assert later == everything[k:]
         assert await store.read_events(job.id, after=5, limit=4) == everything[5:9]
         assert await store.read_events(new_job_id()) == []
+
+    async def test_pages_of_the_log_are_bounded_by_bytes(self, store: Store) -> None:
+        """A page ends with the event whose data reaches ``max_bytes``; paging on from
+        each page's last id reads the whole log once, and so does a follower of the
+        finished job."""
+        job = await submit(store)
+        lease = (await claim_one(store)).lease
+        sizes = [10, 300_000, 10, 10, 300_000, 300_000, 1_500_000, 10, 300_000] + [10] * 50
+        await store.append_events(job.id, [(EventType.OUTPUT, {"chunk": "x" * n})
+                                           for n in sizes], lease)
+        await store.finish(job.id, JobStatus.SUCCEEDED, lease=lease)
+        everything = await store.read_events(job.id, max_bytes=1 << 30)
+        assert len(everything) == 2 + len(sizes) + 1
+        assert all(e.size == len(compact_json(e.data)) for e in everything)
+        pages, after = [], 0
+        while page := await store.read_events(job.id, after, max_bytes=700_000):
+            assert sum(e.size for e in page[:-1]) < 700_000
+            pages.append(page)
+            after = page[-1].id
+        assert [e for page in pages for e in page] == everything
+        # queued, started, 10, 300k, 10, 10, 300k, 300k (reaches 700k) | 1.5M (alone
+        # reaches it) | 10, 300k, 10 x 50, succeeded
+        assert [len(page) for page in pages] == [8, 1, 53]
+        assert await events_until(store, job.id, everything[-1].id) == everything
 
     async def test_follow_delivers_live_events_without_gap_or_duplicate(
             self, store: Store) -> None:

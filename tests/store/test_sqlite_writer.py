@@ -29,6 +29,11 @@ def insert(*rows: tuple[int, str]) -> Op:
     return Op([("INSERT INTO t (id, value) VALUES (?, ?)", list(rows), True)])
 
 
+def sized(op: Op, size: int = 1_000) -> Op:
+    op.size = size
+    return op
+
+
 def rows(path: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT id, value FROM t ORDER BY rowid").fetchall()
@@ -46,6 +51,7 @@ async def test_a_burst_commits_once_in_submission_order(db: Path) -> None:
     for op in ops[:-1]:
         w.submit(op)
     last = asyncio.ensure_future(w.write(ops[-1]))
+    await asyncio.sleep(0)  # write() has submitted its op (else the thread may start first)
     w.start()  # the thread finds all of them waiting: one transaction
     try:
         await last
@@ -86,14 +92,18 @@ async def test_a_failing_op_fails_alone(db: Path) -> None:
     assert rows(db) == [(1, "a"), (3, "c")]  # nothing of the failed op
 
 
-async def test_keep_up_waits_while_too_much_is_uncommitted(db: Path) -> None:
+@pytest.mark.parametrize("limit", [{"max_pending": 4}, {"max_pending_bytes": 4_000}],
+                         ids=["ops", "bytes"])
+async def test_keep_up_waits_while_too_much_is_uncommitted(
+        db: Path, limit: dict[str, int]) -> None:
+    """Past 4 uncommitted ops, or past 4,000 bytes of them (ops of 1,000 bytes)."""
     reports: Reports = []
-    w = writer(db, reports, max_pending=4)
+    w = writer(db, reports, **limit)
     for i in range(3):
-        w.submit(insert((i, "x")))
+        w.submit(sized(insert((i, "x"))))
     await w.keep_up()  # within the limit: no wait
     for i in range(3, 10):
-        w.submit(insert((i, "x")))
+        w.submit(sized(insert((i, "x"))))
     waiting = asyncio.ensure_future(w.keep_up())
     await asyncio.sleep(0.05)
     assert not waiting.done()  # nothing is being committed yet

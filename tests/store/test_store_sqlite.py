@@ -268,12 +268,15 @@ async def test_listing_and_retention_queries_read_an_index(tmp_path: Path) -> No
 
 # -- live followers from memory ----------------------------------------------------------
 @pytest.mark.anyio
-async def test_followers_slower_than_the_writer_overflow_and_catch_up(tmp_path: Path) -> None:
-    """Buffers of 16 events against a writer of batches up to 40: the slow followers'
-    buffers overflow again and again, each time they read the file from their last id
-    and return to the feed; every one still gets every event once, in order, and the
-    fast followers get the very same log."""
-    store = SQLiteStore(tmp_path / "genq.sqlite3", follow_buffer=16)
+@pytest.mark.parametrize("buffer", [{"follow_buffer": 16}, {"follow_buffer_bytes": 220}],
+                         ids=["events", "bytes"])
+async def test_followers_slower_than_the_writer_overflow_and_catch_up(
+        tmp_path: Path, buffer: dict[str, int]) -> None:
+    """Buffers of 16 events (or of 220 bytes: 16 events of ~14 bytes) against a writer
+    of batches up to 40: the slow followers' buffers overflow again and again, each
+    time they read the file from their last id and return to the feed; every one still
+    gets every event once, in order, and the fast followers get the very same log."""
+    store = SQLiteStore(tmp_path / "genq.sqlite3", **buffer)
     await store.open()
     try:
         job = await store.create_job(make_job(), SubmitPolicy())

@@ -3,7 +3,7 @@
 ``AsyncClient(url)`` talks to a server (``HttpTransport``); ``async with app.local()``
 gives the same class over the engine in this process (``LocalTransport``). Submit,
 events, results, streams, map and the decoding of binary outputs are written here once,
-on the transport's nine calls (genq.client.transport), so code moves between embedded
+on the transport's ten calls (genq.client.transport), so code moves between embedded
 and remote use unchanged.
 """
 
@@ -296,7 +296,10 @@ class AsyncClient:
         """The decoded result of a terminal job, or the matching exception."""
         where = f"job {job.id} ({job.function})"
         if job.status is JobStatus.SUCCEEDED:
-            return await self.decode(job.result)
+            # A result too large for the job view is fetched on its own, whole.
+            result = (job.result if job.result_size is None
+                      else await self.transport.result(job.id))
+            return await self.decode(result)
         if job.status is JobStatus.FAILED:
             err = job.error or {}
             raise JobFailed(f"{where} failed: {err.get('type', 'Error')}: "

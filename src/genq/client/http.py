@@ -266,6 +266,10 @@ class HttpTransport:
                     f"job {job_id} did not finish within {timeout} s "
                     f"(it is still {status})", job_id=job_id)
 
+    async def result(self, job_id: str) -> Any:
+        response = await self._request("GET", f"/api/jobs/{job_id}/result/value")
+        return response.json()
+
     async def artifact(self, artifact_id: str) -> bytes:
         return (await self._request("GET", f"/api/artifacts/{artifact_id}")).content
 

@@ -1,7 +1,7 @@
 """The seam under every client: a ``Transport`` reaches the jobs, the client does the rest.
 
 ``genq.AsyncClient`` (and its blocking twin ``genq.Client``) build everything a caller
-uses (handles, results, streams, ``map``, artifacts fetched and decoded) on the nine
+uses (handles, results, streams, ``map``, artifacts fetched and decoded) on the ten
 calls below, like httpx's ``AsyncClient(transport=...)``. Two transports ship:
 
 * ``genq.client.http.HttpTransport``: a genq server, with streams that resume,
@@ -52,6 +52,11 @@ class Transport(Protocol):
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
         """The job once terminal; raises ResultTimeout after ``timeout`` seconds."""
+        ...
+
+    async def result(self, job_id: str) -> Any:
+        """The whole result of a succeeded job, for one too large for its JobInfo
+        (``result_size`` set); raises NoResult if it has not succeeded."""
         ...
 
     async def cancel(self, job_id: str) -> JobInfo:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from genq import paging
@@ -48,7 +48,7 @@ from genq.server.ratelimit import Rate, RateLimiter
 from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artifact_headers
 from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.ui import ui_routes
-from genq.store.base import Store
+from genq.store.base import PAGE_BYTES, Store
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
@@ -127,6 +127,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/jobs/{job_id}", get_job),
         Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{job_id}/result", job_result),
+        Route("/api/jobs/{job_id}/result/value", job_result_value),
         Route("/api/jobs/{job_id}/events", job_events),
         Route("/api/artifacts/{artifact_id}", get_artifact),
         Route("/api/events", all_events),
@@ -422,6 +423,15 @@ async def job_result(request: Request) -> Response:
     return _json(view, 200 if job.status.terminal else 202)
 
 
+async def job_result_value(request: Request) -> Response:
+    """GET /api/jobs/{id}/result/value: a succeeded job's result as JSON, however large,
+    streamed in pieces read from the store a page at a time (the job view inlines only
+    results up to 1 MiB and points here for larger ones)."""
+    state, owner = _caller(request)
+    pieces = await state.jobs.result_json(owner, request.path_params["job_id"])
+    return StreamingResponse(pieces, media_type="application/json")
+
+
 def _resume_point(request: Request) -> int:
     raw = (request.headers.get("last-event-id") or request.query_params.get("last_event_id")
            or request.query_params.get("after") or "0")
@@ -449,8 +459,8 @@ async def job_events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[bytes]:
         async for batch in state.jobs.follow(owner, job_id, after):
-            # A batch (events committed together) goes out as one write, not one per event.
-            yield "".join(map(_sse_frame, batch)).encode()
+            for part in _by_bytes(batch):
+                yield "".join(map(_sse_frame, part)).encode()
 
     return _sse_response(request, owner, stream())
 
@@ -463,6 +473,21 @@ async def get_artifact(request: Request) -> Response:
     return Response(data, media_type=media_type, headers={
         **headers, "Cache-Control": "private, max-age=31536000, immutable",
     })
+
+
+def _by_bytes(batch: list[Event]) -> Iterator[list[Event]]:
+    """A batch (events committed together) goes out as one write rather than one per
+    event, unless it is large: then in writes of about PAGE_BYTES of data each."""
+    part: list[Event] = []
+    size = 0
+    for event in batch:
+        if part and size + event.size > PAGE_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(event)
+        size += event.size
+    if part:
+        yield part
 
 
 def _sse_frame(event: Event) -> str:

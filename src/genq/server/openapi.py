@@ -49,7 +49,8 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "function", "input", "status", "priority", "created_at",
                      "started_at", "finished_at", "attempts", "max_attempts", "result",
-                     "error", "last_event_id", "queue_position"],
+                     "result_size", "result_url", "error", "last_event_id",
+                     "queue_position"],
         "properties": {
             "id": {"type": "string"}, "function": {"type": "string"},
             "input": {"type": "object"},
@@ -58,7 +59,13 @@ _SCHEMAS: dict[str, Any] = {
             "started_at": _NULLABLE_NUMBER, "finished_at": _NULLABLE_NUMBER,
             "attempts": {"type": "integer", "minimum": 0},
             "max_attempts": {"type": "integer", "minimum": 1},
-            "result": {"description": "The function's return value, once succeeded"},
+            "result": {"description": "The function's return value, once succeeded; "
+                                      "null when larger than 1 MiB (see result_url)"},
+            "result_size": {"type": ["integer", "null"], "minimum": 0,
+                            "description": "Set when the result is not inlined: its bytes"},
+            "result_url": {"type": ["string", "null"],
+                           "description": "Set when the result is not inlined: where "
+                                          "GET serves it whole"},
             "error": {"type": ["object", "null"]},
             "last_event_id": {"type": "integer", "minimum": 0},
             "queue_position": {"type": ["integer", "null"], "minimum": 1},
@@ -183,6 +190,14 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
                 "200": _json_response("Terminal job with result or error", _JOB),
                 "202": _json_response("Not finished yet", _JOB),
                 **_BAD_QUERY, **_NO_JOB, **_CALLER_ERRORS}}},
+        "/api/jobs/{job_id}/result/value": {"get": {
+            "summary": "The result of a succeeded job as JSON, streamed whatever its size",
+            "parameters": [job_id],
+            "responses": {
+                "200": {"description": "The result's JSON",
+                        "content": {"application/json": {"schema": {}}}},
+                "409": _error_response("The job has not succeeded (no_result)"),
+                **_NO_JOB, **_CALLER_ERRORS}}},
         "/api/jobs/{job_id}/events": {"get": {
             "summary": "Server-Sent Events from Last-Event-ID (header or query) on; "
                        "?format=json for one page of the log",

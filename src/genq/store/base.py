@@ -44,6 +44,11 @@ from genq.store.retention import RETAIN_BATCH
 NewEvent = tuple[EventType, dict[str, Any]]
 Unsubscribe = Callable[[], None]
 
+# A page of a job's log ends with the event whose data reaches this many bytes (so it
+# holds less than this plus one event, however large that one is): replays and result
+# reads hold a page at a time, so their memory is bounded by it, not by the log's size.
+PAGE_BYTES = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class SubmitPolicy:
@@ -115,8 +120,11 @@ class Store(Protocol):
         """Append to a running job's log in order; returns the last id assigned.
         Raises LeaseLost unless the job is running under ``lease``."""
 
-    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        """Events with id > ``after``, oldest first."""
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000,
+                          max_bytes: int = PAGE_BYTES) -> list[Event]:
+        """Events with id > ``after``, oldest first: at most ``limit``, ending with the
+        event whose data reaches ``max_bytes`` (``Event.size``). A page shorter than
+        ``limit`` is not the end of the log: read on after its last id."""
 
     def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """Batches of events after ``after`` as they are written; ends after the terminal one."""

@@ -73,7 +73,15 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store import redis_lua, rules, urls
-from genq.store.base import CallbackT, NewEvent, StoreBase, SubmitPolicy, Submitted, Unsubscribe
+from genq.store.base import (
+    PAGE_BYTES,
+    CallbackT,
+    NewEvent,
+    StoreBase,
+    SubmitPolicy,
+    Submitted,
+    Unsubscribe,
+)
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_circuit import PROBE_INTERVAL, Circuit, unavailable
 from genq.store.redis_follow import StreamHub
@@ -185,7 +193,7 @@ def _decode_events(job_id: str, entries: StreamEntries) -> list[Event]:
     datas = json.loads(b"[" + b",".join(fields[3] for _, fields in entries) + b"]")
     return [Event(job_id, int(entry_id[2:]),
                   _EVENT_TYPES.get(fields[1]) or EventType(fields[1].decode()),
-                  data, float(fields[5]))
+                  data, float(fields[5]), len(fields[3]))
             for (entry_id, fields), data in zip(entries, datas, strict=True)]
 
 
@@ -526,9 +534,14 @@ class RedisStore(StoreBase):
         return last
 
     @_retried
-    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        entries = await self._r().xrange(self._events_key(job_id), f"(0-{after}", "+",
-                                         count=limit)
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000,
+                          max_bytes: int = PAGE_BYTES) -> list[Event]:
+        # A script rather than XRANGE COUNT: a count alone of 1 MB entries is a reply of
+        # a GB. Registered on first use (a read needs no subscription to wait for).
+        read = self._scripts.get("READ")
+        if read is None:
+            read = self._scripts["READ"] = self._r().register_script(redis_lua.READ)
+        entries = await read(args=[self.prefix, job_id, after, limit, max_bytes])
         return _decode_events(job_id, entries)
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:

@@ -6,8 +6,11 @@ each from the lowest cursor of its followers, and fans the entries out in memory
 new stream or an earlier cursor joins, ``CLIENT UNBLOCK`` from another connection makes
 the XREAD return at once, so it is re-issued with the new set: no polling, one Redis
 connection however many followers there are, and a chunk reaches every follower of its
-job in one read. A follower that falls too far behind is cut off and catches up by
-reading the stream itself (``Watch.overflowed``).
+job in one read. A follower that falls too far behind (in events or in bytes) is cut
+off and catches up by reading the stream itself (``Watch.overflowed``). Each read asks
+for as many entries per stream as fit in ``READ_BYTES`` at the size of the largest entry
+seen lately, and at most four times the last read's count, so a stream of 1 MB chunks is
+read a few entries at a time, and a reply never holds a thousand of them.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from genq.models import Event
 log = logging.getLogger("genq.store.redis")
 
 BLOCK_MS = 5_000  # a safety net only: changes of the watched set unblock the read at once
-READ_COUNT = 1_000  # entries per stream per read
+READ_COUNT = 1_000  # entries per stream per read, at most
+READ_BYTES = 4 << 20  # ... and about this many bytes per stream per read
 ROUND_GAP = 0.002  # s between reads that found data: each read re-sends every watched
 # stream, so under a steady flow a read per event would cost more than the events; a
 # 2 ms pause lets the flow gather into fewer, larger reads
 MAX_BEHIND = 20_000  # events a follower may have undelivered before it must catch up
+MAX_BEHIND_BYTES = 16 << 20  # ... or bytes of them
 
 Decode = Callable[[str, Sequence[Any]], list[Event]]
 StreamsReply = list[tuple[bytes, list[Any]]] | None
@@ -45,6 +50,7 @@ class Watch:
     job_id: str
     cursor: int
     pending: list[Event] = field(default_factory=list)
+    pending_bytes: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     closed: bool = False
@@ -57,7 +63,7 @@ class Watch:
                 return None
             await self.ready.wait()
             self.ready.clear()
-        batch, self.pending = self.pending, []
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
         self.cursor = batch[-1].id
         return batch
 
@@ -66,11 +72,15 @@ class Watch:
                  and (not self.pending or e.id > self.pending[-1].id)]
         if not fresh:
             return
-        if len(self.pending) + len(fresh) > MAX_BEHIND:
+        size = sum(e.size for e in fresh)
+        if (len(self.pending) + len(fresh) > MAX_BEHIND
+                or self.pending_bytes + size > MAX_BEHIND_BYTES):
             self.overflowed = True
             self.pending.clear()
+            self.pending_bytes = 0
         else:
             self.pending.extend(fresh)
+            self.pending_bytes += size
         self.ready.set()
 
     def close(self) -> None:
@@ -95,6 +105,8 @@ class StreamHub:
         self._unblocking = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._entry_size = 0  # bytes of the largest entry seen lately (halved per read)
+        self._count = 1  # entries per stream the last read asked for
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="genq-redis-hub")
@@ -182,8 +194,10 @@ class StreamHub:
                     self._generation += 1
                     self._blocked = True
                     # Raw RESP2 reply (see RedisStore._connect): [[key, entries], ...]
+                    self._count = max(1, min(READ_COUNT, 4 * self._count,
+                                             READ_BYTES // max(1, self._entry_size)))
                     reply = cast(StreamsReply, await conn.xread(
-                        streams, count=READ_COUNT, block=BLOCK_MS))  # type: ignore[arg-type]
+                        streams, count=self._count, block=BLOCK_MS))  # type: ignore[arg-type]
                     self._blocked = False
                     backoff = 0.05
                     if reply:
@@ -198,9 +212,12 @@ class StreamHub:
                     await asyncio.sleep(backoff)
                     backoff = min(2.0, backoff * 2)
                     continue
+                self._entry_size //= 2
                 for key, entries in reply or []:
                     job_id = key.decode().rsplit(":", 1)[1]
                     events = self._decode(job_id, entries)
+                    largest = max((e.size for e in events), default=0)
+                    self._entry_size = max(self._entry_size, largest)
                     for watch in list(self._watches.get(job_id, ())):
                         watch.deliver(events)
                     if events and events[-1].terminal:

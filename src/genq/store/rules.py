@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genq.errors import LeaseLost
-from genq.models import EventType, Job, JobStatus, Lease
+from genq.models import EventType, Job, JobStatus, Lease, result_size
 from genq.store.base import NewEvent
 
 EXPIRED_REASON = "queue timeout: the job waited longer than its function allows"
@@ -54,14 +54,21 @@ def terminal_event(status: JobStatus, *, result: Any = None,
         raise ValueError(f"{status} is not a terminal status")
     payload = dict(data or {})
     if status is JobStatus.SUCCEEDED:
-        payload["result"] = result
+        payload.update(result_entry(result))
     elif error is not None:
         payload["error"] = error
     return EventType(status.value), payload
 
 
+def result_entry(result: Any) -> dict[str, Any]:
+    """A result as the ``succeeded`` event holds it: inline when small, else only its
+    size (a log replay must not carry a large result: the API serves it in pages)."""
+    size = result_size(result)
+    return {"result": result} if size is None else {"result": None, "result_size": size}
+
+
 def cached_event(result: Any, cached_from: str) -> NewEvent:
-    return EventType.SUCCEEDED, {"result": result, "cached_from": cached_from}
+    return EventType.SUCCEEDED, {**result_entry(result), "cached_from": cached_from}
 
 
 def expired_event() -> NewEvent:

@@ -21,8 +21,9 @@ Shape, and why:
   in this process from memory (``sqlite_feed.py``); a follower reads the file only to
   catch up.
 * Reads of history (events, finished jobs) run on the loop's thread against a second,
-  read-only connection: they are indexed and bounded (``limit``), cheaper than a thread
-  hop, and WAL readers never wait on the writer.
+  read-only connection: they are indexed and bounded (``limit``, and pages of events by
+  bytes too: ``PAGE_BYTES``), cheaper than a thread hop, and WAL readers never wait on
+  the writer.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store import rules, urls
-from genq.store.base import NewEvent, StoreBase, SubmitPolicy, Submitted
+from genq.store.base import PAGE_BYTES, NewEvent, StoreBase, SubmitPolicy, Submitted
 from genq.store.retention import DEFAULT_RETAIN
-from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
+from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
 from genq.store.sqlite_queues import JobQueues
 from genq.store.sqlite_writer import Op, Writer
 from genq.store.urls import UNSET, Unset
@@ -181,8 +182,9 @@ def _events_from_rows(job_id: str, rows: Sequence[tuple[Any, ...]]) -> list[Even
     # One json.loads for the page rather than one per row: each ``data`` is a JSON text
     # written by _dumps, so joined with commas inside brackets they are an array.
     datas = json.loads(f"[{','.join(row[3] for row in rows)}]")
-    return [Event(job_id, id_, _EVENT_TYPES.get(t) or EventType(t), data, ts)
-            for (id_, t, ts, _), data in zip(rows, datas, strict=True)]
+    # The JSON is ASCII (escaped), so its length in characters is its size in bytes.
+    return [Event(job_id, id_, _EVENT_TYPES.get(t) or EventType(t), data, ts, len(text))
+            for (id_, t, ts, text), data in zip(rows, datas, strict=True)]
 
 
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -218,7 +220,8 @@ class SQLiteStore(StoreBase):
 
     def __init__(self, path: str | os.PathLike[str], *,
                  retain: float | None = DEFAULT_RETAIN,
-                 follow_buffer: int = FOLLOW_BUFFER) -> None:
+                 follow_buffer: int = FOLLOW_BUFFER,
+                 follow_buffer_bytes: int = FOLLOW_BUFFER_BYTES) -> None:
         super().__init__(retain=retain)
         self.path = Path(path)
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
@@ -230,7 +233,8 @@ class SQLiteStore(StoreBase):
         self._queues = JobQueues()  # the queued ones among them (sqlite_queues.py)
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
-        self._feeds = FeedHub(follow_buffer)  # live followers, fed each commit's events
+        # live followers, fed each commit's events
+        self._feeds = FeedHub(follow_buffer, follow_buffer_bytes)
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, gone after)
 
@@ -363,7 +367,7 @@ class SQLiteStore(StoreBase):
             if op.job_id is not None and op.rows and self._feeds.wants(op.job_id):
                 if error is None:  # durable now: hand the events to the followers
                     self._feeds.publish(op.job_id, _events_from_rows(
-                        op.job_id, [row[1:] for row in op.rows]))
+                        op.job_id, [row[1:] for row in op.rows]), op.size)
                 else:
                     self._feeds.lost(op.job_id)
 
@@ -398,7 +402,7 @@ class SQLiteStore(StoreBase):
         # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
         op = _JobOp(statements, job_id=wake, terminal=terminal, announce=announce,
-                    rows=rows or None)
+                    rows=rows or None, size=sum(len(row[4]) for row in rows))
         writer = self._require_writer()
         if wait:
             await writer.write(op)
@@ -585,12 +589,26 @@ class SQLiteStore(StoreBase):
             await self._write(job, events, wait=False, update=False)
         return job.last_event_id
 
-    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        rows = self._require_reader().execute(
+    async def read_events(self, job_id: str, after: int = 0, limit: int = 1000,
+                          max_bytes: int = PAGE_BYTES) -> list[Event]:
+        return self._read_page(job_id, after, limit, max_bytes)[0]
+
+    def _read_page(self, job_id: str, after: int, limit: int,
+                   max_bytes: int) -> tuple[list[Event], bool]:
+        """A page of the log, and whether a limit cut it short (more may follow)."""
+        cursor = self._require_reader().execute(
             "SELECT id, type, ts, data FROM events WHERE job_id=? AND id>? ORDER BY id LIMIT ?",
-            (job_id, after, limit),
-        ).fetchall()
-        return _events_from_rows(job_id, rows) if rows else []
+            (job_id, after, limit))
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        for row in cursor:  # rows are stepped one by one: a page reads only its own
+            rows.append(row)
+            size += len(row[3])
+            if size >= max_bytes:
+                cursor.close()
+                break
+        cut = len(rows) >= limit or size >= max_bytes
+        return (_events_from_rows(job_id, rows) if rows else []), cut
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         if job_id not in self._live and await self.get_job(job_id) is None:
@@ -606,8 +624,8 @@ class SQLiteStore(StoreBase):
                 if feed is None or not synced or feed.overflowed:
                     if feed is not None and feed.overflowed:
                         feed.reset()  # and read at once: no await in between
-                    events = await self.read_events(job_id, after, _CATCH_UP)
-                    synced = len(events) < _CATCH_UP
+                    events, more = self._read_page(job_id, after, _CATCH_UP, PAGE_BYTES)
+                    synced = not more
                     if not events and job_id not in self._live:
                         return  # terminal and committed, and nothing after ``after``
                 else:

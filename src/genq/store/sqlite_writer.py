@@ -15,9 +15,10 @@ What it promises, on the loop's side:
 * **One report per commit.** ``on_committed(batch, error)`` runs on the loop after each
   transaction, with the ops it held, in order (the store hands their events to
   followers from there). Futures of ``write`` are resolved before it runs.
-* **Backpressure.** More than ``max_pending`` uncommitted ops make ``keep_up`` wait
-  until half of them are committed, so appenders that do not wait for durability
-  cannot grow memory without bound while the disk lags.
+* **Backpressure.** More than ``max_pending`` uncommitted ops, or more than
+  ``max_pending_bytes`` of them (``Op.size``: a stream of large chunks is few ops and
+  many bytes), make ``keep_up`` wait until both are down to half, so appenders that do
+  not wait for durability cannot grow memory without bound while the disk lags.
 * **Stop flushes.** ``stop`` commits everything submitted before it, then closes the
   connection and joins the thread.
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 MAX_PENDING_OPS = 20_000  # appenders wait above this many uncommitted ops (backpressure)
+MAX_PENDING_BYTES = 64 << 20  # ... or above this many bytes of them
 MAX_BATCH_OPS = 5_000  # ops per transaction
 
 Statement = tuple[str, Any, bool]  # (sql, params, executemany?)
@@ -50,6 +52,7 @@ class Op:
     statements: list[Statement]
     # Resolved once committed (``write`` sets it; ops only ``submit``-ted have none).
     future: asyncio.Future[None] | None = field(default=None, kw_only=True)
+    size: int = field(default=0, kw_only=True)  # bytes it holds, for backpressure
 
 
 OpT = TypeVar("OpT", bound=Op)
@@ -61,13 +64,16 @@ class Writer(Generic[OpT]):
 
     def __init__(self, path: Path, on_committed: OnCommitted[OpT],
                  loop: asyncio.AbstractEventLoop, *, max_pending: int = MAX_PENDING_OPS,
+                 max_pending_bytes: int = MAX_PENDING_BYTES,
                  max_batch: int = MAX_BATCH_OPS) -> None:
         self._path = path
         self._on_committed = on_committed
         self._loop = loop
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._max_batch = max_batch
         self._pending = 0  # submitted, not yet reported committed (the loop's count)
+        self._pending_bytes = 0  # their sizes
         self._drained = asyncio.Event()
         self._ops: queue.SimpleQueue[OpT | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
@@ -84,7 +90,8 @@ class Writer(Generic[OpT]):
     def submit(self, op: OpT) -> None:
         """Queue ``op`` for the next commit, without waiting."""
         self._pending += 1
-        if self._pending > self._max_pending:
+        self._pending_bytes += op.size
+        if self._behind():
             self._drained.clear()
         self._ops.put(op)
 
@@ -96,12 +103,18 @@ class Writer(Generic[OpT]):
 
     async def keep_up(self) -> None:
         """Wait while too many ops are uncommitted (backpressure for ``submit``)."""
-        if self._pending > self._max_pending:
+        if self._behind():
             await self._drained.wait()
+
+    def _behind(self) -> bool:
+        return (self._pending > self._max_pending
+                or self._pending_bytes > self._max_pending_bytes)
 
     def _committed(self, batch: list[OpT], error: BaseException | None) -> None:
         self._pending -= len(batch)
-        if self._pending <= self._max_pending // 2:
+        self._pending_bytes -= sum(op.size for op in batch)
+        if (self._pending <= self._max_pending // 2
+                and self._pending_bytes <= self._max_pending_bytes // 2):
             self._drained.set()
         for op in batch:
             if op.future is not None and not op.future.done():
