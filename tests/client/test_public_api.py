@@ -28,7 +28,7 @@ PUBLIC = [
     "GenqError", "IdempotencyConflict", "Image", "InvalidInput", "Job", "JobCancelled",
     "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus", "PayloadTooLarge",
     "Progress", "ProtocolError", "QueueFull", "RateLimited", "RemoteError", "Restart",
-    "ResultTimeout", "StoreLocked",
+    "ResultTimeout", "StorageFull", "StoreLocked", "StoreLost",
     "StoreUnavailable", "SubmitReason", "Transport", "TryLater", "Unauthorized",
     "UnknownFunction", "iterate_in_thread",
 ]

@@ -1,0 +1,245 @@
+"""The SQLite store on a disk that fills up, and under a file that is deleted or replaced.
+
+Real parts only: a 4 MiB tmpfs mounted for each test (so the tests run as root, as CI
+does; without ``mount`` they fail and say why), a filler file written until the file
+system refuses another byte, a real server over HTTP. What a user must see: a submit
+refused with 507 ``storage_full`` is stored nowhere, not even after a restart; a running
+stream loses no event and gets no gap; once the filler is gone the next submit works
+without a restart. A replaced or deleted file is found (``problem()``, a warning in the
+log) and submissions answer 503 ``store_lost``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+import genq
+from genq.models import JobStatus
+from genq.store.sqlite import SQLiteStore
+from tests.support.http_fixtures import (
+    LiveServer,
+    ServerFactory,
+    error_of,
+    event_log,
+    finished,
+    iter_sse,
+    submit,
+    wait_until,
+)
+
+app = genq.App("disk-tests")
+release = threading.Event()  # lets the job holding work()'s only slot end
+more_chunks = threading.Event()  # chunks() streams its second part
+stop_chunks = threading.Event()  # chunks() stops streaming its second part
+end_chunks = threading.Event()  # chunks() returns
+
+
+@app.function(concurrency=1)
+def work(x: int) -> int:
+    """x < 0 holds the function's only slot until ``release``: the jobs behind it stay
+    queued, so nothing but submissions writes while the disk fills."""
+    if x < 0:
+        release.wait(60)
+    return x
+
+
+@app.function()
+def chunks() -> Iterator[str]:
+    """Five chunks; then, once told, 2 KiB chunks (1 MB/s) until told to stop; then the
+    end. Slow enough that what the store holds while the disk is full fits once it is
+    freed: held events are written before anything else."""
+    for i in range(5):
+        yield f"c{i}"
+    more_chunks.wait(60)
+    i = 5
+    while not stop_chunks.is_set() and i < 20_000:
+        yield f"c{i}:" + "x" * 2048
+        time.sleep(0.002)
+        i += 1
+    end_chunks.wait(60)
+
+
+@pytest.fixture(autouse=True)
+def reset_gates() -> None:
+    for gate in (release, more_chunks, stop_chunks, end_chunks):
+        gate.clear()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own, unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                 capture_output=True, text=True, timeout=30)
+        reason = mounted.stderr.strip() or f"exit status {mounted.returncode}"
+    except OSError as exc:
+        mounted, reason = None, str(exc)
+    if mounted is None or mounted.returncode != 0:
+        pytest.fail(f"these tests need a small file system of their own and could not mount "
+                    f"one ({reason}); they mount a tmpfs, so run them as root", pytrace=False)
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=True)  # still busy: detach
+
+
+def fill(disk: Path) -> Path:
+    """A file that takes every byte left on ``disk``."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def all_jobs(http: httpx.Client) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500}
+    while True:
+        page = http.get("/api/jobs", params=params)
+        assert page.status_code == 200, page.text
+        jobs += page.json()["jobs"]
+        if page.json()["next"] is None:
+            return jobs
+        params["before"] = page.json()["next"]
+
+
+def stored_jobs(db: Path) -> list[genq.JobInfo]:
+    """Every job in the file, as a restarted server would find it."""
+    async def read() -> list[genq.JobInfo]:
+        async with SQLiteStore(db) as store:
+            return [genq.JobInfo.from_job(j) for j in await store.list_jobs(limit=100_000)]
+
+    return anyio.run(read)
+
+
+def problem(live: LiveServer) -> str | None:
+    return live.state.store.problem()
+
+
+def test_a_full_disk_refuses_submissions_with_507_then_takes_them_again(
+        make_server: ServerFactory, small_disk: Path) -> None:
+    db = small_disk / "genq.sqlite3"
+    live = make_server(app, db=db)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        blocker = submit(http, "work", x=-1)["id"]
+        wait_until(lambda: http.get(f"/api/jobs/{blocker}").json()["status"] == "running",
+                   what="the job holding work()'s slot to start")
+        filler = fill(small_disk)
+        accepted: dict[int, str] = {}
+        refused: dict[str, Any] | None = None
+        for x in range(5_000):  # the WAL may have room left in pages it already holds
+            answer = http.post("/api/jobs", json={"function": "work", "input": {"x": x}})
+            if answer.status_code != 201:
+                refused = error_of(answer, 507, "storage_full")
+                break
+            accepted[x] = answer.json()["id"]
+        assert refused is not None, "5,000 submissions fitted on a full 4 MiB disk"
+        refused_x = len(accepted)
+        assert "is full" in refused["message"] and "nothing was accepted" in refused["message"]
+        assert refused["path"] == str(db)
+        assert (trouble := problem(live)) is not None and trouble.startswith("disk full since")
+        # Refused while full, every time, and never listed: not even as queued.
+        error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": -2}}),
+                 507, "storage_full")
+        inputs = [j["input"]["x"] for j in all_jobs(http)]
+        assert sorted(inputs) == [-1, *accepted]
+        queued = http.get("/api/jobs", params={"status": "queued", "limit": 500}).json()
+        assert sorted(j["input"]["x"] for j in queued["jobs"]) == sorted(accepted)
+
+        filler.unlink()  # space is back: the next submit works, without a restart
+        after = submit(http, "work", x=refused_x)
+        assert problem(live) is None
+        release.set()
+        assert finished(http, after["id"])["result"] == refused_x  # it ran, last
+        jobs = all_jobs(http)
+        assert {j["status"] for j in jobs} == {"succeeded"}
+        assert sorted(j["input"]["x"] for j in jobs) == [-1, *accepted, refused_x]
+    live.stop()
+    stored = stored_jobs(db)  # the file holds exactly what was answered 201
+    assert sorted(j.id for j in stored) == sorted([blocker, after["id"], *accepted.values()])
+    assert {j.status for j in stored} == {JobStatus.SUCCEEDED}
+
+
+def test_a_stream_keeps_every_event_in_order_through_a_full_disk(
+        make_server: ServerFactory, small_disk: Path) -> None:
+    live = make_server(app, db=small_disk / "genq.sqlite3")
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        job = submit(http, "chunks")["id"]
+        followed: list[tuple[int, dict[str, Any]]] = []
+
+        def follow() -> None:
+            with httpx.Client(base_url=live.url, timeout=120) as own, \
+                    own.stream("GET", f"/api/jobs/{job}/events") as response:
+                for sse in iter_sse(response):
+                    if sse.id is not None:
+                        followed.append((int(sse.id), sse.payload))
+                        if sse.event in ("succeeded", "failed", "cancelled"):
+                            return
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        wait_until(lambda: len(followed) >= 7, what="the first five chunks")  # queued, started
+        filler = fill(small_disk)
+        more_chunks.set()  # chunks go on until the store finds the disk full
+        wait_until(lambda: problem(live), what="the store to find the disk full")
+        stop_chunks.set()
+        held = re.search(r"(\d+) events wait in memory", problem(live) or "")
+        assert held and int(held[1]) >= 1  # taken, not refused: written once space returns
+        filler.unlink()
+        wait_until(lambda: problem(live) is None, what="the store to find space again")
+        end_chunks.set()
+        assert finished(http, job)["status"] == "succeeded"
+        follower.join(30)
+        log = event_log(http, job)
+    ids = [e["id"] for e in log]
+    assert ids == list(range(1, len(log) + 1))  # no gap, nothing twice
+    outputs = [e["data"]["chunk"].split(":")[0] for e in log if e["type"] == "output"]
+    assert len(outputs) > 5 and outputs == [f"c{i}" for i in range(len(outputs))]
+    assert [e["type"] for e in log][-1] == "succeeded"
+    assert [i for i, _ in followed] == ids  # the live follower got the same, in order
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_database_file_replaced_or_deleted_under_the_server_is_found(
+        make_server: ServerFactory, tmp_path: Path, change: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "genq.sqlite3"
+    live = make_server(app, db=db)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        assert finished(http, submit(http, "work", x=1)["id"])["result"] == 1
+        caplog.set_level(logging.WARNING, logger="genq.store")
+        os.rename(db, tmp_path / "moved-aside.sqlite3")
+        if change == "replaced":  # a backup put back: same bytes, another file
+            (tmp_path / "genq.sqlite3").write_bytes((tmp_path / "moved-aside.sqlite3")
+                                                    .read_bytes())
+        # Housekeeping finds it (once a second) without anyone asking.
+        wait_until(lambda: f"was {'replaced by another file' if change == 'replaced' else change}"
+                   in caplog.text, 10, what="the warning")
+        trouble = problem(live)
+        assert trouble is not None and str(db) in trouble and "restart genq serve" in trouble
+        lost = error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": 2}}),
+                        503, "store_lost")
+        assert str(db) in lost["message"] and "restart genq serve" in lost["message"]
+        assert lost["path"] == str(db)
+        assert [j["input"]["x"] for j in all_jobs(http)] == [1]
