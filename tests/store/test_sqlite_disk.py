@@ -27,7 +27,9 @@ import httpx
 import pytest
 
 import genq
-from genq.models import JobStatus
+from genq.errors import StorageFull
+from genq.models import EventType, Job, JobStatus, new_job_id
+from genq.store.base import SubmitPolicy
 from genq.store.sqlite import SQLiteStore
 from tests.support.http_fixtures import (
     LiveServer,
@@ -243,3 +245,80 @@ def test_a_database_file_replaced_or_deleted_under_the_server_is_found(
         assert str(db) in lost["message"] and "restart genq serve" in lost["message"]
         assert lost["path"] == str(db)
         assert [j["input"]["x"] for j in all_jobs(http)] == [1]
+
+
+async def fill_until_refused(store: SQLiteStore, disk: Path) -> tuple[Path, list[str]]:
+    """Fill ``disk``, then submit until the store refuses: its WAL may still have room
+    in pages it already holds. Returns the filler and the jobs it accepted meanwhile."""
+    filler = fill(disk)
+    accepted = []
+    for i in range(5_000):
+        try:
+            accepted.append((await submit_job(store, "other", x=i)).id)
+        except StorageFull:
+            return filler, accepted
+    raise AssertionError("5,000 submissions fitted on a full 4 MiB disk")
+
+
+async def submit_job(store: SQLiteStore, function: str = "render", **inputs: Any) -> Job:
+    job = Job(id=new_job_id(), function=function, input=inputs)
+    return (await store.create_job(job, SubmitPolicy())).job
+
+
+@pytest.mark.anyio
+async def test_writes_a_full_disk_refuses_change_nothing_and_appends_wait_in_memory(
+        small_disk: Path) -> None:
+    db = small_disk / "genq.sqlite3"
+    async with SQLiteStore(db, max_held_bytes=4096) as store:
+        queued = await submit_job(store, x=1)
+        running = await submit_job(store, x=2)
+        claimed = await store.claim(["render"], "w1", lease=60)
+        assert claimed is not None and claimed.id == queued.id
+        other = await store.claim(["render"], "w1", lease=60)
+        assert other is not None and other.id == running.id
+        await store.append_events(other.id, [(EventType.OUTPUT, {"chunk": "a"})], other.lease)
+        waiting = await submit_job(store, "other", x=-1)
+        filler, accepted = await fill_until_refused(store, small_disk)
+        assert await store.claim(["other"], "w1", lease=60) is None  # nothing starts
+
+        before = {j.id: j for j in await store.list_jobs(limit=10_000)}
+        with pytest.raises(StorageFull):  # cancel of a queued job: it stays queued
+            await store.cancel(waiting.id)
+        with pytest.raises(StorageFull):  # of a running one: nobody is told to stop
+            await store.cancel(other.id)
+        with pytest.raises(StorageFull):
+            await store.finish(claimed.id, JobStatus.SUCCEEDED, result=1, lease=claimed.lease)
+        with pytest.raises(StorageFull):
+            await store.retry(claimed.id, 0, {"type": "E", "message": "m"}, claimed.lease)
+        with pytest.raises(StorageFull):
+            await store.requeue(claimed.id, "shutdown", claimed.lease)
+        assert {j.id: j for j in await store.list_jobs(limit=10_000)} == before
+        assert await store.queue_position(waiting.id) == 1
+
+        # Appends are taken and held, in order, up to max_held_bytes; then refused
+        # with nothing taken (the worker's JobLog keeps them and tries again).
+        last = other.last_event_id + 1
+        while True:
+            try:
+                last = await store.append_events(
+                    other.id, [(EventType.OUTPUT, {"chunk": "b" * 500})], other.lease)
+            except StorageFull:
+                break
+        now = await store.get_job(other.id)
+        assert now is not None and now.last_event_id == last
+
+        filler.unlink()
+        assert (await store.finish(other.id, JobStatus.SUCCEEDED, result=2,
+                                   lease=other.lease)).status is JobStatus.SUCCEEDED
+        assert store.problem() is None
+        assert (await store.cancel(waiting.id)).status is JobStatus.CANCELLED
+    async with SQLiteStore(db) as reopened:
+        events = await reopened.read_events(other.id)
+        assert [e.id for e in events] == list(range(1, last + 2))
+        assert [e.type for e in events][-1] is EventType.SUCCEEDED
+        stored = {j.id: j for j in await reopened.list_jobs(limit=10_000)}
+        # Still running at close, as refused finishes left it: recovered as after a crash
+        # (its only attempt was lost), not as the refused success.
+        assert stored[claimed.id].status is JobStatus.FAILED
+        assert stored[waiting.id].status is JobStatus.CANCELLED
+        assert len(stored) == len(accepted) + 3

@@ -316,7 +316,7 @@ class SQLiteStore(StoreBase):
 
     async def close(self) -> None:
         if self._probing is not None:
-            await self._probing
+            await asyncio.gather(self._probing, return_exceptions=True)
         if self._writer is not None and self._held:
             await self._probe()  # the last chance for events held through a full disk
             if self._held:
@@ -482,14 +482,17 @@ class SQLiteStore(StoreBase):
         settles, job ``settles`` is not claimed and its next durable write waits."""
         writer = self._require_writer()
         if (refusal := self._health.refusal()) is not None:
-            if op.undo is not None:
-                op.undo()
+            self._abandon(op)
             raise refusal
         if settles is not None:
             op.settles = settles
             self._unsettled[settles] = self._require_loop().create_future()
         if self._health.full_since is not None:
-            await writer.wait_idle()  # every op the halt caught is back (held, or undone)
+            try:
+                await writer.wait_idle()  # every op the halt caught is back (held, undone)
+            except BaseException:  # cancelled before ``op`` was submitted
+                self._abandon(op)
+                raise
             writer.resume()
             held, self._held, self._held_bytes = self._held, [], 0
             for earlier in sorted(held, key=lambda o: o.seq):
@@ -501,6 +504,13 @@ class SQLiteStore(StoreBase):
                 raise self._health.full() from exc
             raise
         self._health.space_back()
+
+    def _abandon(self, op: _JobOp) -> None:
+        """``op`` will never be submitted: undo it, and let its job be claimed."""
+        if op.undo is not None:
+            op.undo()
+        if op.settles is not None:
+            self._settle(op.settles)
 
     def _hold(self, op: _JobOp) -> None:
         self._held.append(op)
