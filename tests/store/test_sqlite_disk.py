@@ -31,16 +31,7 @@ from genq.errors import StorageFull
 from genq.models import EventType, Job, JobStatus, new_job_id
 from genq.store.base import SubmitPolicy
 from genq.store.sqlite import SQLiteStore
-from tests.support.http_fixtures import (
-    LiveServer,
-    ServerFactory,
-    error_of,
-    event_log,
-    finished,
-    iter_sse,
-    submit,
-    wait_until,
-)
+from tests.support import http_fixtures as web
 
 app = genq.App("disk-tests")
 release = threading.Event()  # lets the job holding work()'s only slot end
@@ -135,25 +126,25 @@ def stored_jobs(db: Path) -> list[genq.JobInfo]:
     return anyio.run(read)
 
 
-def problem(live: LiveServer) -> str | None:
+def problem(live: web.LiveServer) -> str | None:
     return live.state.store.problem()
 
 
 def test_a_full_disk_refuses_submissions_with_507_then_takes_them_again(
-        make_server: ServerFactory, small_disk: Path) -> None:
+        make_server: web.ServerFactory, small_disk: Path) -> None:
     db = small_disk / "genq.sqlite3"
     live = make_server(app, db=db)
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        blocker = submit(http, "work", x=-1)["id"]
-        wait_until(lambda: http.get(f"/api/jobs/{blocker}").json()["status"] == "running",
-                   what="the job holding work()'s slot to start")
+        blocker = web.submit(http, "work", x=-1)["id"]
+        web.wait_until(lambda: http.get(f"/api/jobs/{blocker}").json()["status"] == "running",
+                       what="the job holding work()'s slot to start")
         filler = fill(small_disk)
         accepted: dict[int, str] = {}
         refused: dict[str, Any] | None = None
         for x in range(5_000):  # the WAL may have room left in pages it already holds
             answer = http.post("/api/jobs", json={"function": "work", "input": {"x": x}})
             if answer.status_code != 201:
-                refused = error_of(answer, 507, "storage_full")
+                refused = web.error_of(answer, 507, "storage_full")
                 break
             accepted[x] = answer.json()["id"]
         assert refused is not None, "5,000 submissions fitted on a full 4 MiB disk"
@@ -162,18 +153,18 @@ def test_a_full_disk_refuses_submissions_with_507_then_takes_them_again(
         assert refused["path"] == str(db)
         assert (trouble := problem(live)) is not None and trouble.startswith("disk full since")
         # Refused while full, every time, and never listed: not even as queued.
-        error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": -2}}),
-                 507, "storage_full")
+        web.error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": -2}}),
+                     507, "storage_full")
         inputs = [j["input"]["x"] for j in all_jobs(http)]
         assert sorted(inputs) == [-1, *accepted]
         queued = http.get("/api/jobs", params={"status": "queued", "limit": 500}).json()
         assert sorted(j["input"]["x"] for j in queued["jobs"]) == sorted(accepted)
 
         filler.unlink()  # space is back: the next submit works, without a restart
-        after = submit(http, "work", x=refused_x)
+        after = web.submit(http, "work", x=refused_x)
         assert problem(live) is None
         release.set()
-        assert finished(http, after["id"])["result"] == refused_x  # it ran, last
+        assert web.finished(http, after["id"])["result"] == refused_x  # it ran, last
         jobs = all_jobs(http)
         assert {j["status"] for j in jobs} == {"succeeded"}
         assert sorted(j["input"]["x"] for j in jobs) == [-1, *accepted, refused_x]
@@ -184,16 +175,16 @@ def test_a_full_disk_refuses_submissions_with_507_then_takes_them_again(
 
 
 def test_a_stream_keeps_every_event_in_order_through_a_full_disk(
-        make_server: ServerFactory, small_disk: Path) -> None:
+        make_server: web.ServerFactory, small_disk: Path) -> None:
     live = make_server(app, db=small_disk / "genq.sqlite3")
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        job = submit(http, "chunks")["id"]
+        job = web.submit(http, "chunks")["id"]
         followed: list[tuple[int, dict[str, Any]]] = []
 
         def follow() -> None:
             with httpx.Client(base_url=live.url, timeout=120) as own, \
                     own.stream("GET", f"/api/jobs/{job}/events") as response:
-                for sse in iter_sse(response):
+                for sse in web.iter_sse(response):
                     if sse.id is not None:
                         followed.append((int(sse.id), sse.payload))
                         if sse.event in ("succeeded", "failed", "cancelled"):
@@ -201,19 +192,19 @@ def test_a_stream_keeps_every_event_in_order_through_a_full_disk(
 
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
-        wait_until(lambda: len(followed) >= 7, what="the first five chunks")  # queued, started
+        web.wait_until(lambda: len(followed) >= 7, what="the first five chunks")  # queued, started
         filler = fill(small_disk)
         more_chunks.set()  # chunks go on until the store finds the disk full
-        wait_until(lambda: problem(live), what="the store to find the disk full")
+        web.wait_until(lambda: problem(live), what="the store to find the disk full")
         stop_chunks.set()
         held = re.search(r"(\d+) events wait in memory", problem(live) or "")
         assert held and int(held[1]) >= 1  # taken, not refused: written once space returns
         filler.unlink()
-        wait_until(lambda: problem(live) is None, what="the store to find space again")
+        web.wait_until(lambda: problem(live) is None, what="the store to find space again")
         end_chunks.set()
-        assert finished(http, job)["status"] == "succeeded"
+        assert web.finished(http, job)["status"] == "succeeded"
         follower.join(30)
-        log = event_log(http, job)
+        log = web.event_log(http, job)
     ids = [e["id"] for e in log]
     assert ids == list(range(1, len(log) + 1))  # no gap, nothing twice
     outputs = [e["data"]["chunk"].split(":")[0] for e in log if e["type"] == "output"]
@@ -224,24 +215,24 @@ def test_a_stream_keeps_every_event_in_order_through_a_full_disk(
 
 @pytest.mark.parametrize("change", ["replaced", "deleted"])
 def test_a_database_file_replaced_or_deleted_under_the_server_is_found(
-        make_server: ServerFactory, tmp_path: Path, change: str,
+        make_server: web.ServerFactory, tmp_path: Path, change: str,
         caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "genq.sqlite3"
     live = make_server(app, db=db)
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        assert finished(http, submit(http, "work", x=1)["id"])["result"] == 1
+        assert web.finished(http, web.submit(http, "work", x=1)["id"])["result"] == 1
         caplog.set_level(logging.WARNING, logger="genq.store")
         os.rename(db, tmp_path / "moved-aside.sqlite3")
         if change == "replaced":  # a backup put back: same bytes, another file
             (tmp_path / "genq.sqlite3").write_bytes((tmp_path / "moved-aside.sqlite3")
                                                     .read_bytes())
         # Housekeeping finds it (once a second) without anyone asking.
-        wait_until(lambda: f"was {'replaced by another file' if change == 'replaced' else change}"
-                   in caplog.text, 10, what="the warning")
+        said = "was replaced by another file" if change == "replaced" else "was deleted"
+        web.wait_until(lambda: said in caplog.text, 10, what="the warning")
         trouble = problem(live)
         assert trouble is not None and str(db) in trouble and "restart genq serve" in trouble
-        lost = error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": 2}}),
-                        503, "store_lost")
+        lost = web.error_of(http.post("/api/jobs", json={"function": "work", "input": {"x": 2}}),
+                            503, "store_lost")
         assert str(db) in lost["message"] and "restart genq serve" in lost["message"]
         assert lost["path"] == str(db)
         assert [j["input"]["x"] for j in all_jobs(http)] == [1]

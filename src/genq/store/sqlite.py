@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import itertools
 import json
 import logging
 import os
@@ -74,7 +75,7 @@ from genq.store import rules, urls
 from genq.store.base import NewEvent, StoreBase, SubmitPolicy, Submitted
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FeedHub
-from genq.store.sqlite_health import FileHealth
+from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
 from genq.store.sqlite_queues import JobQueues
 from genq.store.sqlite_writer import Op, Writer, halts
 from genq.store.urls import UNSET, Unset
@@ -254,8 +255,9 @@ class SQLiteStore(StoreBase):
         self._health = FileHealth(self.path)
         self._held: list[_JobOp] = []  # refused by a full disk, written once space returns
         self._held_bytes = 0
-        self._seq = 0  # of the last op made
-        self._unsettled: dict[str, asyncio.Future[None]] = {}  # job id -> its durable write
+        self._seqs = itertools.count(1)  # gives each op its ``seq``
+        # Job id -> a durable write in flight, and the future of whoever waits for it.
+        self._unsettled: dict[str, asyncio.Future[None] | None] = {}
         self._probing: asyncio.Task[None] | None = None
         self._probed_at = -PROBE_INTERVAL  # time.monotonic() of the last probe begun
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
@@ -460,8 +462,8 @@ class SQLiteStore(StoreBase):
             announce = terminal or job.copy()
         # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
-        op = self._op(statements, job_id=wake, terminal=terminal, announce=announce,
-                      rows=rows or None)
+        op = _JobOp(statements, job_id=wake, terminal=terminal, announce=announce,
+                    rows=rows or None, seq=next(self._seqs))
         if wait:
             op.undo = undo
             await self._commit(op, settles=job.id)
@@ -472,9 +474,9 @@ class SQLiteStore(StoreBase):
             writer.submit(op)
             await writer.keep_up()
 
-    def _op(self, statements: list[tuple[str, Any, bool]], **what: Any) -> _JobOp:
-        self._seq += 1
-        return _JobOp(statements, seq=self._seq, **what)
+    def _op(self, statements: list[tuple[str, Any, bool]]) -> _JobOp:
+        """An op that is no job's: purges, artifacts, probes."""
+        return _JobOp(statements, seq=next(self._seqs))
 
     async def _commit(self, op: _JobOp, settles: str | None = None) -> None:
         """Commit ``op`` and return once it is durable. While the disk is full the ops
@@ -486,7 +488,7 @@ class SQLiteStore(StoreBase):
             raise refusal
         if settles is not None:
             op.settles = settles
-            self._unsettled[settles] = self._require_loop().create_future()
+            self._unsettled[settles] = None  # a future only once someone waits
         if self._health.full_since is not None:
             try:
                 await writer.wait_idle()  # every op the halt caught is back (held, undone)
@@ -524,12 +526,16 @@ class SQLiteStore(StoreBase):
         waiter = self._unsettled.pop(job_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self._notify_work()
+        if job_id in self._queues:
+            self._notify_work()
 
     async def _settled(self, job_id: str) -> None:
         """Wait until no durable write of ``job_id`` is in flight (each undoes only its
         own change, so they go one at a time)."""
-        while (waiter := self._unsettled.get(job_id)) is not None:
+        while job_id in self._unsettled:
+            waiter = self._unsettled[job_id]
+            if waiter is None:
+                waiter = self._unsettled[job_id] = self._require_loop().create_future()
             await asyncio.shield(waiter)
 
     def _undo_to(self, job: Job) -> Callable[[], None]:
@@ -619,10 +625,11 @@ class SQLiteStore(StoreBase):
 
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
-        self._health.check_file()
+        self._health.check_file(max_age=SUBMIT_CHECK_INTERVAL)
         if (refusal := self._health.refusal()) is not None:
             raise refusal
-        await self._settle_duplicates(job)
+        if job.idempotency_key is not None or job.cache_key is not None:
+            await self._settle_duplicates(job)
         if job.idempotency_key is not None:
             existing = await self._find_idempotent(job.owner, job.idempotency_key)
             if existing is not None:

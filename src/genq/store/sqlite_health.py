@@ -12,8 +12,10 @@ Two troubles reach a running server from outside genq:
   from a backup). SQLite goes on writing to the old file through its open descriptors,
   so every job acknowledged from then on would vanish at the next start. So the file's
   device and inode are noted at open and compared with what the path names now (one
-  ``stat``: at every submit, in housekeeping, in ``problem()``); once they differ,
-  nothing more is accepted (``StoreLost``, 503) until ``genq serve`` is restarted.
+  ``stat``: in housekeeping, in ``problem()``, and on submit at most every
+  ``SUBMIT_CHECK_INTERVAL`` s, since a ``stat`` gives up the GIL and waits to get it
+  back from the writer thread); once they differ, nothing more is accepted
+  (``StoreLost``, 503) until ``genq serve`` is restarted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from genq.errors import StorageFull, StoreLost
 
 log = logging.getLogger("genq.store")
 
+SUBMIT_CHECK_INTERVAL = 0.1  # seconds: a submit looks at the file if it was not this recently
+
 
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
@@ -41,6 +45,7 @@ class FileHealth:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) at open
         self.full_since: float | None = None  # time.time() of the first refused commit
         self._lost: str | None = None  # what became of the file, once it did
+        self._checked_at = -SUBMIT_CHECK_INTERVAL  # time.monotonic() of the last stat
 
     def opened(self) -> None:
         stat = os.stat(self.path)
@@ -50,10 +55,13 @@ class FileHealth:
     def lost(self) -> bool:
         return self._lost is not None
 
-    def check_file(self) -> None:
-        """Whether the path still names the file opened (one stat); says so once if not."""
-        if self._identity is None or self._lost is not None:
+    def check_file(self, max_age: float = 0.0) -> None:
+        """Whether the path still names the file opened (one stat, unless the last was
+        less than ``max_age`` s ago); says so once if not."""
+        now = time.monotonic()
+        if self._identity is None or self._lost is not None or now - self._checked_at < max_age:
             return
+        self._checked_at = now
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
