@@ -134,6 +134,24 @@ class StoreUnavailable(GenqError):
         return int(self.detail.get("retry_after", 1))
 
 
+class StorageFull(StoreUnavailable):
+    """The disk under the SQLite store is full: nothing was accepted (``path`` names the
+    database). It answers so until space is freed there; the next call after that
+    succeeds, without a restart. A StoreUnavailable, so a worker's writes wait it out."""
+
+    code = "storage_full"
+    status = 507
+
+
+class StoreLost(StoreUnavailable):
+    """The SQLite store's file (``path``) was deleted or replaced under the running
+    server: nothing more is accepted, since it would vanish at the next start. Restart
+    ``genq serve`` to open whatever file is at that path now."""
+
+    code = "store_lost"
+    status = 503
+
+
 class LeaseLost(GenqError):
     """A worker wrote to a job it no longer holds: its lease lapsed and the job was
     reclaimed (or finished). The write was refused; the job's log is unchanged."""

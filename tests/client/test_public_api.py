@@ -29,8 +29,8 @@ PUBLIC = [
     "JobCancelled", "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus",
     "OriginNotAllowed", "PayloadTooLarge", "Progress", "ProtocolError", "QueueFull",
     "RateLimited", "RemoteError", "RequestTimeout", "Restart", "ResultTimeout",
-    "StoreLocked", "StoreUnavailable", "SubmitReason", "TooManyConnections", "Transport",
-    "TryLater", "Unauthorized",
+    "StorageFull", "StoreLocked", "StoreLost", "StoreUnavailable", "SubmitReason",
+    "TooManyConnections", "Transport", "TryLater", "Unauthorized",
     "UnknownFunction", "iterate_in_thread",
 ]
 TRANSPORT_CALLS = ["submit", "get", "list_jobs", "follow", "wait", "cancel", "artifact",

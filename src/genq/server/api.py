@@ -242,10 +242,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: the store answered within READY_TIMEOUT s (200), else 503
-    ``store_unavailable``; plus the cluster as the store sees it (workers and running
-    jobs on every machine) for whoever may see ``/healthz``'s figures."""
+    """Readiness: the store answered within READY_TIMEOUT s and reports no problem (200),
+    else 503 ``store_unavailable`` naming it; plus the cluster as the store sees it
+    (workers and running jobs on every machine) for whoever may see ``/healthz``'s
+    figures."""
     state = _state(request)
+    if (problem := state.store.problem()) is not None:  # a full disk, a lost file
+        raise StoreUnavailable(problem, store=state.store.kind, problem=problem)
     cluster = None
     with anyio.move_on_after(READY_TIMEOUT), contextlib.suppress(StoreUnavailable):
         cluster = await state.engine.cluster(queue_depths=False)

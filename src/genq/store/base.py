@@ -80,6 +80,14 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush pending writes and release every resource."""
 
+    def problem(self) -> str | None:
+        """What keeps the store from taking work now, in a sentence for an operator (the
+        readiness endpoint shows it), or None. Cheap and never waits: SQLite says "disk
+        full since ..." (submissions answer 507 ``storage_full`` until space is freed,
+        then it recovers by itself) or that its file was deleted or replaced (503
+        ``store_lost`` until a restart). Redis answers None: an unreachable Redis shows
+        as calls that fail (``StoreUnavailable``)."""
+
     async def __aenter__(self) -> Self:
         """``async with store:`` opens it, and closes it on the way out."""
 
@@ -243,6 +251,10 @@ class StoreBase(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    def problem(self) -> str | None:
+        """Store.problem: nothing known to be wrong, unless the backend says otherwise."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.open()

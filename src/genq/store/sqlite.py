@@ -24,19 +24,30 @@ Shape, and why:
   read-only connection: they are indexed and bounded (``limit``, and pages of events by
   bytes too: ``PAGE_BYTES``), cheaper than a thread hop, and WAL readers never wait on
   the writer.
+* **A refused write leaves no trace.** A durable write (submit, finish, retry, requeue,
+  cancel, expiry, reclaim) changes memory first so that the next call sees it, and
+  carries an ``undo`` that puts memory back if the commit fails; meanwhile no claim
+  takes the job and no other durable write touches it (``_unsettled``). Events taken
+  without waiting (appends, ``started``) that a full disk refused are held, in order,
+  and written before anything else once space returns (``sqlite_health.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import fcntl
+import functools
+import itertools
 import json
+import logging
 import os
 import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +58,7 @@ from genq.errors import (
     QueueFull,
     ResultTimeout,
     StoreLocked,
+    StoreUnavailable,
 )
 from genq.jsoncodec import compact_json
 from genq.models import (
@@ -64,8 +76,9 @@ from genq.store import rules, urls
 from genq.store.base import PAGE_BYTES, NewEvent, StoreBase, SubmitPolicy, Submitted
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
+from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
 from genq.store.sqlite_queues import JobQueues
-from genq.store.sqlite_writer import Op, Writer
+from genq.store.sqlite_writer import Op, Writer, halts
 from genq.store.urls import UNSET, Unset
 
 _SCHEMA = """
@@ -130,6 +143,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_job ON artifacts(job_id);
+-- One row, rewritten once a second while the disk is full: space is back once it commits.
+CREATE TABLE IF NOT EXISTS space_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 _JOB_COLUMNS = (
@@ -149,7 +164,15 @@ _STATUS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRY
                             EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED,
                             EventType.EXPIRED})
 _CATCH_UP = 1_000  # events per read of a follower catching up from the file
+# Events held in memory while the disk is full, at most (their JSON); past it appends
+# raise StorageFull, and the worker's JobLog keeps the rest.
+MAX_HELD_BYTES = 16 << 20
+PROBE_INTERVAL = 1.0  # seconds between writes that test for space, at most
+_PROBE = "INSERT OR REPLACE INTO space_probe (id, at) VALUES (1, ?)"
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
+
+log = logging.getLogger("genq.store")
 
 _EVENT_TYPES = {t.value: t for t in EventType}
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in JobStatus if s.terminal)
@@ -211,6 +234,12 @@ class _JobOp(Op):
     terminal: Job | None = None  # the job became terminal with this op
     announce: Job | None = None  # the job's status changed with this op
     rows: list[tuple[str, int, str, float, str]] | None = None  # the job's new events
+    seq: int = 0  # submission order, kept when the op is held and written again
+    undo: Callable[[], None] | None = None  # puts memory back if the commit fails
+    settles: str | None = None  # the job that claims and durable writes wait for
+
+    def held_bytes(self) -> int:
+        return sum(len(row[4]) for row in self.rows or ())
 
 
 class SQLiteStore(StoreBase):
@@ -221,9 +250,19 @@ class SQLiteStore(StoreBase):
     def __init__(self, path: str | os.PathLike[str], *,
                  retain: float | None = DEFAULT_RETAIN,
                  follow_buffer: int = FOLLOW_BUFFER,
-                 follow_buffer_bytes: int = FOLLOW_BUFFER_BYTES) -> None:
+                 follow_buffer_bytes: int = FOLLOW_BUFFER_BYTES,
+                 max_held_bytes: int = MAX_HELD_BYTES) -> None:
         super().__init__(retain=retain)
         self.path = Path(path)
+        self.max_held_bytes = max_held_bytes
+        self._health = FileHealth(self.path)
+        self._held: list[_JobOp] = []  # refused by a full disk, written once space returns
+        self._held_bytes = 0
+        self._seqs = itertools.count(1)  # gives each op its ``seq``
+        # Job id -> a durable write in flight, and the future of whoever waits for it.
+        self._unsettled: dict[str, asyncio.Future[None] | None] = {}
+        self._probing: asyncio.Task[None] | None = None
+        self._probed_at = -PROBE_INTERVAL  # time.monotonic() of the last probe begun
         self._purging = asyncio.Lock()  # two purges at once would pick the same rows
         self._lock_file: int | None = None
         self._reader: sqlite3.Connection | None = None
@@ -274,6 +313,7 @@ class SQLiteStore(StoreBase):
                               "DEFAULT 0")
         finally:
             setup.close()
+        self._health.opened()
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA query_only=ON")
         self._writer = Writer(self.path, self._on_committed, self._loop)
@@ -281,6 +321,14 @@ class SQLiteStore(StoreBase):
         await self._load_live_jobs()
 
     async def close(self) -> None:
+        if self._probing is not None:
+            await asyncio.gather(self._probing, return_exceptions=True)
+        if self._writer is not None and self._held:
+            await self._probe()  # the last chance for events held through a full disk
+            if self._held:
+                log.error("genq: %d events of running jobs could not be written to %s, "
+                          "whose disk is still full; those jobs run again at the next start",
+                          self._held_events(), self.path)
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await asyncio.to_thread(writer.stop)
@@ -340,12 +388,14 @@ class SQLiteStore(StoreBase):
         """A running job whose worker is gone (the previous process died, or the lease
         lapsed): the token moves on, so the old worker can never write to it again."""
         transition = rules.orphan_transition(job, reason)
+        undo = self._undo_to(job)
         job.lease_token += 1
         if transition.status is JobStatus.QUEUED:
             self._to_queue(job, delay=0.0)
-            await self._write(job, [transition.event], wait=True)
+            await self._write(job, [transition.event], wait=True, undo=undo)
         else:
-            await self._end(job, transition.status, transition.event, error=transition.error)
+            await self._end(job, transition.status, transition.event, error=transition.error,
+                            undo=undo)
 
     # -- writing ---------------------------------------------------------------------
     def _require_reader(self) -> sqlite3.Connection:
@@ -359,7 +409,17 @@ class SQLiteStore(StoreBase):
         return self._writer
 
     def _on_committed(self, batch: list[_JobOp], error: BaseException | None) -> None:
+        full = error is not None and halts(error)
+        if full:
+            self._health.disk_full()
         for op in batch:
+            held = False
+            if error is not None:
+                if op.undo is not None:
+                    op.undo()
+                elif op.future is None and full:  # nobody waits for it: written later
+                    self._hold(op)
+                    held = True
             if op.terminal is not None and error is None:
                 self._on_terminal_committed(op.terminal)
             if op.announce is not None and error is None:
@@ -368,8 +428,10 @@ class SQLiteStore(StoreBase):
                 if error is None:  # durable now: hand the events to the followers
                     self._feeds.publish(op.job_id, _events_from_rows(
                         op.job_id, [row[1:] for row in op.rows]), op.size)
-                else:
+                elif not held:
                     self._feeds.lost(op.job_id)
+            if op.settles is not None:
+                self._settle(op.settles)
 
     def _on_terminal_committed(self, job: Job) -> None:
         live = self._live.get(job.id)
@@ -381,8 +443,11 @@ class SQLiteStore(StoreBase):
             waiter.set_result(job)
 
     async def _write(self, job: Job, events: Sequence[NewEvent], *, wait: bool,
-                     insert: bool = False, update: bool = True) -> None:
-        """Persist ``job`` (insert or update) and append ``events`` to its log."""
+                     insert: bool = False, update: bool = True,
+                     undo: Callable[[], None] | None = None) -> None:
+        """Persist ``job`` (insert or update) and append ``events`` to its log. ``wait``:
+        durable when it returns; if the commit fails, ``undo`` has put back what the
+        caller changed in memory, and it raises (StorageFull for a full disk)."""
         now = time.time()
         rows = []
         for etype, data in events:
@@ -402,13 +467,133 @@ class SQLiteStore(StoreBase):
         # Followers only hear of new events (not of lease renewals, say).
         wake = job.id if rows else None
         op = _JobOp(statements, job_id=wake, terminal=terminal, announce=announce,
-                    rows=rows or None, size=sum(len(row[4]) for row in rows))
-        writer = self._require_writer()
+                    rows=rows or None, size=sum(len(row[4]) for row in rows),
+                    seq=next(self._seqs))
         if wait:
-            await writer.write(op)
+            op.undo = undo
+            await self._commit(op, settles=job.id)
+        elif self._health.full_since is not None:
+            self._hold(op)
         else:
+            writer = self._require_writer()
             writer.submit(op)
             await writer.keep_up()
+
+    def _op(self, statements: list[tuple[str, Any, bool]]) -> _JobOp:
+        """An op that is no job's: purges, artifacts, probes."""
+        return _JobOp(statements, seq=next(self._seqs))
+
+    async def _commit(self, op: _JobOp, settles: str | None = None) -> None:
+        """Commit ``op`` and return once it is durable. While the disk is full the ops
+        held are written first, in order, so ``op`` commits only after them. Until it
+        settles, job ``settles`` is not claimed and its next durable write waits."""
+        writer = self._require_writer()
+        if (refusal := self._health.refusal()) is not None:
+            self._abandon(op)
+            raise refusal
+        if settles is not None:
+            op.settles = settles
+            self._unsettled[settles] = None  # a future only once someone waits
+        if self._health.full_since is not None:
+            try:
+                await writer.wait_idle()  # every op the halt caught is back (held, undone)
+            except BaseException:  # cancelled before ``op`` was submitted
+                self._abandon(op)
+                raise
+            writer.resume()
+            held, self._held, self._held_bytes = self._held, [], 0
+            for earlier in sorted(held, key=lambda o: o.seq):
+                writer.submit(earlier)
+        try:
+            await writer.write(op)
+        except sqlite3.Error as exc:
+            if halts(exc):
+                raise self._health.full() from exc
+            raise
+        self._health.space_back()
+
+    def _abandon(self, op: _JobOp) -> None:
+        """``op`` will never be submitted: undo it, and let its job be claimed."""
+        if op.undo is not None:
+            op.undo()
+        if op.settles is not None:
+            self._settle(op.settles)
+
+    def _hold(self, op: _JobOp) -> None:
+        self._held.append(op)
+        self._held_bytes += op.held_bytes()
+
+    def _held_events(self) -> int:
+        return sum(len(op.rows or ()) for op in self._held)
+
+    def _settle(self, job_id: str) -> None:
+        """The durable write of ``job_id`` is committed or undone: claims may take it."""
+        waiter = self._unsettled.pop(job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if job_id in self._queues:
+            self._notify_work()
+
+    async def _settled(self, job_id: str) -> None:
+        """Wait until no durable write of ``job_id`` is in flight (each undoes only its
+        own change, so they go one at a time)."""
+        while job_id in self._unsettled:
+            waiter = self._unsettled[job_id]
+            if waiter is None:
+                waiter = self._unsettled[job_id] = self._require_loop().create_future()
+            await asyncio.shield(waiter)
+
+    def _undo_to(self, job: Job) -> Callable[[], None]:
+        """An undo that puts a live ``job`` back as it is now, in or out of the queue."""
+        saved = job.copy()
+        queued = job.id in self._queues
+
+        def undo() -> None:
+            for name in _JOB_FIELDS:
+                setattr(job, name, getattr(saved, name))
+            self._queues.remove(job.id)
+            if queued:
+                self._enqueue(job)  # behind the jobs of its priority queued meanwhile
+
+        return undo
+
+    def _forget(self, job: Job) -> None:
+        """Undo a submission: the job was never stored."""
+        self._live.pop(job.id, None)
+        self._unindex_live(job)
+        self._queues.remove(job.id)
+
+    # -- trouble with the file (sqlite_health.py) ------------------------------------
+    def problem(self) -> str | None:
+        """Store.problem, from any thread. While the disk is full it also asks for a
+        probe, so a readiness check alone finds space back, with workers or without."""
+        self._health.check_file()
+        if self._health.full_since is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to probe
+                self._loop.call_soon_threadsafe(self._probe_soon)
+        return self._health.problem(self._held_events())
+
+    def _probe_soon(self) -> None:
+        """Start a probe, unless one runs or began less than PROBE_INTERVAL s ago."""
+        now = time.monotonic()
+        if ((self._probing is None or self._probing.done())
+                and now - self._probed_at >= PROBE_INTERVAL and self._writer is not None):
+            self._probed_at = now
+            self._probing = self._require_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """While the disk is full: one small write, after the held ops. If it commits,
+        space is back and the store takes work again."""
+        with contextlib.suppress(StoreUnavailable):  # still full, or the file is lost
+            await self._commit(self._op([(_PROBE, (time.time(),), False)]))
+
+    async def housekeep(self, now: float) -> None:
+        self._health.check_file()
+        if self._health.full_since is not None:
+            self._probed_at = time.monotonic()
+            await self._probe()
+        if self._health.full_since is None and not self._health.lost:
+            await super().housekeep(now)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -445,6 +630,11 @@ class SQLiteStore(StoreBase):
 
     # -- submission and reads --------------------------------------------------------
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
+        self._health.check_file(max_age=SUBMIT_CHECK_INTERVAL)
+        if (refusal := self._health.refusal()) is not None:
+            raise refusal
+        if job.idempotency_key is not None or job.cache_key is not None:
+            await self._settle_duplicates(job)
         if job.idempotency_key is not None:
             existing = await self._find_idempotent(job.owner, job.idempotency_key)
             if existing is not None:
@@ -477,11 +667,18 @@ class SQLiteStore(StoreBase):
         job.status = JobStatus.QUEUED
         self._live[job.id] = job
         self._index_live(job)
-        self._enqueue(job)
-        await self._write(job, [rules.queued_event(position)],
-                          wait=True, insert=True)
-        self._notify_work()
+        self._enqueue(job)  # claimed once the insert is settled (it wakes the workers)
+        await self._write(job, [rules.queued_event(position)], wait=True, insert=True,
+                          undo=functools.partial(self._forget, job))
         return Submitted(job.copy(), created=True)
+
+    async def _settle_duplicates(self, job: Job) -> None:
+        """Wait for the submissions in flight that ``job``'s idempotency key or cache key
+        would be answered with: one refused by a full disk must not answer it."""
+        keys = ((self._idempotent, job.idempotency_key), (self._inflight, job.cache_key))
+        while pending := [index[(job.owner, key)] for index, key in keys
+                          if key is not None and index.get((job.owner, key)) in self._unsettled]:
+            await self._settled(pending[0])
 
     async def _find_idempotent(self, owner: str, key: str) -> Job | None:
         live_id = self._idempotent.get((owner, key))
@@ -586,6 +783,10 @@ class SQLiteStore(StoreBase):
     async def append_events(self, job_id: str, events: Sequence[NewEvent], lease: Lease) -> int:
         job = self._leased(job_id, lease)
         if events:
+            if (refusal := self._health.refusal()) is not None:
+                raise refusal
+            if self._health.full_since is not None and self._held_bytes >= self.max_held_bytes:
+                raise self._health.full()  # nothing taken: the caller keeps the events
             await self._write(job, events, wait=False, update=False)
         return job.last_event_id
 
@@ -670,18 +871,24 @@ class SQLiteStore(StoreBase):
     # -- the worker's side -----------------------------------------------------------
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None) -> Job | None:
+        if self._health.full_since is not None or self._health.lost:
+            return None  # nothing starts that could not log it; housekeeping probes
         now = time.time()
         self._queues.promote(now)
+        functions = list(functions)
         if limits:
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
         while (job_id := self._queues.next_ready(functions)) is not None:
             job = self._live[job_id]
-            self._queues.remove(job_id)
+            if job_id in self._unsettled:  # its write is in flight: taken once settled
+                functions.remove(job.function)
+                continue
             if rules.queue_timed_out(job, now):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
                 continue
+            self._queues.remove(job_id)
             job.status = JobStatus.RUNNING
             job.attempts += 1
             job.started_at = now
@@ -715,8 +922,9 @@ class SQLiteStore(StoreBase):
             if job is None or not job.held_by(Lease(worker_id, token)):
                 lost.add(job_id)
                 continue
+            # In memory only: at open every running job is reclaimed whatever its lease,
+            # so the file's copy would serve nobody (and a full disk would refuse it).
             job.lease_until = until
-            await self._write(job, [], wait=False)
             if job.cancel_requested:
                 cancelled.add(job_id)
         return LeaseReport(frozenset(cancelled), frozenset(lost))
@@ -732,6 +940,7 @@ class SQLiteStore(StoreBase):
                      error: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
                      lease: Lease | None = None) -> Job:
         event = rules.terminal_event(status, result=result, error=error, data=data)
+        await self._settled(job_id)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
             return await self._as_stored(job_id)
@@ -747,37 +956,46 @@ class SQLiteStore(StoreBase):
         return existing
 
     async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
-                   error: dict[str, Any] | None = None) -> Job:
-        """Make a live job terminal with ``event``; durable when it returns."""
+                   error: dict[str, Any] | None = None,
+                   undo: Callable[[], None] | None = None) -> Job:
+        """Make a live job terminal with ``event``; durable when it returns. ``undo``:
+        the caller's, when it changed the job before."""
+        undo = undo or self._undo_to(job)
         self._queues.remove(job.id)
         job.status = status
         job.finished_at = time.time()
         job.result = result
         job.error = error
         job.lease_until = None
-        await self._write(job, [event], wait=True)
+        await self._write(job, [event], wait=True, undo=undo)
         return job.copy()
 
     async def retry(self, job_id: str, delay: float, error: dict[str, Any],
                     lease: Lease) -> Job:
+        await self._settled(job_id)
         job = self._leased(job_id, lease)
         if job.cancel_requested:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
         event = rules.retrying_event(job, delay, error)
+        undo = self._undo_to(job)
         self._to_queue(job, delay)
-        await self._write(job, [event], wait=True)
+        await self._write(job, [event], wait=True, undo=undo)
         return job.copy()
 
     async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
+        await self._settled(job_id)
         job = self._leased(job_id, lease)
         if job.cancel_requested:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
+        undo = self._undo_to(job)
         job.attempts = max(0, job.attempts - 1)
         self._to_queue(job, 0.0)
-        await self._write(job, [rules.requeued_event(job.attempts, reason)], wait=True)
+        await self._write(job, [rules.requeued_event(job.attempts, reason)], wait=True,
+                          undo=undo)
         return job.copy()
 
     async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
+        await self._settled(job_id)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
             return await self._as_stored(job_id)
@@ -785,12 +1003,15 @@ class SQLiteStore(StoreBase):
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason))
         if not job.cancel_requested:
             job.cancel_requested = True
-            await self._write(job, [], wait=True)
+            # Only the flag: the job's events go on meanwhile, their ids are not undone.
+            await self._write(job, [], wait=True,
+                              undo=functools.partial(setattr, job, "cancel_requested", False))
             self._notify_cancel(job_id)
         return job.copy()
 
     async def _expire_queued(self, now: float) -> None:
         while (job_id := self._queues.pop_expired(now)) is not None:
+            await self._settled(job_id)
             job = self._live.get(job_id)
             if (job is not None and job.status is JobStatus.QUEUED
                     and rules.queue_timed_out(job, now)):
@@ -798,7 +1019,8 @@ class SQLiteStore(StoreBase):
 
     async def _reclaim_lapsed(self, now: float) -> None:
         lapsed = [j for j in self._live.values() if j.status is JobStatus.RUNNING
-                  and j.lease_until is not None and j.lease_until <= now]
+                  and j.lease_until is not None and j.lease_until <= now
+                  and j.id not in self._unsettled]
         for job in lapsed:
             await self._reclaim(job, rules.LEASE_LAPSED)
 
@@ -816,7 +1038,7 @@ class SQLiteStore(StoreBase):
                 if row[0] not in self._live]
             if not ids:
                 return 0
-            await self._require_writer().write(_JobOp([
+            await self._commit(self._op([
                 ("DELETE FROM events WHERE job_id=?", ids, True),
                 ("DELETE FROM artifacts WHERE job_id=?", ids, True),
                 ("DELETE FROM jobs WHERE id=?", ids, True)]))
@@ -840,7 +1062,7 @@ class SQLiteStore(StoreBase):
     async def put_artifact(self, job_id: str, name: str, content_type: str,
                            data: bytes) -> ArtifactRef:
         ref = ArtifactRef(uuid.uuid4().hex, job_id, name, content_type, len(data))
-        await self._require_writer().write(_JobOp([(
+        await self._commit(self._op([(
             "INSERT INTO artifacts (id, job_id, name, content_type, size, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (ref.id, job_id, name, content_type, ref.size, data), False,

@@ -19,6 +19,11 @@ What it promises, on the loop's side:
   ``max_pending_bytes`` of them (``Op.size``: a stream of large chunks is few ops and
   many bytes), make ``keep_up`` wait until both are down to half, so appenders that do
   not wait for durability cannot grow memory without bound while the disk lags.
+* **A full disk halts.** Once a commit fails because the disk is full (``halts``), no
+  op is tried until the loop calls ``resume``: every op already queued fails with the
+  same error, in order. So nothing submitted after a failed op can commit before it (a
+  later event of a job before an earlier one), and the loop learns of every op the
+  failure caught before it writes again (``wait_idle``, then ``resume``).
 * **Stop flushes.** ``stop`` commits everything submitted before it, then closes the
   connection and joins the thread.
 
@@ -43,6 +48,12 @@ MAX_PENDING_BYTES = 64 << 20  # ... or above this many bytes of them
 MAX_BATCH_OPS = 5_000  # ops per transaction
 
 Statement = tuple[str, Any, bool]  # (sql, params, executemany?)
+
+
+def halts(error: BaseException) -> bool:
+    """Whether ``error`` is the disk's, not the op's: no op can commit until space returns."""
+    return (isinstance(error, sqlite3.OperationalError)
+            and error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL)
 
 
 @dataclass(slots=True)
@@ -75,6 +86,8 @@ class Writer(Generic[OpT]):
         self._pending = 0  # submitted, not yet reported committed (the loop's count)
         self._pending_bytes = 0  # their sizes
         self._drained = asyncio.Event()
+        self._idle_waiters: list[asyncio.Future[None]] = []  # see wait_idle
+        self._halt: sqlite3.Error | None = None  # the thread's: why every op fails now
         self._ops: queue.SimpleQueue[OpT | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="genq-sqlite-writer", daemon=True)
 
@@ -110,12 +123,31 @@ class Writer(Generic[OpT]):
         return (self._pending > self._max_pending
                 or self._pending_bytes > self._max_pending_bytes)
 
+    async def wait_idle(self) -> None:
+        """Return once every op submitted so far is reported (committed or failed)."""
+        while self._pending:
+            waiter = self._loop.create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
+    def resume(self) -> None:
+        """Try ops again after a full disk halted the writer. Only when idle: the ops
+        the halt failed have all been reported, and the thread waits for the next."""
+        if self._pending:
+            raise RuntimeError("resume() with ops in flight: await wait_idle() first")
+        self._halt = None
+
     def _committed(self, batch: list[OpT], error: BaseException | None) -> None:
         self._pending -= len(batch)
         self._pending_bytes -= sum(op.size for op in batch)
         if (self._pending <= self._max_pending // 2
                 and self._pending_bytes <= self._max_pending_bytes // 2):
             self._drained.set()
+        if not self._pending and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         for op in batch:
             if op.future is not None and not op.future.done():
                 if error is None:
@@ -150,18 +182,34 @@ class Writer(Generic[OpT]):
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[OpT]) -> None:
+        if self._halt is not None:
+            self._deliver(batch, self._halt)
+            return
         try:
             self._apply(conn, batch)
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
+            if halts(exc):
+                self._halt = exc
+                self._deliver(batch, exc)
+                return
             # Isolate the failing op so one bad write cannot sink its batch-mates.
             for op in batch:
-                try:
-                    self._apply(conn, [op])
-                    self._deliver([op], None)
-                except sqlite3.Error as exc:
-                    self._deliver([op], exc)
+                self._commit_alone(conn, op)
             return
         self._deliver(batch, None)
+
+    def _commit_alone(self, conn: sqlite3.Connection, op: OpT) -> None:
+        if self._halt is not None:
+            self._deliver([op], self._halt)
+            return
+        try:
+            self._apply(conn, [op])
+        except sqlite3.Error as exc:
+            if halts(exc):
+                self._halt = exc
+            self._deliver([op], exc)
+        else:
+            self._deliver([op], None)
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, batch: list[OpT]) -> None:
@@ -173,10 +221,13 @@ class Writer(Generic[OpT]):
                         conn.executemany(sql, params)
                     else:
                         conn.execute(sql, params)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite rolls back by itself after some errors (a full disk among them), and
+            # a COMMIT that failed may leave the transaction open: end it either way.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def _deliver(self, batch: list[OpT], error: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
