@@ -34,6 +34,7 @@ from genq.client import Artifact, Client, Job
 from genq.client.attempts import AttemptWatch
 from genq.engine import Engine
 from genq.models import Event, EventType
+from genq.serving.devices import DeviceUnavailable, check_available, parse_devices
 from genq.store import Store, store_from_url, store_url
 from genq.store.retention import describe_retain, parse_retain
 from genq.store.urls import UNSET
@@ -57,6 +58,13 @@ StoreOption = Annotated[str | None, typer.Option(
                                          "(default: --db, $GENQ_DB or .genq/genq.sqlite3).")]
 DbOption = Annotated[Path | None, typer.Option(help="SQLite file; the same as "
                                                     "--store sqlite:///FILE.")]
+DevicesOption = Annotated[str | None, typer.Option(
+    "--devices", envvar="GENQ_DEVICES", metavar="DEVICES",
+    help="Devices to run worker replicas on, comma-separated: cpu, cuda:0, cuda:1, mps. "
+         "Each replica loads the app's models on its device and claims jobs on its own. "
+         "Default: cpu.")]
+ReplicasOption = Annotated[int, typer.Option(
+    min=1, help="Worker replicas per device, each with its own copy of the models.")]
 RetainOption = Annotated[str | None, typer.Option(
     "--retain", envvar="GENQ_RETAIN", metavar="DURATION",
     help="Delete finished jobs (with their events and artifacts) this long after they "
@@ -148,6 +156,8 @@ def serve(
         min=0, help="Connections one client address (IPv6: one /64) may hold open, event "
                     "streams included; more are refused with 429. 0: no cap (behind a "
                     "reverse proxy, whose address every connection has).")] = 256,
+    devices: DevicesOption = None,
+    replicas: ReplicasOption = 1,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
@@ -155,7 +165,8 @@ def serve(
                workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
                rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips,
                allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, limits=(
-                   header_timeout, body_timeout, max_connections_per_client))
+                   header_timeout, body_timeout, max_connections_per_client),
+               devices=_devices(devices, replicas) if workers else None)
 
 
 @cli.command()
@@ -177,6 +188,16 @@ def demo(
     run_server(app, host=host, port=port, store=_store_url(store, db), api_keys_file=None,
                insecure_public=False, workers=True, heartbeat=15.0, log_level="info",
                allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+
+
+def _devices(devices: str | None, replicas: int) -> list[str]:
+    """The device of each worker replica, or exit with the reason a device is refused."""
+    try:
+        chosen = parse_devices(devices, replicas)
+        check_available(chosen)
+    except DeviceUnavailable as exc:
+        raise typer.BadParameter(str(exc), param_hint="--devices") from None
+    return chosen
 
 
 def _store_url(store: str | None, db: Path | None) -> str:
@@ -213,6 +234,8 @@ def worker(
         help="Seconds running jobs get to finish on SIGTERM/Ctrl-C before they go back "
              "to the queue.")] = 10.0,
     retain: RetainOption = None,
+    devices: DevicesOption = None,
+    replicas: ReplicasOption = 1,
 ) -> None:
     """Run an app's jobs from a shared store (Redis), without serving HTTP."""
     app = load_app(app_target)
@@ -223,15 +246,16 @@ def worker(
             raise typer.BadParameter(f"no function named {name!r} (known: "
                                      f"{', '.join(sorted(app.functions))})",
                                      param_hint="--functions")
+    replica_devices = _devices(devices, replicas)
     url = _store_url(store, db)
     opened = _open_store(url, retain)
     engine = Engine(app, opened, functions=names, concurrency=concurrency,
-                    lease=lease, shutdown_grace=shutdown_grace)
-    assert engine.worker is not None
+                    lease=lease, shutdown_grace=shutdown_grace, devices=replica_devices)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    err.print(f"genq worker {engine.worker.id}: {', '.join(names or app.functions)} "
-              f"from {_redacted(url)}, keeping finished jobs "
-              f"{describe_retain(opened.retain)}")
+    for replica in engine.workers:
+        err.print(f"genq worker {replica.id}: {', '.join(names or app.functions)} "
+                  f"on {replica.device} from {_redacted(url)}, keeping finished jobs "
+                  f"{describe_retain(opened.retain)}")
     try:
         anyio.run(_run_until_signalled, engine)
     except* (errors.StoreUnavailable, errors.StoreLocked) as group:
@@ -239,7 +263,7 @@ def worker(
         message = first.message if isinstance(first, errors.GenqError) else str(first)
         err.print(f"[red]cannot open the store[/red]: {message}")
         raise typer.Exit(EXIT_UNREACHABLE) from None
-    err.print(f"genq worker {engine.worker.id}: stopped")
+    err.print(f"genq worker {', '.join(w.id for w in engine.workers)}: stopped")
 
 
 async def _run_until_signalled(engine: Engine) -> None:
@@ -268,9 +292,10 @@ def run_server(app: App, *, host: str, port: int, store: str,
                heartbeat: float, log_level: str, retain: str | None = None,
                rate_limit: str | None = None, forwarded_allow_ips: str | None = None,
                allowed_hosts: str | None = None, allowed_origins: str | None = None,
-               limits: tuple[float, float, int] | None = None) -> None:
+               limits: tuple[float, float, int] | None = None,
+               devices: list[str] | None = None) -> None:
     """``limits``: header timeout, body timeout and connections per client address
-    (default: ``ConnectionLimits()``)."""
+    (default: ``ConnectionLimits()``); ``devices``: one worker replica each."""
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
     # load uvicorn and Starlette.
     from genq.server import ApiKeys, ServerSettings
@@ -299,7 +324,8 @@ def run_server(app: App, *, host: str, port: int, store: str,
         raise typer.BadParameter(str(exc), param_hint="--allowed-origins") from None
     settings = ServerSettings(
         heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate, exposure=exposure,
-        limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits))
+        limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits),
+        devices=devices or ["cpu"])
     opened = _open_store(store, retain)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
               f"http://{host}:{port}" + (

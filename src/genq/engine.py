@@ -25,7 +25,7 @@ from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
 from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
 from genq.store.base import PAGE_BYTES, Store, SubmitPolicy, Submitted
-from genq.worker import FunctionStats, Worker
+from genq.worker import FunctionStats, Worker, default_worker_id
 
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
 # Priorities a submission may ask for: a 32-bit range, well inside what SQLite's INTEGER
@@ -197,26 +197,33 @@ class Cluster:
 
 
 class Engine:
-    """Store + optional worker with one life cycle: ``serve`` runs until ``stop``.
+    """Store + optional workers with one life cycle: ``serve`` runs until ``stop``.
 
-    ``functions`` limits the worker to some of the app's functions and ``concurrency``
+    ``functions`` limits the workers to some of the app's functions and ``concurrency``
     overrides their per-process limits (``genq worker --functions --concurrency``).
+    ``devices`` runs one worker replica per entry, each loading its own models on its
+    device (``genq worker --devices cuda:0,cuda:1``; genq.serving.devices).
     """
 
     def __init__(self, app: App, store: Store, *, workers: bool = True,
                  functions: Sequence[str] | None = None, concurrency: int | None = None,
                  lease: float = 30.0, shutdown_grace: float = 10.0,
-                 on_loop_block: Callable[[Block], None] | None = None) -> None:
+                 on_loop_block: Callable[[Block], None] | None = None,
+                 devices: Sequence[str] = ("cpu",)) -> None:
         self.app = app
         self.store = store
-        self.stats = FunctionStats()  # recorded by the worker, read by the job service
+        self.stats = FunctionStats()  # recorded by the workers, read by the job service
         self.jobs = JobService(app, store, self.stats)
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
         if workers:
             names = list(app.functions) if functions is None else list(functions)
             specs = {name: app.get_function(name) for name in names}
-            self.worker = Worker(specs, store, stats=self.stats, concurrency=concurrency,
-                                 lease=lease, on_loop_block=on_loop_block)
+            base = default_worker_id()
+            for index, device in enumerate(devices):
+                worker_id = base if len(devices) == 1 else f"{base}/{index}-{device}"
+                self.workers.append(Worker(
+                    specs, store, stats=self.stats, concurrency=concurrency, lease=lease,
+                    on_loop_block=on_loop_block, device=device, worker_id=worker_id))
         self.shutdown_grace = shutdown_grace
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
@@ -226,12 +233,13 @@ class Engine:
             await self.store.open()
             try:
                 async with anyio.create_task_group() as tg:
-                    if self.worker is not None:
-                        await tg.start(self.worker.run)
+                    for worker in self.workers:
+                        await tg.start(worker.run)
                     task_status.started()
                     await self._stop.wait()
-                    if self.worker is not None:
-                        await self.worker.stop(self.shutdown_grace)
+                    async with anyio.create_task_group() as stopping:  # one grace for all
+                        for worker in self.workers:
+                            stopping.start_soon(worker.stop, self.shutdown_grace)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.store.close()

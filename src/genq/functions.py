@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from genq.jsoncodec import canonical_json
 from genq.progress import Progress
-from genq.schema import input_model, progress_parameter, validate_input
+from genq.schema import input_model, model_parameters, progress_parameter, validate_input
+from genq.serving.model import Model
 from genq.store.base import SubmitPolicy
 
 
@@ -63,6 +64,10 @@ class Options:
     max_output_bytes: int = 256 << 20
     batch_size: int | None = None  # run up to this many queued jobs as one call
     batch_wait: float = 0.05  # how long a batch waits to fill up once its first job runs
+    # A job naming a model of a keyed family (``@app.model(key=...)``) waits this long
+    # for a worker that holds its model before any free worker takes it (and loads the
+    # model): the bound on how long warm routing may pass a job over (docs/serving.md).
+    warm_wait: float = 30.0
     isolate: bool = False  # an async function on an event loop of its own (genq.isolation)
 
     def __post_init__(self) -> None:
@@ -74,6 +79,8 @@ class Options:
             raise ValueError("batch_size must be at least 1")
         if self.batch_wait < 0:
             raise ValueError("batch_wait cannot be negative")
+        if self.warm_wait < 0:
+            raise ValueError("warm_wait cannot be negative")
         if self.retries < 0:
             raise ValueError("retries cannot be negative")
         for size in ("max_chunk_bytes", "max_output_bytes"):
@@ -107,10 +114,11 @@ class FunctionSpec:
     fn: Callable[..., Any]
     options: Options
     kind: Kind = field(init=False)
-    model: type[BaseModel] = field(init=False)
+    input_model: type[BaseModel] = field(init=False)  # pydantic: the input's schema
     progress_param: str | None = field(init=False)
     progress_template: Progress = field(init=False)  # the default each run's Progress copies
     description: str = field(init=False)
+    models: dict[str, Model] = field(init=False)  # parameter -> the model injected into it
 
     def __post_init__(self) -> None:
         self.kind = kind_of(self.fn)
@@ -119,28 +127,55 @@ class FunctionSpec:
         if self.options.isolate and self.kind not in (Kind.COROUTINE, Kind.ASYNC_GENERATOR):
             raise TypeError(f"{self.name}: isolate=True is for async def functions; a plain "
                             "def (or generator) already runs in a thread of its own")
-        self.model = input_model(self.fn, self.name, batched=self.options.batched)
+        self.models = model_parameters(self.fn)
+        self.input_model = input_model(self.fn, self.name, batched=self.options.batched)
+        self._check_models()
         self.progress_param = progress_parameter(self.fn)
         default = (None if self.progress_param is None
                    else inspect.signature(self.fn).parameters[self.progress_param].default)
         self.progress_template = default if isinstance(default, Progress) else Progress()
         self.description = inspect.getdoc(self.fn) or ""
 
+    def _check_models(self) -> None:
+        keyed = [m for m in self.models.values() if m.keyed]
+        if len(keyed) > 1:
+            raise TypeError(f"{self.name}: a function can take one keyed model (it routes "
+                            f"the job), not {len(keyed)}")
+        if keyed and self.options.batched:
+            raise TypeError(f"{self.name}: a batched function cannot take a keyed model "
+                            "(the jobs of one batch could each name another)")
+        for model in keyed:
+            if model.key not in self.input_model.model_fields:
+                raise TypeError(f"{self.name}: model {model.name!r} is chosen by the input "
+                                f"field {model.key!r}, which {self.name} has no parameter "
+                                "for")
+
+    @property
+    def keyed_model(self) -> Model | None:
+        return next((m for m in self.models.values() if m.keyed), None)
+
+    def affinity(self, validated: dict[str, Any]) -> str | None:
+        """The model a job of this input needs, for warm routing (``Job.affinity``)."""
+        model = self.keyed_model
+        if model is None or model.key is None:
+            return None
+        return model.affinity(validated.get(model.key))
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         """The JSON form of valid input; raises InvalidInput naming the bad fields."""
-        return validate_input(self.model, self.name, data).model_dump(mode="json")
+        return validate_input(self.input_model, self.name, data).model_dump(mode="json")
 
     def call_kwargs(self, stored_input: dict[str, Any]) -> dict[str, Any]:
         """Typed keyword arguments for a call, rebuilt from the stored JSON input."""
-        if not self.model.model_fields:
+        if not self.input_model.model_fields:
             return {}
-        model = self.model.model_validate(stored_input)
+        model = self.input_model.model_validate(stored_input)
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def batch_kwargs(self, stored_inputs: list[dict[str, Any]]) -> dict[str, list[Any]]:
         """For a batched function: one list per parameter, in the order of the jobs."""
         calls = [self.call_kwargs(data) for data in stored_inputs]
-        return {name: [c[name] for c in calls] for name in self.model.model_fields}
+        return {name: [c[name] for c in calls] for name in self.input_model.model_fields}
 
     def cache_key(self, validated: dict[str, Any], owner: str) -> str | None:
         """Same function, same input, same owner: a cache hit never reveals (or serves the
@@ -157,7 +192,7 @@ class FunctionSpec:
                             retry_after=max(1, int(o.timeout or 1)) if o.timeout else 1)
 
     def input_schema(self) -> dict[str, Any]:
-        return self.model.model_json_schema()
+        return self.input_model.model_json_schema()
 
     def describe(self) -> dict[str, Any]:
         """What a caller may know of it: an entry of GET /api/functions, and of every

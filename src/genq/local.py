@@ -82,8 +82,9 @@ class LocalRunner:
     """What ``app.local()`` returns: use it with ``with`` (sync) or ``async with``."""
 
     def __init__(self, app: App, store_url: str, *, workers: bool, owner: str,
-                 shutdown_grace: float) -> None:
+                 shutdown_grace: float, devices: list[str] | None = None) -> None:
         self.app = app
+        self.devices = devices or ["cpu"]
         self.store_url = store_url
         self.workers = workers
         self.owner = owner
@@ -98,7 +99,7 @@ class LocalRunner:
         if self._engine is not None:
             raise RuntimeError("this app.local() runner is already in use")
         self._engine = Engine(self.app, store_from_url(self.store_url), workers=self.workers,
-                              shutdown_grace=self.shutdown_grace)
+                              shutdown_grace=self.shutdown_grace, devices=self.devices)
         return self._engine
 
     # -- async -----------------------------------------------------------------------

@@ -132,6 +132,9 @@ class Job:
     lease_token: int = 0  # fencing token: bumped by every claim and every reclaim
     cancel_requested: bool = False
     last_event_id: int = 0
+    # The model of a keyed family this job needs (``name:key``, genq.serving.model):
+    # claims prefer workers that hold it (warm routing, Store.claim_many's ``warmth``).
+    affinity: str | None = None
 
     def held_by(self, lease: Lease) -> bool:
         """Running under exactly this lease: the only state in which its worker may write."""
@@ -275,18 +278,34 @@ class WorkerInfo:
     running: int
     started_at: float
     seen_at: float
+    device: str = "cpu"  # the replica's device (genq worker --devices)
+    # function -> {"state": loading|ready|failed, "since", "models": [per model: state,
+    # attempts, error, retry_at, load_seconds]} (genq.serving.host); a worker claims a
+    # function's jobs only while it is ready.
+    states: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The models it holds loaded: name, key, label, load_seconds, loaded_at.
+    models: tuple[Mapping[str, Any], ...] = ()
+    holds: frozenset[str] = frozenset()  # affinity keys of its keyed models (routing)
+
+    def state_of(self, function: str) -> str:
+        """``ready``, ``loading`` or ``failed``; a worker from before models: ready."""
+        return str(self.states.get(function, {}).get("state", "ready"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "host": self.host, "pid": self.pid,
                 "functions": list(self.functions), "concurrency": self.concurrency,
                 "running": self.running, "started_at": self.started_at,
-                "seen_at": self.seen_at}
+                "seen_at": self.seen_at, "device": self.device,
+                "states": {k: dict(v) for k, v in self.states.items()},
+                "models": [dict(m) for m in self.models], "holds": sorted(self.holds)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkerInfo:
         return cls(str(d["id"]), str(d["host"]), int(d["pid"]), tuple(d["functions"]),
                    int(d["concurrency"]), int(d["running"]), float(d["started_at"]),
-                   float(d["seen_at"]))
+                   float(d["seen_at"]), str(d.get("device", "cpu")),
+                   dict(d.get("states", {})), tuple(d.get("models", ())),
+                   frozenset(d.get("holds", ())))
 
 
 @dataclass(slots=True, frozen=True)

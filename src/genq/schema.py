@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from genq.errors import InvalidInput
 from genq.progress import Progress
+from genq.serving.model import Model
 
 
 def progress_parameter(fn: Callable[..., Any]) -> str | None:
@@ -21,16 +22,30 @@ def progress_parameter(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+def model_parameters(fn: Callable[..., Any]) -> dict[str, Model]:
+    """The parameters genq injects a loaded model into: ``Annotated[T, some_model]``."""
+    found: dict[str, Model] = {}
+    for pname, hint in _hints(fn).items():
+        if get_origin(hint) is Annotated:
+            models = [m for m in hint.__metadata__ if isinstance(m, Model)]
+            if len(models) > 1:
+                raise TypeError(f"{fn.__name__}: parameter {pname!r} names several models")
+            if models:
+                found[pname] = models[0]
+    return found
+
+
 def input_model(fn: Callable[..., Any], name: str, *, batched: bool = False) -> type[BaseModel]:
-    """A pydantic model of ``fn``'s parameters (without the Progress one); extra keys fail.
+    """A pydantic model of ``fn``'s parameters (without the Progress one and those a model
+    is injected into); extra keys fail.
 
     A batched function takes one list per parameter (``prompt: list[str]``) while each
     job's input is one item, so its schema is made of the lists' item types."""
     hints = _hints(fn)
-    skip = progress_parameter(fn)
+    skip = {progress_parameter(fn), *model_parameters(fn)}
     fields: dict[str, Any] = {}
     for pname, param in inspect.signature(fn).parameters.items():
-        if pname == skip:
+        if pname in skip:
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"{name}: *args and **kwargs cannot form an input schema")

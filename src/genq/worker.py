@@ -50,6 +50,8 @@ from genq.loopwatch import Block, LoopWatch, function_codes
 from genq.models import EventType, Job, JobStatus, OutputRef, WorkerInfo
 from genq.patience import Patience
 from genq.progress import Progress
+from genq.serving.host import ModelHost
+from genq.store.base import Warmth
 
 if TYPE_CHECKING:
     from genq.store.base import Store
@@ -146,16 +148,26 @@ def default_worker_id() -> str:
 
 class Worker:
     """Runs the jobs of ``functions`` from ``store``. ``concurrency`` overrides each
-    function's own per-process limit; ``lease`` is how long a claim holds without renewal."""
+    function's own per-process limit; ``lease`` is how long a claim holds without renewal.
+
+    A worker is one replica: it loads the models its functions take on ``device``
+    (``ModelHost``) and claims a function's jobs only once they are loaded; it tears
+    them down when it stops, after the jobs have been settled."""
 
     def __init__(self, functions: Mapping[str, FunctionSpec], store: Store, *,
                  stats: FunctionStats | None = None, worker_id: str | None = None,
                  concurrency: int | None = None, lease: float = 30.0,
-                 on_loop_block: Callable[[Block], None] | None = None) -> None:
+                 on_loop_block: Callable[[Block], None] | None = None,
+                 device: str = "cpu") -> None:
         self.store = store
         self.stats = stats
         self.id = worker_id or default_worker_id()
+        self.device = device
         self._specs = dict(functions)
+        self.host = ModelHost(self._specs, device, self._models_changed)
+        self._warm_waits = {n: s.options.warm_wait for n, s in self._specs.items()
+                            if s.keyed_model is not None}
+        self._report_now = anyio.Event()  # set when the models' state changed
         self._slots = {n: concurrency or s.options.concurrency for n, s in self._specs.items()}
         self._limits = {n: s.options.max_running for n, s in self._specs.items()
                         if s.options.max_running is not None}
@@ -191,15 +203,18 @@ class Worker:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._maintain)
+                self.host.start(tg)  # loads run beside the claims of model-free functions
                 task_status.started()
                 await self._claim_loop(tg)
                 await self._idle.wait()
-                tg.cancel_scope.cancel()  # the maintenance loop
+                tg.cancel_scope.cancel()  # the maintenance loop, and loads still going
         finally:
             self._loop_watch.stop()
             unsubscribe_work()
             unsubscribe_cancels()
             await self._reap_calls()
+            with anyio.CancelScope(shield=True):
+                await self.host.close()  # after every job was settled: GPU memory freed
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self._calls.discard(task)
@@ -241,16 +256,23 @@ class Worker:
         for arrival in self._arrivals:
             arrival.set()
 
+    def _models_changed(self) -> None:
+        """A load began, ended or failed, or a model was unloaded: claim what became
+        ready, and tell the store now (readiness views, and where to route jobs)."""
+        self._report_now.set()
+        self._notify()
+
     async def _claim_loop(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
             self._wake.clear()  # rather than a new Event per claim; a set() after this wakes us
             # One round trip for every free slot: the queue is served from its head, and
             # this worker takes only what it can start now (no prefetch past capacity).
+            # Only functions whose models are loaded (ModelHost.ready).
             wants = {n: slots - self._running[n] for n, slots in self._slots.items()
-                     if self._running[n] < slots}
+                     if self._running[n] < slots and self.host.ready(n)}
             try:
-                jobs = (await self.store.claim_many(wants, self.id, self._lease, self._limits)
-                        if wants else [])
+                jobs = (await self.store.claim_many(wants, self.id, self._lease, self._limits,
+                                                    self._warmth()) if wants else [])
             except StoreUnavailable:
                 # Redis is down for longer than the store retries: keep the worker alive
                 # and claim again once it is back (the running jobs go on meanwhile).
@@ -273,6 +295,11 @@ class Worker:
         if not self._active:
             self._idle.set()
 
+    def _warmth(self) -> Warmth | None:
+        if not self._warm_waits:
+            return None
+        return Warmth(self.host.holds(), self._warm_waits)
+
     async def _maintain(self) -> None:
         """Renew leases, report this worker, and let the store expire and reclaim jobs.
         A store that fails (Redis restarting) is retried on the next round."""
@@ -289,7 +316,9 @@ class Worker:
                                 self.id, exc_info=True)
                 else:
                     self._patience.answered()
-                await anyio.sleep(interval)
+                with anyio.move_on_after(interval):
+                    await self._report_now.wait()
+                self._report_now = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.store.unregister_worker(self.id)
@@ -347,7 +376,8 @@ class Worker:
     def info(self) -> WorkerInfo:
         return WorkerInfo(self.id, socket.gethostname(), os.getpid(), tuple(self._specs),
                           sum(self._slots.values()), len(self._active), self._started_at,
-                          time.time())
+                          time.time(), self.device, self.host.function_states(),
+                          tuple(self.host.loaded_models()), self.host.holds())
 
     def _stop_job(self, job_id: str, reason: StopReason) -> None:
         """Stop every run of the job here (a cancel, or a lease renewal refused)."""
@@ -375,7 +405,8 @@ class Worker:
         deadline = time.monotonic() + spec.options.batch_wait
         while len(jobs) < size and not self._stopping:
             try:
-                more = await self.store.claim([spec.name], self.id, self._lease, self._limits)
+                more = await self.store.claim([spec.name], self.id, self._lease, self._limits,
+                                              self._warmth())
             except StoreUnavailable:
                 return  # run the batch with what it has
             if more is not None:
@@ -467,9 +498,13 @@ class Worker:
                                           if spec.options.batched
                                           else spec.call_kwargs(first.input))
 
+                def loading(label: str) -> None:
+                    call.progress(None, desc=f"loading model {label}")
+
                 async def run() -> _Outcome:
-                    value = await execute(spec, kwargs, progress=call.progress, emit=emit,
-                                          limiter=self._threads, watch=call.thread)
+                    async with self.host.inject(spec, kwargs, loading) as full:
+                        value = await execute(spec, full, progress=call.progress, emit=emit,
+                                              limiter=self._threads, watch=call.thread)
                     if spec.options.batched:
                         _check_batch_result(spec.name, value, len(call.jobs))
                     return _Outcome(OutcomeKind.SUCCEEDED, value)

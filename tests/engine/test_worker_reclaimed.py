@@ -56,7 +56,7 @@ async def test_a_job_claimed_again_by_its_own_worker_runs_twice_not_three_times(
     gates: list[anyio.Event] = []
     engine = Engine(held_app(gates), SQLiteStore(tmp_path / "jobs.sqlite3"), lease=30.0,
                     shutdown_grace=1.0)
-    worker = engine.worker
+    worker = engine.workers[0]
     assert worker is not None
     caplog.set_level(logging.WARNING, logger="genq.worker")
     async with anyio.create_task_group() as tg:

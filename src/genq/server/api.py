@@ -69,6 +69,7 @@ class ServerSettings:
     rate_limit: Rate | None = None  # requests per API key, unless its entry says otherwise
     exposure: Exposure = field(default_factory=Exposure)  # Host names and origins let in
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    devices: list[str] = field(default_factory=lambda: ["cpu"])  # a worker replica each
 
 
 @dataclass
@@ -101,7 +102,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     """The ASGI app. Its lifespan opens the store and runs the workers."""
     settings = settings or ServerSettings()
     metrics = Metrics()
-    engine = Engine(app, store, workers=settings.workers,
+    engine = Engine(app, store, workers=settings.workers, devices=settings.devices,
                     shutdown_grace=settings.shutdown_grace, on_loop_block=metrics.loop_block)
     state = ServerState(app, store, settings, metrics, engine)
     store.subscribe_jobs(state.on_job_changed)
@@ -269,10 +270,12 @@ def _process_view(request: Request) -> dict[str, Any]:
     if state.settings.keys.enabled and (presented_key(request) is None
                                         or not _authenticated(request)[1].admin):
         return {}
-    worker = state.engine.worker
+    workers = state.engine.workers
     return {"store": state.store.kind, "functions": len(state.app.functions),
-            "worker": None if worker is None else
-            {"id": worker.id, "running": len(worker.active_jobs)}}
+            "worker": None if not workers else
+            {"id": workers[0].id, "running": sum(len(w.active_jobs) for w in workers),
+             "replicas": [{"id": w.id, "device": w.device, "running": len(w.active_jobs)}
+                          for w in workers]}}
 
 
 async def metrics_endpoint(request: Request) -> Response:

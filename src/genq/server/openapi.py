@@ -288,7 +288,7 @@ def openapi_document(app: App) -> dict[str, Any]:
         schema_name = f"{name}_input"
         # pydantic refers to nested models and enums as "#/$defs/X", which means nothing
         # inside this document: they become components of their own, named per function.
-        schema = spec.model.model_json_schema(
+        schema = spec.input_model.model_json_schema(
             ref_template=f"#/components/schemas/{name}.{{model}}")
         for model, definition in schema.pop("$defs", {}).items():
             inputs[f"{name}.{model}"] = definition

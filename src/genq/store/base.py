@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -58,6 +58,23 @@ class SubmitPolicy:
     cache_ttl: float | None = None  # reuse a succeeded job with the same cache key this recent
     dedupe: bool = False  # return the owner's queued/running job with the same cache key
     retry_after: int = 1  # seconds advertised by QueueFull
+
+
+@dataclass(frozen=True, slots=True)
+class Warmth:
+    """What a claiming worker holds loaded, for warm routing (``Store.claim_many``).
+
+    Among the runnable jobs of a function at its highest waiting priority, in order, a
+    claim takes the first job whose ``affinity`` is None or in ``holds``; failing that,
+    the first whose model no other live worker holds (someone must load it) or which has
+    waited ``waits[function]`` seconds or more since it became runnable (the starvation
+    bound: then any free worker takes it). Jobs whose model another worker holds, and
+    which are younger than the bound, are left to that worker. Priority is never
+    broken (a lower-priority job is not taken while a higher one waits for its warm
+    worker), nor are ``max_running`` and leases."""
+
+    holds: frozenset[str] = frozenset()  # affinity keys of the models this worker holds
+    waits: Mapping[str, float] = field(default_factory=dict)  # function -> bound, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +159,17 @@ class Store(Protocol):
 
     # -- the worker's side -----------------------------------------------------------
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
-                    limits: Mapping[str, int] | None = None) -> Job | None:
+                    limits: Mapping[str, int] | None = None,
+                    warmth: Warmth | None = None) -> Job | None:
         """Take the next runnable job (highest priority, then oldest) and log ``started``.
 
         The job comes with a new ``lease_token``. ``limits`` caps how many jobs of a
-        function run at once across every worker of the store (its ``max_running``)."""
+        function run at once across every worker of the store (its ``max_running``).
+        ``warmth``: prefer jobs whose model this worker holds (``Warmth``)."""
 
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
-                         limits: Mapping[str, int] | None = None) -> list[Job]:
+                         limits: Mapping[str, int] | None = None,
+                         warmth: Warmth | None = None) -> list[Job]:
         """Up to ``wants[f]`` jobs of each function f, in the order ``claim`` would take
         them one by one, in one step (one round trip for a worker with many free slots)."""
 

@@ -81,6 +81,7 @@ from genq.store.base import (
     SubmitPolicy,
     Submitted,
     Unsubscribe,
+    Warmth,
 )
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_circuit import PROBE_INTERVAL, Circuit, unavailable
@@ -610,13 +611,15 @@ class RedisStore(StoreBase):
     # -- the worker's side -----------------------------------------------------------
     @_retried
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
-                    limits: Mapping[str, int] | None = None) -> Job | None:
+                    limits: Mapping[str, int] | None = None,
+                    warmth: Warmth | None = None) -> Job | None:
         jobs = await self._claim(dict.fromkeys(functions, 1), 1, worker_id, lease, limits)
         return jobs[0] if jobs else None
 
     @_retried
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
-                         limits: Mapping[str, int] | None = None) -> list[Job]:
+                         limits: Mapping[str, int] | None = None,
+                         warmth: Warmth | None = None) -> list[Job]:
         return await self._claim(wants, sum(wants.values()), worker_id, lease, limits)
 
     async def _claim(self, wants: Mapping[str, int], count: int, worker_id: str,

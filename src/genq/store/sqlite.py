@@ -73,7 +73,14 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store import rules, urls
-from genq.store.base import PAGE_BYTES, NewEvent, StoreBase, SubmitPolicy, Submitted
+from genq.store.base import (
+    PAGE_BYTES,
+    NewEvent,
+    StoreBase,
+    SubmitPolicy,
+    Submitted,
+    Warmth,
+)
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
 from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
@@ -870,7 +877,8 @@ class SQLiteStore(StoreBase):
 
     # -- the worker's side -----------------------------------------------------------
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
-                    limits: Mapping[str, int] | None = None) -> Job | None:
+                    limits: Mapping[str, int] | None = None,
+                    warmth: Warmth | None = None) -> Job | None:
         if self._health.full_since is not None or self._health.lost:
             return None  # nothing starts that could not log it; housekeeping probes
         now = time.time()
@@ -900,10 +908,12 @@ class SQLiteStore(StoreBase):
         return None
 
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
-                         limits: Mapping[str, int] | None = None) -> list[Job]:
+                         limits: Mapping[str, int] | None = None,
+                         warmth: Warmth | None = None) -> list[Job]:
         left = {f: n for f, n in wants.items() if n > 0}
         jobs: list[Job] = []
-        while left and (job := await self.claim(left, worker_id, lease, limits)) is not None:
+        while left and (job := await self.claim(left, worker_id, lease, limits,
+                                                warmth)) is not None:
             jobs.append(job)
             left[job.function] -= 1
             if not left[job.function]:
