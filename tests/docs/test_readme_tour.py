@@ -1,9 +1,9 @@
 """The README's tour runs as written.
 
 The first Python block of README.md is read from the file itself (so the test breaks
-when the README drifts from the code), given the two names it leaves to the reader
-(``png_bytes``, ``some_sync_streamer``), and run in a fresh interpreter in an empty
-folder, where ``app.local()`` makes its own SQLite file.
+when the README drifts from the code), given the names it leaves to the reader
+(``png_bytes``, ``Pipeline`` and ``load_pipeline``, ``some_sync_streamer``), and run in
+a fresh interpreter in an empty folder, where ``app.local()`` makes its own SQLite file.
 """
 
 from __future__ import annotations
@@ -15,9 +15,23 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# What the tour leaves to the reader: an image's bytes and a blocking token streamer.
+# What the tour leaves to the reader: an image's bytes, a pipeline that makes them (its
+# loads and teardowns printed), and a blocking token streamer.
 GIVEN = '''
 png_bytes = b"\\x89PNG\\r\\n\\x1a\\n fake image bytes"
+
+class Pipeline:
+    def __init__(self, device):
+        print("LOADED on", device)
+
+    def __call__(self, prompt):
+        return png_bytes
+
+    def close(self):
+        print("TORN DOWN")
+
+def load_pipeline(device):
+    return Pipeline(device)
 
 def some_sync_streamer():
     import time
@@ -54,3 +68,9 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     assert "Hello, fox" in done.stdout  # the chat's tokens, streamed in order
     assert "IMAGE Artifact image/png True" in lines
     assert "MAP ['Artifact', 'Artifact']" in lines
+    # The model was loaded once, before the first job, and torn down when the local
+    # engine stopped (the end of the `with` block, before the report).
+    out = done.stdout
+    assert out.count("LOADED on cpu") == 1 and out.count("TORN DOWN") == 1
+    assert out.index("LOADED on cpu") < out.index("queued")
+    assert out.index("TORN DOWN") < out.index("IMAGE Artifact")
