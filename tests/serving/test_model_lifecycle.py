@@ -258,3 +258,67 @@ def test_the_model_parameter_is_not_part_of_the_input_schema() -> None:
     assert set(schema["properties"]) == {"n"}
     with pytest.raises(genq.InvalidInput, match="model"):
         app.get_function("describe").validate({"n": 1, "model": "x"})
+
+
+def test_shutdown_during_a_load_does_not_wait_for_it_and_leaks_nothing(
+        tmp_path: Path) -> None:
+    release = threading.Event()
+    torn_down = threading.Event()
+    app = genq.App("abandoned")
+
+    def free(model: str) -> None:
+        torn_down.set()
+
+    @app.model(unload=free)
+    def endless() -> str:
+        release.wait(30)
+        return "loaded too late"
+
+    @app.function()
+    def uses(model: Annotated[str, endless]) -> str:
+        return model
+
+    started = time.monotonic()
+    with app.local(tmp_path / "jobs.sqlite3", shutdown_grace=0.1) as client:
+        job = client.submit("uses")
+        time.sleep(0.2)
+    assert time.monotonic() - started < 10  # the load was not waited for
+    assert not torn_down.is_set()
+    release.set()  # the load ends after shutdown: it tears down what it loaded
+    assert torn_down.wait(10)
+    with app.local(tmp_path / "jobs.sqlite3") as client:
+        # The job was never claimed, so it is still queued for the next worker.
+        release.set()
+        assert client.result(job.id, timeout=10) == "loaded too late"
+
+
+@pytest.mark.anyio
+async def test_async_loaders_and_unload_hooks_run_in_order(tmp_path: Path) -> None:
+    steps: list[str] = []
+    app = genq.App("async")
+
+    @app.model()
+    async def tokenizer() -> Any:
+        steps.append("open tokenizer")
+        yield "tok"
+        steps.append("close tokenizer")
+
+    async def release(value: str) -> None:
+        steps.append(f"unload {value}")
+
+    @app.model(unload=release)
+    async def encoder(device: str) -> str:
+        await asyncio.sleep(0.05)  # loaded after the tokenizer
+        steps.append("open encoder")
+        return f"enc@{device}"
+
+    @app.function()
+    async def encode(text: str, tok: Annotated[str, tokenizer],
+                     enc: Annotated[str, encoder]) -> str:
+        return f"{tok}+{enc}:{text}"
+
+    async with app.local(tmp_path / "jobs.sqlite3") as client:
+        job = await client.submit("encode", text="hi")
+        assert await job.result(timeout=10) == "tok+enc@cpu:hi"
+    # Torn down in the reverse order of loading.
+    assert steps == ["open tokenizer", "open encoder", "unload enc@cpu", "close tokenizer"]
