@@ -9,10 +9,13 @@ started).
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from genq.loopwatch import Block
-from genq.models import Job
+from genq.models import Job, WorkerInfo
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
                     300, 900, 3600)
@@ -42,6 +45,13 @@ class Metrics:
                              ["function"], registry=self.registry)
         self.workers = Gauge("genq_workers", "Worker processes reporting to the store",
                              registry=self.registry)
+        self.function_workers = Gauge(
+            "genq_function_workers", "Workers serving a function, by the state of the models "
+            "it takes on them (ready, loading, failed)", ["function", "state"],
+            registry=self.registry)
+        self.models_loaded = Gauge(
+            "genq_models_loaded", "Model instances held loaded by the workers, by model",
+            ["model"], registry=self.registry)
         self.loop_blocked = Counter(
             "genq_loop_blocked_seconds", "Time this process's event loop was stuck in a "
             "job function's blocking code (function=\"\" when none was on the stack)",
@@ -56,6 +66,22 @@ class Metrics:
     def stream_closed(self) -> None:
         self.connected_streams -= 1
         self.streams.set(self.connected_streams)
+
+    def observe_workers(self, functions: Iterable[str], workers: Iterable[WorkerInfo]) -> None:
+        """Set the per-function and per-model gauges from the workers' reports."""
+        states: collections.Counter[tuple[str, str]] = collections.Counter()
+        models: collections.Counter[str] = collections.Counter()
+        for worker in workers:
+            for function in worker.functions:
+                states[(function, worker.state_of(function))] += 1
+            for model in worker.models:
+                models[str(model.get("name"))] += 1
+        for function in functions:
+            for state in ("ready", "loading", "failed"):
+                self.function_workers.labels(function, state).set(states[(function, state)])
+        self.models_loaded.clear()
+        for name, count in models.items():
+            self.models_loaded.labels(name).set(count)
 
     def loop_block(self, block: Block) -> None:
         self.loop_blocked.labels(block.function or "").inc(block.seconds)

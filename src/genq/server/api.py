@@ -285,6 +285,7 @@ async def metrics_endpoint(request: Request) -> Response:
         state.metrics.queue_depth.labels(name).set(depth)
         state.metrics.running.labels(name).set(cluster.running.get(name, 0))
     state.metrics.workers.set(len(cluster.workers))
+    state.metrics.observe_workers(state.app.functions, cluster.workers)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
