@@ -34,6 +34,7 @@ from genq.jsoncodec import compact_json
 from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new_job_id
 from genq.store import rules
 from genq.store.base import Store, SubmitPolicy
+from tests.store.routing_contract import RoutingContract
 
 StoreFactory = Callable[..., Awaitable[Store]]  # keyword options of the constructor
 
@@ -98,8 +99,9 @@ def shape(events: list[Event]) -> list[tuple[int, str]]:
 
 
 @pytest.mark.anyio
-class StoreContract:
-    """Tests every Store must pass. Subclasses provide the ``store_factory`` fixture."""
+class StoreContract(RoutingContract):
+    """Tests every Store must pass. Subclasses provide the ``store_factory`` fixture.
+    Warm routing's are in routing_contract.py."""
 
     @pytest.fixture
     async def store_factory(self, anyio_backend: Any) -> AsyncIterator[StoreFactory]:

@@ -118,3 +118,17 @@ def test_expiry_entries_of_removed_jobs_still_come_up_for_the_caller_to_skip() -
     queues.remove("a")
     assert queues.pop_expired(NOW + 2) == "a"
     assert "a" not in queues
+
+
+def test_head_level_is_the_first_jobs_of_the_highest_priority_in_claim_order() -> None:
+    queues = queued(job("a"), job("b", priority=5), job("c", priority=5), job("d"),
+                    job("e", priority=5), job("x", "upscale"))
+    assert [e[2] for e in queues.head_level("render", 10)] == ["b", "c", "e"]
+    assert [e[2] for e in queues.head_level("render", 2)] == ["b", "c"]
+    head = queues.head("render")
+    assert head is not None and head[2] == "b"
+    queues.remove("b")
+    queues.remove("c")
+    queues.remove("e")
+    assert [e[2] for e in queues.head_level("render", 10)] == ["a", "d"]
+    assert queues.head_level("caption", 10) == [] and queues.head("caption") is None

@@ -4,10 +4,12 @@ one owner process, a file that survives a restart, and recovery after ``kill -9`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -97,7 +99,8 @@ async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None
     await store.open()
     try:
         done = (await store.create_job(make_job("render", idempotency_key="k1",
-                                                cache_key="c1"), SubmitPolicy())).job
+                                                cache_key="c1", affinity="ckpt:sd15"),
+                                       SubmitPolicy())).job
         claimed = await store.claim(["render"], "w1", LEASE)
         assert claimed is not None and claimed.id == done.id
         await store.append_events(done.id, [(EventType.OUTPUT, {"chunk": f"t{i}"})
@@ -108,7 +111,8 @@ async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None
         await store.finish(done.id, JobStatus.SUCCEEDED, result=ref.to_dict(),
                            lease=claimed.lease)
 
-        low = (await store.create_job(make_job("render"), SubmitPolicy())).job
+        low = (await store.create_job(make_job("render", affinity="ckpt:xl"),
+                                      SubmitPolicy())).job
         high = (await store.create_job(make_job("render", priority=3), SubmitPolicy())).job
         before_events = await store.read_events(done.id)
         before_job = await store.get_job(done.id)
@@ -139,10 +143,29 @@ async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None
         first = await store.claim(["render"], "w2", LEASE)
         second = await store.claim(["render"], "w2", LEASE)
         assert [first.id if first else None, second.id if second else None] == [high.id, low.id]
+        assert second is not None and second.affinity == "ckpt:xl"  # routing still knows it
+        assert again.affinity == "ckpt:sd15"
         events = await events_until(store, low.id, 2)
         assert shape(events) == [(1, "queued"), (2, "started")]  # the log carries on
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_file_from_before_warm_routing_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "genq.sqlite3"
+    async with SQLiteStore(path) as store:
+        old = (await store.create_job(make_job("render"), SubmitPolicy())).job
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older genq made it
+        db.execute("ALTER TABLE jobs DROP COLUMN affinity")
+        db.commit()
+    async with SQLiteStore(path) as store:
+        new = (await store.create_job(make_job("render", affinity="ckpt:a"),
+                                      SubmitPolicy())).job
+        first = await store.claim(["render"], "w1", LEASE)
+        second = await store.claim(["render"], "w1", LEASE)
+        assert first is not None and (first.id, first.affinity) == (old.id, None)
+        assert second is not None and (second.id, second.affinity) == (new.id, "ckpt:a")
 
 
 @pytest.mark.anyio

@@ -64,14 +64,16 @@ class SubmitPolicy:
 class Warmth:
     """What a claiming worker holds loaded, for warm routing (``Store.claim_many``).
 
-    Among the runnable jobs of a function at its highest waiting priority, in order, a
-    claim takes the first job whose ``affinity`` is None or in ``holds``; failing that,
-    the first whose model no other live worker holds (someone must load it) or which has
-    waited ``waits[function]`` seconds or more since it became runnable (the starvation
-    bound: then any free worker takes it). Jobs whose model another worker holds, and
-    which are younger than the bound, are left to that worker. Priority is never
-    broken (a lower-priority job is not taken while a higher one waits for its warm
-    worker), nor are ``max_running`` and leases."""
+    Among the first ``routing.WINDOW`` runnable jobs of a function at its highest
+    waiting priority, in order, a claim takes the first job whose ``affinity`` is None or
+    in ``holds``, or which has waited ``waits[function]`` seconds or more since it became
+    runnable (the starvation bound: then the next free worker takes it, ahead of the
+    warm jobs behind it); failing that, the first whose model no other live worker holds
+    (someone must load it). Jobs whose model another worker holds, and which are younger
+    than the bound, are left to that worker. A function not in ``waits``, or with a
+    bound of 0, is claimed in plain order. Priority is never broken (a lower-priority
+    job is not taken while a higher one waits for its warm worker), nor are
+    ``max_running`` and leases. The rule: genq.store.routing."""
 
     holds: frozenset[str] = frozenset()  # affinity keys of the models this worker holds
     waits: Mapping[str, float] = field(default_factory=dict)  # function -> bound, seconds

@@ -72,7 +72,7 @@ from genq.models import (
     SubmitReason,
     WorkerInfo,
 )
-from genq.store import redis_lua, rules, urls
+from genq.store import redis_lua, routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
     CallbackT,
@@ -94,6 +94,9 @@ DEFAULT_RETRY_FOR = 15.0  # seconds a call waits for an unreachable Redis
 URL_OPTIONS = ("prefix", "retry_for", "max_artifact_mb", "retain")  # genq's; others: redis-py
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
 FILTERED_PAGE = 1000  # index entries per round trip of a filtered listing
+# Seconds a ``P:holders:<affinity>`` set outlives its latest report: a model nobody holds
+# any more leaves no key behind (its members' scores already say they expired).
+HOLDERS_GRACE = 60
 
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _EVENT_TYPES = {t.value.encode(): t for t in EventType}
@@ -140,7 +143,7 @@ def _job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         idempotency_key=_str(h.get(b"idempotency_key")), worker_id=_str(h.get(b"worker_id")),
         lease_until=_float(h.get(b"lease_until")), lease_token=int(h.get(b"lease_token") or 0),
         cancel_requested=h.get(b"cancel_requested") == b"1",
-        last_event_id=int(h.get(b"seq") or 0),
+        last_event_id=int(h.get(b"seq") or 0), affinity=_str(h.get(b"affinity")),
     )
 
 
@@ -167,7 +170,7 @@ def _job_hash(job: Job) -> list[str]:
         "error", "" if job.error is None else compact_json(job.error),
         "cache_key", opt(job.cache_key), "idempotency_key", opt(job.idempotency_key),
         "worker_id", "", "lease_until", "", "lease_token", "0", "cancel_requested", "0",
-        "seq", "0", "qm", "",
+        "seq", "0", "qm", "", "affinity", opt(job.affinity),
     ]
 
 
@@ -284,7 +287,8 @@ class RedisStore(StoreBase):
         await self._redis.ping()
         self._scripts = {name: self._redis.register_script(getattr(redis_lua, name))
                          for name in ("SUBMIT", "CLAIM", "APPEND", "FINISH", "REQUEUE",
-                                      "CANCEL", "EXTEND", "SWEEP", "RETAIN")}
+                                      "CANCEL", "EXTEND", "SWEEP", "RETAIN", "REGISTER",
+                                      "UNREGISTER")}
         self._hub = StreamHub(lambda: self._connect(single_connection_client=True),
                               self._redis, self._events_key, _decode_events)
         self._hub.start()
@@ -613,28 +617,37 @@ class RedisStore(StoreBase):
     async def claim(self, functions: Iterable[str], worker_id: str, lease: float,
                     limits: Mapping[str, int] | None = None,
                     warmth: Warmth | None = None) -> Job | None:
-        jobs = await self._claim(dict.fromkeys(functions, 1), 1, worker_id, lease, limits)
+        jobs = await self._claim(dict.fromkeys(functions, 1), 1, worker_id, lease, limits,
+                                 warmth)
         return jobs[0] if jobs else None
 
     @_retried
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
                          limits: Mapping[str, int] | None = None,
                          warmth: Warmth | None = None) -> list[Job]:
-        return await self._claim(wants, sum(wants.values()), worker_id, lease, limits)
+        return await self._claim(wants, sum(wants.values()), worker_id, lease, limits,
+                                 warmth)
 
     async def _claim(self, wants: Mapping[str, int], count: int, worker_id: str,
-                     lease: float, limits: Mapping[str, int] | None) -> list[Job]:
-        triples: list[Any] = []
+                     lease: float, limits: Mapping[str, int] | None,
+                     warmth: Warmth | None) -> list[Job]:
+        quads: list[Any] = []
         for function, want in wants.items():
             limit = None if limits is None else limits.get(function)
+            # Warm routing for the functions warmth gives a bound (genq.store.routing);
+            # a bound of 0 passes no job over, so it is plain claim order too.
+            bound = 0.0 if warmth is None else warmth.waits.get(function, 0.0)
             if want > 0:
-                triples += (function, "" if limit is None else limit, want)
-        if not triples:
+                quads += (function, "" if limit is None else limit, want,
+                          repr(bound) if bound > 0 else "")
+        if not quads:
             return []
+        holds = sorted(warmth.holds) if warmth is not None else []
         now = time.time()
         _, expired_data = rules.expired_event()
         reply = await self._run("CLAIM", repr(now), worker_id, repr(now + lease),
-                                uuid.uuid4().hex, compact_json(expired_data), count, *triples)
+                                uuid.uuid4().hex, compact_json(expired_data), count,
+                                routing.WINDOW, len(holds), *holds, *quads)
         jobs = [_job_from_flat(flat) for flat in reply]
         for job in jobs:
             self._seqs[job.id] = job.last_event_id
@@ -788,17 +801,16 @@ class RedisStore(StoreBase):
     # -- the cluster -----------------------------------------------------------------
     @_retried
     async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
-        async with self._r().pipeline(transaction=True) as pipe:
-            pipe.hset(self._key("workers"), info.id, compact_json(info.to_dict()))
-            pipe.zadd(self._key("workers", "until"), {info.id: info.seen_at + ttl})
-            await pipe.execute()
+        # With the models it holds (``P:holders:<affinity>``), which claims route by.
+        now = time.time()
+        until = info.seen_at + ttl
+        await self._run("REGISTER", info.id, compact_json(info.to_dict()), repr(until),
+                        repr(now), max(1, math.ceil(until - now)) + HOLDERS_GRACE,
+                        *sorted(info.holds))
 
     @_retried
     async def unregister_worker(self, worker_id: str) -> None:
-        async with self._r().pipeline(transaction=True) as pipe:
-            pipe.hdel(self._key("workers"), worker_id)
-            pipe.zrem(self._key("workers", "until"), worker_id)
-            await pipe.execute()
+        await self._run("UNREGISTER", worker_id)
 
     @_retried
     async def workers(self) -> list[WorkerInfo]:

@@ -25,6 +25,8 @@ Keys, under a prefix P (default ``genq``):
 ``P:finished``          sorted set of finished jobs by ``finished_at`` (retention)
 ``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
 ``P:workers:until``
+``P:holders:<a>``       sorted set of the workers holding the model of affinity key ``a``
+                        (warm routing): score = when the worker's report expires
 ======================  =====================================================================
 
 Channels: ``P:work`` (a function has claimable work), ``P:cancel`` (a running job's id),
@@ -184,13 +186,20 @@ announce(id)
 return {'new', redis.call('HGETALL', k), position}
 """
 
-# ARGV: P, now, worker, lease_until, nonce, expired event data, count, then triples of
-# function, limit ('' = none: the cluster-wide max_running), want (at most this many of
-# it now). Claims up to ``count`` jobs, each the best of all the functions (highest
-# priority, then oldest). Returns a list of job hashes.
+# ARGV: P, now, worker, lease_until, nonce, expired event data, count, window, the number
+# of affinity keys the worker holds and those keys, then quads of function, limit ('' =
+# none: the cluster-wide max_running), want (at most this many of it now), bound ('' =
+# no warm routing, else seconds: Warmth.waits). Claims up to ``count`` jobs, each the
+# best of all the functions (highest priority, then oldest), each function's candidate
+# chosen by warm routing when it has a bound (genq.store.routing: the same rule, over
+# the first ``window`` members at the head score, holders read from P:holders:<a>).
+# Returns a list of job hashes.
 CLAIM = _PRELUDE + r"""
 local now, worker, lease_until, nonce = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local count = tonumber(ARGV[7])
+local count, window, nholds = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local t = tonumber(now)
+local holds = {}
+for i = 10, 9 + nholds do holds[ARGV[i]] = true end
 local last_key = P .. ':lastclaim:' .. worker
 local claimed = {}
 local last = redis.call('GET', last_key)
@@ -201,7 +210,7 @@ if last and string.sub(last, 1, #nonce + 1) == nonce .. ':' then  -- this claim,
   return claimed
 end
 local fns = {}
-for i = 8, #ARGV, 3 do
+for i = 10 + nholds, #ARGV, 4 do
   local fn = ARGV[i]
   local due = redis.call('ZRANGEBYSCORE', P .. ':delayed:' .. fn, '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do  -- retries whose delay is over join their queue
@@ -209,7 +218,43 @@ for i = 8, #ARGV, 3 do
     redis.call('ZADD', P .. ':q:' .. fn, -tonumber(j[2]), j[1])
     redis.call('ZREM', P .. ':delayed:' .. fn, id)
   end
-  table.insert(fns, {fn = fn, limit = ARGV[i + 1], want = tonumber(ARGV[i + 2])})
+  table.insert(fns, {fn = fn, limit = ARGV[i + 1], want = tonumber(ARGV[i + 2]),
+                    bound = tonumber(ARGV[i + 3])})
+end
+
+local others = {}  -- affinity -> held by another live worker (scores: report expiry)
+local function held_elsewhere(a)
+  if others[a] == nil then
+    local key = P .. ':holders:' .. a
+    local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+    local mine = redis.call('ZSCORE', key, worker)
+    if mine and tonumber(mine) > t then n = n - 1 end
+    others[a] = n > 0
+  end
+  return others[a]
+end
+
+-- The member of f's queue this claim would take, and its score, or nil (routing.choose)
+local function candidate(f)
+  local q = P .. ':q:' .. f.fn
+  local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  if not top[1] then return nil, nil end
+  if not f.bound then return top[1], tonumber(top[2]) end
+  local score = tonumber(top[2])
+  local fallback
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', q, top[2], top[2], 'LIMIT', 0, window)) do
+    local j = redis.call('HMGET', job_key(string.sub(m, 18)), 'affinity', 'created_at',
+                         'not_before', 'expires_at', 'started_at')
+    local a = j[1]
+    local since = math.max(tonumber(j[2]) or 0, tonumber(j[3]) or 0)
+    if not a or a == '' or holds[a] or t - since >= f.bound
+        or (j[4] and j[4] ~= '' and (not j[5] or j[5] == '') and tonumber(j[4]) <= t) then
+      return m, score
+    end
+    if not fallback and not held_elsewhere(a) then fallback = m end
+  end
+  if fallback then return fallback, score end
+  return nil, nil
 end
 local ids = {}
 while #ids < count do
@@ -217,11 +262,10 @@ while #ids < count do
   for _, f in ipairs(fns) do  -- highest priority, then oldest, over all the functions
     if f.want > 0 and (f.limit == '' or tonumber(
         redis.call('HGET', P .. ':running', f.fn) or '0') < tonumber(f.limit)) then
-      local top = redis.call('ZRANGE', P .. ':q:' .. f.fn, 0, 0, 'WITHSCORES')
-      if top[1] then
-        local score = tonumber(top[2])
-        if not best or score < best_score or (score == best_score and top[1] < best_member) then
-          best, best_member, best_score = f, top[1], score
+      local member, score = candidate(f)
+      if member then
+        if not best or score < best_score or (score == best_score and member < best_member) then
+          best, best_member, best_score = f, member, score
         end
       end
     end
@@ -470,4 +514,46 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. before,
   redis.call('ZREM', finished, id)
 end
 return deleted
+"""
+
+
+# A worker's report. ARGV: P, worker id, report (JSON, with its ``holds``), until (when
+# the report expires), now, seconds a holders set lives on, then the affinity keys it
+# holds. The holders sets are what CLAIM routes by: it leaves the sets of the models it
+# no longer holds (read from its previous report) and joins, with the score ``until``,
+# those it holds; members that expired are dropped on the way.
+REGISTER = r"""
+local P, id, report, till, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local keep = tonumber(ARGV[6])
+local holds = {}
+for i = 7, #ARGV do holds[ARGV[i]] = true end
+local previous = redis.call('HGET', P .. ':workers', id)
+if previous then
+  for _, a in ipairs(cjson.decode(previous)['holds'] or {}) do
+    if not holds[a] then redis.call('ZREM', P .. ':holders:' .. a, id) end
+  end
+end
+redis.call('HSET', P .. ':workers', id, report)
+redis.call('ZADD', P .. ':workers:until', till, id)
+for i = 7, #ARGV do
+  local key = P .. ':holders:' .. ARGV[i]
+  redis.call('ZADD', key, till, id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('EXPIRE', key, keep)
+end
+return 1
+"""
+
+# A worker leaves: its report, and its place among the holders of its models. ARGV: P, id.
+UNREGISTER = r"""
+local P, id = ARGV[1], ARGV[2]
+local previous = redis.call('HGET', P .. ':workers', id)
+if previous then
+  for _, a in ipairs(cjson.decode(previous)['holds'] or {}) do
+    redis.call('ZREM', P .. ':holders:' .. a, id)
+  end
+end
+redis.call('HDEL', P .. ':workers', id)
+redis.call('ZREM', P .. ':workers:until', id)
+return 1
 """

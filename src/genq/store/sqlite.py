@@ -72,7 +72,7 @@ from genq.models import (
     SubmitReason,
     WorkerInfo,
 )
-from genq.store import rules, urls
+from genq.store import routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
     NewEvent,
@@ -84,7 +84,7 @@ from genq.store.base import (
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
 from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
-from genq.store.sqlite_queues import JobQueues
+from genq.store.sqlite_queues import JobQueues, ReadyEntry
 from genq.store.sqlite_writer import Op, Writer, halts
 from genq.store.urls import UNSET, Unset
 
@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_id TEXT,
     lease_until REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    lease_token INTEGER NOT NULL DEFAULT 0
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    affinity TEXT
 );
 DROP INDEX IF EXISTS jobs_by_status;  -- superseded by jobs_by_status_created_id
 DROP INDEX IF EXISTS jobs_by_status_created;  -- superseded by jobs_by_status_created_id
@@ -157,9 +158,9 @@ CREATE TABLE IF NOT EXISTS space_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL
 _JOB_COLUMNS = (
     "id, function, owner, status, priority, input, created_at, started_at, finished_at, "
     "attempts, max_attempts, not_before, expires_at, result, error, cache_key, "
-    "idempotency_key, worker_id, lease_until, cancel_requested, lease_token"
+    "idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity"
 )
-_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _UPDATE_JOB = (
     "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
     "result=?, error=?, worker_id=?, lease_until=?, cancel_requested=?, lease_token=? "
@@ -196,6 +197,7 @@ def _job_params(job: Job) -> tuple[Any, ...]:
         job.not_before, job.expires_at, _dumps(job.result),
         None if job.error is None else _dumps(job.error), job.cache_key, job.idempotency_key,
         job.worker_id, job.lease_until, int(job.cancel_requested), job.lease_token,
+        job.affinity,
     )
 
 
@@ -220,7 +222,7 @@ def _events_from_rows(job_id: str, rows: Sequence[tuple[Any, ...]]) -> list[Even
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     (id_, function, owner, status, priority, input_, created_at, started_at, finished_at,
      attempts, max_attempts, not_before, expires_at, result, error, cache_key,
-     idempotency_key, worker_id, lease_until, cancel_requested, lease_token) = row
+     idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity) = row
     return Job(
         id=id_, function=function, input=json.loads(input_), owner=owner,
         status=JobStatus(status), priority=priority, created_at=created_at,
@@ -229,7 +231,7 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         result=None if result is None else json.loads(result),
         error=None if error is None else json.loads(error), cache_key=cache_key,
         idempotency_key=idempotency_key, worker_id=worker_id, lease_until=lease_until,
-        cancel_requested=bool(cancel_requested), lease_token=lease_token,
+        cancel_requested=bool(cancel_requested), lease_token=lease_token, affinity=affinity,
     )
 
 
@@ -318,6 +320,8 @@ class SQLiteStore(StoreBase):
             if "lease_token" not in columns:  # a file made before fencing existed
                 setup.execute("ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL "
                               "DEFAULT 0")
+            if "affinity" not in columns:  # a file made before warm routing existed
+                setup.execute("ALTER TABLE jobs ADD COLUMN affinity TEXT")
         finally:
             setup.close()
         self._health.opened()
@@ -888,7 +892,7 @@ class SQLiteStore(StoreBase):
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
-        while (job_id := self._queues.next_ready(functions)) is not None:
+        while (job_id := self._next_claim(functions, worker_id, warmth, now)) is not None:
             job = self._live[job_id]
             if job_id in self._unsettled:  # its write is in flight: taken once settled
                 functions.remove(job.function)
@@ -906,6 +910,46 @@ class SQLiteStore(StoreBase):
             await self._write(job, [rules.started_event(job)], wait=False)
             return job.copy()
         return None
+
+    def _next_claim(self, functions: list[str], worker_id: str, warmth: Warmth | None,
+                    now: float) -> str | None:
+        """The job a claim takes: the best head over ``functions`` (priority, then
+        arrival), each function's head chosen by warm routing when ``warmth`` gives it
+        a bound (genq.store.routing), else its first ready job."""
+        if warmth is None:
+            return self._queues.next_ready(functions)
+        best: ReadyEntry | None = None
+        others: set[str] | None = None  # what the other live workers hold, once needed
+        for function in functions:
+            bound = warmth.waits.get(function, 0.0)
+            if bound <= 0:  # no routing for it: a bound of 0 passes no job over
+                entry = self._queues.head(function)
+            else:
+                if others is None:
+                    others = self._held_by_others(worker_id, now)
+                entry = self._routed_head(function, warmth.holds, others, bound, now)
+            if entry is not None and (best is None or entry < best):
+                best = entry
+        return None if best is None else best[2]
+
+    def _routed_head(self, function: str, holds: frozenset[str], others: set[str],
+                     bound: float, now: float) -> ReadyEntry | None:
+        window = self._queues.head_level(function, routing.WINDOW)
+        jobs = (self._live[entry[2]] for entry in window)  # lazily: the head often wins
+        chosen = routing.choose(
+            (routing.Candidate(job.id, job.affinity,
+                               routing.runnable_since(job.created_at, job.not_before),
+                               rules.queue_timed_out(job, now)) for job in jobs),
+            holds, others.__contains__, bound, now)
+        return next((e for e in window if e[2] == chosen), None)
+
+    def _held_by_others(self, worker_id: str, now: float) -> set[str]:
+        """Affinity keys held by the live workers other than ``worker_id``."""
+        held: set[str] = set()
+        for info, gone_after in self._workers.values():
+            if info.id != worker_id and gone_after > now:
+                held |= info.holds
+        return held
 
     async def claim_many(self, wants: Mapping[str, int], worker_id: str, lease: float,
                          limits: Mapping[str, int] | None = None,

@@ -113,12 +113,31 @@ class JobQueues:
         across the functions. It stays queued until ``remove``."""
         best: ReadyEntry | None = None
         for function in functions:
-            q = self._functions.get(function)
-            if q is not None and q.ready:
-                head: ReadyEntry = q.ready[0]
-                if best is None or head < best:
-                    best = head
+            head = self.head(function)
+            if head is not None and (best is None or head < best):
+                best = head
         return None if best is None else best[2]
+
+    def head(self, function: str) -> ReadyEntry | None:
+        """The next ready job of ``function`` in claim order, as its entry (entries of
+        different functions compare in claim order too)."""
+        q = self._functions.get(function)
+        return q.ready[0] if q is not None and q.ready else None
+
+    def head_level(self, function: str, limit: int) -> list[ReadyEntry]:
+        """The first ``limit`` ready jobs of ``function`` at its highest waiting
+        priority, in claim order: the window warm routing chooses from
+        (genq.store.routing)."""
+        q = self._functions.get(function)
+        if q is None or not q.ready:
+            return []
+        top = q.ready[0][0]
+        level: list[ReadyEntry] = []
+        for entry in q.ready.islice(0, limit):
+            if entry[0] != top:
+                break
+            level.append(entry)
+        return level
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job of its function; None when not queued or still delayed
