@@ -27,6 +27,7 @@ from tests.support.http_fixtures import (
     cli_env,
     finished,
     free_port,
+    serves,
     submit,
     wait_until,
 )
@@ -62,7 +63,7 @@ def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterato
         def healthy() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                return served.http.get("/readyz").status_code == 200
+                return serves(served.http.get("/readyz"))
             except httpx.TransportError:
                 return False
 

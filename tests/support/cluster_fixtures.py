@@ -1,10 +1,10 @@
 """Real genq processes around a real Redis: front ends, workers, and what kills them.
 
 A ``Cluster`` starts ``genq serve --no-workers`` and ``genq worker`` subprocesses for
-``apps.cluster_app:app`` against one store URL, waits until each is ready (a front end
-answers /readyz; a worker has reported itself to the store), keeps their output in log
-files for failure messages, and kills, pauses and resumes them like an operator (or the
-OOM killer) would.
+``apps.cluster_app:app`` against one store URL, waits until each is up (a front end
+answers /readyz, 200 or 503 ``not_ready``; a worker has reported itself to the store),
+keeps their output in log files for failure messages, and kills, pauses and resumes
+them like an operator (or the OOM killer) would.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import IO
 import httpx
 import redis
 
-from tests.support.http_fixtures import cli_env, free_port, wait_until
+from tests.support.http_fixtures import cli_env, free_port, serves, wait_until
 
 APP = "apps.cluster_app:app"
 
@@ -83,7 +83,9 @@ class Cluster:
             if proc.popen.poll() is not None:
                 raise AssertionError(f"{name} exited:\n{proc.log()}")
             try:
-                return httpx.get(f"{proc.url}/readyz", timeout=2).status_code == 200
+                # Up with its store answering: ready once a worker reports (not yet
+                # when the front end starts first).
+                return serves(httpx.get(f"{proc.url}/readyz", timeout=2))
             except httpx.TransportError:
                 return False
 
