@@ -61,6 +61,8 @@ class Cluster:
     store_url: str
     logs: Path
     procs: list[Proc] = field(default_factory=list)
+    app: str = APP  # what every process serves
+    env: dict[str, str] = field(default_factory=dict)  # added to every process's
 
     def _spawn(self, name: str, args: list[str], port: int | None = None) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -68,14 +70,14 @@ class Cluster:
         log_file = log_path.open("wb")
         popen = subprocess.Popen([sys.executable, "-m", "genq.cli", *args],
                                  stdout=log_file, stderr=subprocess.STDOUT,
-                                 env=cli_env(), cwd=self.logs)
+                                 env=cli_env(**self.env), cwd=self.logs)
         proc = Proc(name, popen, log_path, log_file, port)
         self.procs.append(proc)
         return proc
 
     def front_end(self, name: str, *extra: str) -> Proc:
         port = free_port()
-        proc = self._spawn(name, ["serve", APP, "--store", self.store_url, "--no-workers",
+        proc = self._spawn(name, ["serve", self.app, "--store", self.store_url, "--no-workers",
                                   "--port", str(port), "--heartbeat", "0.5",
                                   "--log-level", "warning", *extra], port)
 
@@ -93,7 +95,7 @@ class Cluster:
         return proc
 
     def worker(self, name: str, *extra: str) -> Proc:
-        proc = self._spawn(name, ["worker", APP, "--store", self.store_url, *extra])
+        proc = self._spawn(name, ["worker", self.app, "--store", self.store_url, *extra])
 
         def reported() -> bool:
             if proc.popen.poll() is not None:
