@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,10 +121,10 @@ class Readiness:
     a page of a hundred queued jobs, or many clients polling their jobs, costs one read
     of the workers' reports rather than one each."""
 
-    def __init__(self, functions: Iterable[str],
+    def __init__(self, functions: Collection[str],
                  read_workers: Callable[[], Awaitable[list[WorkerInfo]]],
                  cache_seconds: float = CACHE_SECONDS) -> None:
-        self._functions = tuple(functions)
+        self._functions = functions  # the app's registry itself: read at each refresh
         self._read = read_workers
         self._cache_seconds = cache_seconds
         self._view: dict[str, FunctionReadiness] | None = None
