@@ -144,7 +144,8 @@ async def over_http(url: str) -> dict[str, float]:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             for _ in range(300):
                 try:
-                    if (await http.get("/readyz")).status_code == 200:
+                    # /healthz: a server without workers is up but never /readyz-ready.
+                    if (await http.get("/healthz")).status_code == 200:
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)

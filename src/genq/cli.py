@@ -30,6 +30,7 @@ from rich.table import Table
 
 from genq import errors
 from genq.app import App
+from genq.cli_waiting import WaitNotes
 from genq.client import Artifact, Client, Job
 from genq.client.attempts import AttemptWatch
 from genq.engine import Engine
@@ -490,9 +491,14 @@ def _follow(client: Client, job: Job, output: Path | None) -> int:
     task: TaskID | None = None
     streamed = mid_line = False
     attempts = AttemptWatch()
+    # Why it is still queued (a model loading...), until it starts.
+    notes = WaitNotes(job, lambda m: err.print(f"[yellow]{m}[/yellow]", highlight=False))
     try:
         with bar:
+            notes.start()
             for event in job.events():
+                if event.type is EventType.STARTED or event.terminal:
+                    notes.stop()
                 if mid_line and event.type in _NOTED:
                     err.print()  # a note on stderr starts a line, not after the text
                     mid_line = False
@@ -502,16 +508,20 @@ def _follow(client: Client, job: Job, output: Path | None) -> int:
                 task, wrote = _render(event, bar, task)
                 if wrote:
                     streamed, mid_line = True, not event.data["chunk"].endswith("\n")
+        notes.stop()
         if streamed:
             out.print()
         return _print_result(job, output, None, quiet=streamed)
     except KeyboardInterrupt:
+        notes.stop()
         err.print(f"\n[yellow]interrupted: cancelling job {job.id}[/yellow]")
         try:
             client.cancel(job.id)
         except errors.GenqError as exc:
             err.print(f"[red]could not cancel[/red]: {exc.message}")
         return EXIT_INTERRUPTED
+    finally:
+        notes.stop()  # also when the stream raised (a lost server)
 
 
 def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | None, bool]:

@@ -24,6 +24,7 @@ from genq.errors import InvalidInput, JobNotFound, NoResult
 from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
 from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
+from genq.readiness import Readiness
 from genq.store.base import PAGE_BYTES, Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker, default_worker_id
 
@@ -41,6 +42,8 @@ class JobService:
         self.app = app
         self.store = store
         self.stats = FunctionStats() if stats is None else stats
+        # Which functions a live worker is ready for, read from the store (cached briefly).
+        self.readiness = Readiness(app.functions, store.workers)
 
     async def submit(self, owner: str, function: str, inputs: dict[str, Any], *,
                      priority: int | None = None,
@@ -82,6 +85,12 @@ class JobService:
 
     async def queue_position(self, job: Job) -> int | None:
         return (await self.store.queue_position(job.id)
+                if job.status is JobStatus.QUEUED else None)
+
+    async def waiting(self, job: Job) -> dict[str, Any] | None:
+        """Why a queued job waits though a worker could take it (genq.readiness); None
+        for a job not queued, or queued only behind others."""
+        return (await self.readiness.waiting(job.function)
                 if job.status is JobStatus.QUEUED else None)
 
     async def read_events(self, owner: str, job_id: str, after: int = 0,

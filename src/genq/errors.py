@@ -152,6 +152,15 @@ class StoreLost(StoreUnavailable):
     status = 503
 
 
+class NotReady(GenqError):
+    """``/readyz``: the store answers, but some function has no live worker ready to run
+    it (its model is loading, its setup failed, or no worker serves it); ``functions``
+    gives every function's state (genq.readiness)."""
+
+    code = "not_ready"
+    status = 503
+
+
 class LeaseLost(GenqError):
     """A worker wrote to a job it no longer holds: its lease lapsed and the job was
     reclaimed (or finished). The write was refused; the job's log is unchanged."""

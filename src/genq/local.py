@@ -44,7 +44,8 @@ class LocalTransport:
 
     async def get(self, job_id: str) -> JobInfo:
         job = await self.jobs.get(self.owner, job_id)
-        return JobInfo.from_job(job, await self.jobs.queue_position(job))
+        return JobInfo.from_job(job, await self.jobs.queue_position(job),
+                                await self.jobs.waiting(job))
 
     async def list_jobs(self, *, function: str | None = None,
                         status: str | JobStatus | None = None, limit: int = 50,

@@ -165,7 +165,7 @@ class JobInfo:
     ``to_dict`` is the JSON view (its keys, in this order, are the wire contract; see
     docs/api.md) and ``from_dict`` reads it back, so the server and the clients share one
     definition. ``queue_position`` (1 = next to run) is set while the job waits in line
-    and whoever built the view looked it up; None otherwise.
+    and whoever built the view looked it up; None otherwise. So is ``waiting``.
     """
 
     id: str
@@ -185,14 +185,20 @@ class JobInfo:
     # Set when the result is too large to inline (``result`` is then None): its size in
     # bytes; the whole result is at ``result_url`` (``client.result()`` reads it there).
     result_size: int | None = None
+    # Why a queued job is not running though it may be next in line: no worker is ready
+    # for its function (genq.readiness): ``{"reason": loading|failed|no_worker,
+    # "message", "since"}``. None otherwise, and when whoever built the view did not ask.
+    waiting: dict[str, Any] | None = None
 
     @classmethod
-    def from_job(cls, job: Job, queue_position: int | None = None) -> JobInfo:
+    def from_job(cls, job: Job, queue_position: int | None = None,
+                 waiting: dict[str, Any] | None = None) -> JobInfo:
         size = result_size(job.result)
         return cls(job.id, job.function, job.input, job.status, job.priority, job.created_at,
                    job.started_at, job.finished_at, job.attempts, job.max_attempts,
                    job.result if size is None else None, job.error, job.last_event_id,
-                   queue_position, size)
+                   queue_position, size,
+                   waiting if job.status is JobStatus.QUEUED else None)
 
     @property
     def result_url(self) -> str | None:
@@ -217,6 +223,7 @@ class JobInfo:
             "error": self.error,
             "last_event_id": self.last_event_id,
             "queue_position": self.queue_position,
+            "waiting": self.waiting,
         }
 
     @classmethod
@@ -230,6 +237,7 @@ class JobInfo:
             max_attempts=data.get("max_attempts", 1), result=data.get("result"),
             error=data.get("error"), last_event_id=data.get("last_event_id", 0),
             queue_position=data.get("queue_position"), result_size=data.get("result_size"),
+            waiting=data.get("waiting"),
         )
 
 

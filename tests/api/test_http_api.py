@@ -252,7 +252,7 @@ def test_healthz(http: httpx.Client, server: LiveServer) -> None:
     assert body["status"] == "ok"
     assert body["functions"] == len(http_app.app.functions)
     assert body["worker"]["running"] == 0
-    assert body["worker"]["id"] == server.state.engine.worker.id  # type: ignore[union-attr]
+    assert body["worker"]["id"] == server.state.engine.workers[0].id
 
 
 def test_readyz(http: httpx.Client) -> None:

@@ -22,6 +22,7 @@ from genq.server.accesslog import redact_url
 from genq.server.auth import ApiKeys, Caller, derived_owner
 from genq.server.ratelimit import Rate
 from genq.server.sessions import SESSION_COOKIE, SessionSigner
+from tests.apps import http_app
 from tests.support.http_fixtures import ServerFactory, error_of, finished, submit
 
 ALICE = {"Authorization": "Bearer key-a"}
@@ -334,8 +335,12 @@ def test_operations_data_needs_an_admin_key(make_server: ServerFactory) -> None:
             assert http.get("/healthz").json() == {"status": "ok"}
             assert http.get("/healthz", headers=ALICE).json() == {"status": "ok"}
             assert http.get("/healthz", headers=OPS).json()["worker"] is not None
-            assert http.get("/readyz").json() == {"status": "ready"}
-            assert http.get("/readyz", headers=ALICE).json() == {"status": "ready"}
+            # Per-function states for a probe too, with no error text or cluster figures.
+            served = {name: {"state": "ready", "ready": 1, "loading": 0, "failed": 0}
+                      for name in http_app.app.functions}
+            assert http.get("/readyz").json() == {"status": "ready", "functions": served}
+            assert http.get("/readyz", headers=ALICE).json() == {"status": "ready",
+                                                                 "functions": served}
             assert http.get("/readyz", headers=OPS).json()["workers"] == 1
         http.post(f"/api/jobs/{slow['id']}/cancel", headers=BOB)
 

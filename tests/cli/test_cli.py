@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.apps import http_app, retry_app
+from tests.apps import http_app, model_app, retry_app
 from tests.support.http_fixtures import (
     GENQ_BIN,
     LiveServer,
@@ -27,6 +27,7 @@ from tests.support.http_fixtures import (
     cli_env,
     finished,
     free_port,
+    serves,
     submit,
     wait_until,
 )
@@ -62,7 +63,7 @@ def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterato
         def healthy() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                return served.http.get("/readyz").status_code == 200
+                return serves(served.http.get("/readyz"))
             except httpx.TransportError:
                 return False
 
@@ -106,6 +107,50 @@ def test_run_marks_where_a_retried_job_started_over(make_server: ServerFactory) 
     assert f"\n{notice}\n" in done.stdout
     assert done.stdout.index(lost) < done.stdout.index(notice) < done.stdout.index(kept)
     assert done.stdout.rstrip().endswith(kept.rstrip())
+
+
+def follow_until_loaded(args: list[str], gate: Path) -> str:
+    """Run ``genq ARGS`` (stdout and stderr on one pipe, in order); once it says why the
+    job waits, let the model load (``gate``); its whole output."""
+    lines: list[str] = []
+    with subprocess.Popen([str(GENQ_BIN), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=cli_env(),
+                          stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if "waiting for a worker" in line:
+                    gate.touch()
+                    break
+            lines += proc.stdout.readlines()
+            assert proc.wait(60) == 0, "".join(lines)
+        finally:
+            proc.kill()
+    return "".join(lines)
+
+
+def test_run_and_watch_say_why_a_job_waits_until_it_starts(
+        make_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job queued behind a loading model: the CLI says so (polling the job view while
+    it is queued), then shows the start and the result, and says nothing more of it."""
+    monkeypatch.setenv("GENQ_TEST_MODEL_GATE", str(tmp_path / "gate"))
+    server = make_server(model_app.app)
+    output = follow_until_loaded(["run", "--url", server.url, "scale", "--x", "21"],
+                                 tmp_path / "gate")
+    note = "waiting for a worker: model loading ("
+    assert note in output and "s so far)" in output
+    assert output.index(note) < output.index("started (attempt 1)")
+    assert output.count(note) == 1  # the seconds ticking by are not new notes
+    assert output.rstrip().endswith("42")
+
+    (tmp_path / "gate").unlink()
+    server.restart()  # a new engine loads the model again, behind the gate again
+    with httpx.Client(base_url=server.url) as http:
+        job_id = submit(http, "chat", message="hello there")["id"]
+    output = follow_until_loaded(["watch", "--url", server.url, job_id], tmp_path / "gate")
+    assert output.index(note) < output.index("started (attempt 1)")
+    assert "echo: hello there" in output
 
 
 def test_run_exit_codes(server: LiveServer) -> None:

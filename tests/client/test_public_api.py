@@ -61,7 +61,7 @@ def test_submit_reasons_keep_their_wire_values() -> None:
 
 def test_job_info_is_the_storage_view_without_private_fields() -> None:
     """The JSON view has the keys of the wire contract, in that order (docs/api.md;
-    result_size and result_url are the newest), none of the record's private fields,
+    result_size, result_url and waiting are the newest), none of the record's private fields,
     and reads back as itself."""
     job = Job(id="j1", function="add", input={"x": 1}, owner="alice",
               status=JobStatus.RUNNING, priority=3, created_at=10.5, started_at=11.0,
@@ -72,7 +72,7 @@ def test_job_info_is_the_storage_view_without_private_fields() -> None:
     assert list(view) == ["id", "function", "input", "status", "priority", "created_at",
                           "started_at", "finished_at", "attempts", "max_attempts", "result",
                           "result_size", "result_url", "error", "last_event_id",
-                          "queue_position"]
+                          "queue_position", "waiting"]
     assert view["status"] == "running" and view["input"] == {"x": 1}
     assert view["attempts"] == 1 and view["last_event_id"] == 4
     assert JobInfo.from_dict({**view, "submitted": "new"}) == info

@@ -29,8 +29,10 @@ def test_liveness_answers_and_readiness_fails_while_redis_is_down(tmp_path: Path
                 ready = http.get("/readyz")
                 assert ready.status_code == 200, ready.text
                 assert ready.json() == {  # the whole cluster, as Redis sees it
-                    "status": "ready", "store": "redis", "functions": len(app.functions),
-                    "worker": None, "workers": 1, "running": 0}
+                    "status": "ready", "store": "redis", "worker": None, "workers": 1,
+                    "running": 0, "functions": {
+                        name: {"state": "ready", "ready": 1, "loading": 0, "failed": 0}
+                        for name in app.functions}}
 
                 redis.stop()
                 alive = http.get("/healthz")

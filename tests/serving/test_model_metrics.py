@@ -8,14 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps import model_app
+from tests.apps import replica_app
 from tests.support.http_fixtures import ServerFactory, wait_until
 
 
 def test_metrics_show_the_workers_model_state(make_server: ServerFactory, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_APP_LOG", str(tmp_path / "model.log"))
-    live = make_server(app=model_app.app, devices=["cpu", "cpu"])
+    live = make_server(app=replica_app.app, devices=["cpu", "cpu"])
     with httpx.Client(base_url=live.url, timeout=10) as http:
         def scraped() -> str | None:
             text = http.get("/metrics").text

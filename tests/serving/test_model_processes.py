@@ -13,7 +13,7 @@ import httpx
 
 from tests.support.http_fixtures import cli_env, free_port, wait_until
 
-APP = "apps.model_app:app"
+APP = "apps.replica_app:app"
 
 
 def _lines(log: Path, prefix: str) -> list[str]:

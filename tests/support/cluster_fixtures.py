@@ -1,10 +1,10 @@
 """Real genq processes around a real Redis: front ends, workers, and what kills them.
 
 A ``Cluster`` starts ``genq serve --no-workers`` and ``genq worker`` subprocesses for
-``apps.cluster_app:app`` against one store URL, waits until each is ready (a front end
-answers /readyz; a worker has reported itself to the store), keeps their output in log
-files for failure messages, and kills, pauses and resumes them like an operator (or the
-OOM killer) would.
+``apps.cluster_app:app`` against one store URL, waits until each is up (a front end
+answers /readyz, 200 or 503 ``not_ready``; a worker has reported itself to the store),
+keeps their output in log files for failure messages, and kills, pauses and resumes
+them like an operator (or the OOM killer) would.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import IO
 import httpx
 import redis
 
-from tests.support.http_fixtures import cli_env, free_port, wait_until
+from tests.support.http_fixtures import cli_env, free_port, serves, wait_until
 
 APP = "apps.cluster_app:app"
 
@@ -62,6 +62,7 @@ class Cluster:
     logs: Path
     procs: list[Proc] = field(default_factory=list)
     app: str = APP  # the ``module:attribute`` every process serves
+    env: dict[str, str] = field(default_factory=dict)  # added to every process's
 
     def _spawn(self, name: str, args: list[str], port: int | None = None) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ class Cluster:
         log_file = log_path.open("wb")
         popen = subprocess.Popen([sys.executable, "-m", "genq.cli", *args],
                                  stdout=log_file, stderr=subprocess.STDOUT,
-                                 env=cli_env(), cwd=self.logs)
+                                 env=cli_env(**self.env), cwd=self.logs)
         proc = Proc(name, popen, log_path, log_file, port)
         self.procs.append(proc)
         return proc
@@ -84,7 +85,9 @@ class Cluster:
             if proc.popen.poll() is not None:
                 raise AssertionError(f"{name} exited:\n{proc.log()}")
             try:
-                return httpx.get(f"{proc.url}/readyz", timeout=2).status_code == 200
+                # Up with its store answering: ready once a worker reports (not yet
+                # when the front end starts first).
+                return serves(httpx.get(f"{proc.url}/readyz", timeout=2))
             except httpx.TransportError:
                 return False
 

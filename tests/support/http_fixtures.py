@@ -56,6 +56,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
+def serves(response: httpx.Response) -> bool:
+    """``/readyz``'s answer says the server is up and its store answers: 200, or 503
+    ``not_ready`` (no worker is ready for some function yet: a server without workers,
+    or whose models still load, is up but honestly not ready)."""
+    if response.status_code == 200:
+        return True
+    if response.status_code != 503:
+        return False
+    try:
+        return bool(response.json()["error"]["code"] == "not_ready")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _listening_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -110,11 +124,11 @@ class LiveServer:
                     assert self._thread is not None and self._thread.is_alive(), \
                         "uvicorn exited during start-up"
                     try:
-                        return http.get("/readyz").status_code == 200
+                        return serves(http.get("/readyz"))
                     except httpx.TransportError:
                         return False
 
-                wait_until(healthy, 30, what="/readyz")
+                wait_until(healthy, 30, what="/readyz (its store to answer)")
         finally:
             sock.close()  # uvicorn holds its own reference while serving
         return self

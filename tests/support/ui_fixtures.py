@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.http_fixtures import serves
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -71,7 +73,7 @@ class ServerProcess:
                 self.proc = None
                 raise RuntimeError(f"genq serve exited with {code}:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if serves(httpx.get(f"{self.url}/readyz", timeout=2)):
                     return
             except httpx.HTTPError:
                 pass

@@ -32,6 +32,7 @@ from genq.errors import (
     BadRequest,
     Forbidden,
     GenqError,
+    NotReady,
     PayloadTooLarge,
     StoreUnavailable,
     TryLater,
@@ -40,6 +41,7 @@ from genq.errors import (
 from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
+from genq.readiness import READY, cluster_readiness
 from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
 from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
@@ -232,7 +234,8 @@ async def session(request: Request) -> Response:
 
 
 async def _job_view(state: ServerState, job: Job) -> dict[str, Any]:
-    return JobInfo.from_job(job, await state.jobs.queue_position(job)).to_dict()
+    return JobInfo.from_job(job, await state.jobs.queue_position(job),
+                            await state.jobs.waiting(job)).to_dict()
 
 
 # -- endpoints ---------------------------------------------------------------------------
@@ -243,10 +246,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: the store answered within READY_TIMEOUT s and reports no problem (200),
-    else 503 ``store_unavailable`` naming it; plus the cluster as the store sees it
-    (workers and running jobs on every machine) for whoever may see ``/healthz``'s
-    figures."""
+    """Readiness: the store answered within READY_TIMEOUT s and reports no problem, and
+    every function of the app has a live worker ready to run it (200); else 503:
+    ``store_unavailable`` naming the store's problem, or ``not_ready`` naming the
+    functions without a ready worker and why (loading, failed, no worker).
+
+    Either way the answer gives ``functions``: per function its state and how many
+    workers are ready, loading or failed for it (genq.readiness), for anyone, since a
+    probe needs no key; the model, seconds so far, error and next try, and the cluster
+    figures (workers and running jobs on every machine), only to whoever may see
+    ``/healthz``'s figures (an error can name paths and hosts)."""
     state = _state(request)
     if (problem := state.store.problem()) is not None:  # a full disk, a lost file
         raise StoreUnavailable(problem, store=state.store.kind, problem=problem)
@@ -259,6 +268,12 @@ async def readyz(request: Request) -> Response:
     view = _process_view(request)
     if view:
         view.update(workers=len(cluster.workers), running=sum(cluster.running.values()))
+    readiness = cluster_readiness(state.app.functions, cluster.workers)
+    view["functions"] = {name: r.to_dict(detail=bool(view)) for name, r in readiness.items()}
+    unready = [r for r in readiness.values() if r.state != READY]
+    if unready:
+        reasons = ", ".join(f"{r.function} ({r.state.replace('_', ' ')})" for r in unready)
+        raise NotReady(f"not every function has a ready worker: {reasons}", **view)
     return _json({"status": "ready", **view})
 
 
@@ -539,7 +554,7 @@ async def all_events(request: Request) -> Response:
         yield ServerSentEvent("{}", event="resync")
         async for job in state.feed.follow(owner):
             view = JobInfo.from_job(job).to_dict()
-            del view["queue_position"]  # a feed of status changes looks up no positions
+            del view["queue_position"], view["waiting"]  # a feed looks up neither
             yield ServerSentEvent(compact_json(view), event="job")
 
     return _sse_response(request, owner, stream())

@@ -262,13 +262,15 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
                                  "type": "object", "required": ["status"],
                                  "properties": {"status": {"const": "ok"}}}),
                                  **_CALLER_ERRORS}}},
-        "/readyz": {"get": {"summary": "Readiness: the store answers within 1 s (cluster "
-                                       "figures for an admin key)",
+        "/readyz": {"get": {"summary": "Readiness: the store answers within 1 s and every "
+                                       "function has a ready worker (per-function "
+                                       "states; cluster figures for an admin key)",
                             "responses": {"200": _json_response("ready", {
                                 "type": "object", "required": ["status"],
                                 "properties": {"status": {"const": "ready"}}}),
                                 "503": _error_response("store_unavailable: the store did "
-                                                       "not answer within 1 s"),
+                                                       "not answer within 1 s; not_ready: "
+                                                       "a function has no ready worker"),
                                 **_CALLER_ERRORS}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (an admin key)",
                              "responses": {"200": {"description": "Prometheus text format",

@@ -1124,7 +1124,9 @@
         }
         this.chatEl.append(this.bubble("user", job.input.message));
         const reply = this.bubble("assistant", "");
-        clear(reply.querySelector(".bubble-text")).append(this.streamEl);
+        // while queued behind a loading model, the reply says so rather than nothing
+        this.bubbleWaitEl = h("span", { class: "bubble-wait muted", hidden: true });
+        clear(reply.querySelector(".bubble-text")).append(this.bubbleWaitEl, this.streamEl);
         this.chatEl.append(reply);
         this.streamEl.classList.add("in-chat");
         outputs.push(this.chatEl);
@@ -1213,6 +1215,7 @@
       this.job = { ...this.job, ...job };
       if (!this.terminal || TERMINAL.has(job.status)) this.setStatus(job.status);
       if (job.status === "queued") this.showQueue(job.queue_position);
+      else this.job.waiting = null;
       this.renderMeta();
     }
 
@@ -1270,14 +1273,29 @@
       const done = TERMINAL.has(status);
       this.cancelButton.hidden = done;
       this.caret.hidden = done;
-      if (status !== "queued") this.queueEl.hidden = true;
+      if (status !== "queued") {
+        this.queueEl.hidden = true;
+        this.showWaiting(null);
+      }
     }
 
     showQueue(position) {
       this.queueEl.hidden = false;
+      // why it waits though it may be next (job.waiting: a model loading, a failed
+      // setup, no worker), polled with the position while queued
+      const waiting = this.job.waiting;
+      const why = waiting && waiting.message ? waiting.message.replace(/^waiting for a worker: /, "") : null;
       clear(this.queueEl).append(h("strong", null, "Queued"),
-        position ? ` — position ${position} in the queue` : " — waiting for a worker");
+        position ? ` — position ${position} in the queue` : " — waiting for a worker",
+        why ? h("span", { class: "queue-why", dataset: { reason: waiting.reason } }, ` — ${why}`) : null);
       this.queueEl.dataset.position = position || "";
+      this.showWaiting(why);
+    }
+
+    showWaiting(why) {
+      if (!this.bubbleWaitEl) return;
+      this.bubbleWaitEl.hidden = !why;
+      this.bubbleWaitEl.textContent = why ? `Waiting: ${why}` : "";
     }
 
     onEvent(type, event) {
@@ -1828,6 +1846,33 @@
       h("span", { class: "tile-value" }, value),
       hint ? h("span", { class: "tile-hint muted" }, hint) : null);
 
+    // the models a worker holds loaded (label, load time) and, per function, whether its
+    // models are ready, still loading (for how long) or failed (with the error)
+    function workerModels(w) {
+      const models = w.models || [];
+      if (!models.length) return null;
+      return h("ul", { class: "worker-models", "aria-label": "Loaded models" }, models.map((m) =>
+        h("li", { class: "worker-model", dataset: { model: m.label || m.name } },
+          h("code", null, m.label || m.name),
+          m.load_seconds != null ? h("span", { class: "muted small" }, ` loaded in ${formatDuration(m.load_seconds)}`) : null)));
+    }
+
+    function workerStates(w) {
+      const states = Object.entries(w.states || {});
+      if (!states.length) return null;
+      const now = Date.now() / 1000;
+      return h("ul", { class: "worker-states", "aria-label": "Functions" }, states.map(([fn, st]) => {
+        let text = st.state;
+        if (st.state === "loading" && st.since) text = `loading ${formatDuration(Math.max(0, now - st.since))}`;
+        if (st.state === "failed") {
+          const bad = (st.models || []).find((m) => m.state === "failed");
+          if (bad) text = `failed: ${bad.error}${bad.retry_at ? `, retrying in ${formatDuration(Math.max(0, bad.retry_at - now))}` : ""}`;
+        }
+        return h("li", { class: `worker-state state-${st.state}`, dataset: { fn, state: st.state } },
+          h("span", { class: "worker-fn" }, fn), " ", h("span", { class: "worker-state-text" }, text));
+      }));
+    }
+
     function render(stats) {
       const fns = Object.entries(stats.functions || {});
       const sum = (key) => fns.reduce((n, [, f]) => n + (f[key] || 0), 0);
@@ -1870,9 +1915,13 @@
       clear(workersEl);
       if (!workers.length) workersEl.append(h("li", { class: "muted" }, "No in-process worker (workers run elsewhere)."));
       for (const w of workers) {
-        workersEl.append(h("li", { class: "worker", dataset: { healthy: String(Boolean(w.healthy)) } },
-          h("span", { class: `health ${w.healthy ? "ok" : "bad"}` }, w.healthy ? "healthy" : "unhealthy"),
-          h("code", { class: "worker-id" }, w.id), h("span", { class: "muted small" }, `${w.running} running`)));
+        workersEl.append(h("li", { class: "worker", dataset: { healthy: String(Boolean(w.healthy)), workerId: w.id } },
+          h("div", { class: "worker-head" },
+            h("span", { class: `health ${w.healthy ? "ok" : "bad"}` }, w.healthy ? "healthy" : "unhealthy"),
+            h("code", { class: "worker-id" }, w.id),
+            h("span", { class: "worker-device", title: "device" }, w.device || "cpu"),
+            h("span", { class: "muted small" }, `${w.running} running`)),
+          workerModels(w), workerStates(w)));
       }
       samples.push({ queued: sum("queue_depth"), running: sum("running") });
       if (samples.length > 90) samples.shift();
