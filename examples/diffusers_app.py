@@ -94,9 +94,8 @@ def load_pipeline(path: Path, device: str = "cpu") -> Pipeline:
     from diffusers import AutoPipelineForText2Image
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = AutoPipelineForText2Image.from_pretrained(path, local_files_only=True,
-                                                     torch_dtype=dtype)
-    pipe = pipe.to(device)
+    pipe = AutoPipelineForText2Image.from_pretrained(path, local_files_only=True)
+    pipe = pipe.to(device, dtype)  # loaded in float32; on the CPU this changes nothing
     pipe.set_progress_bar_config(disable=True)  # progress goes to genq, not to stderr
     return pipe
 
