@@ -3,17 +3,18 @@
 The demo's ``chat`` (SmolLM2-135M-Instruct on the CPU, greedy, a fixed number of new
 tokens) is run four ways, each with 1 and with 4 chats at once:
 
-* ``direct``: ``genq.demo.llm.chat`` iterated in plain threads (what any app would do);
+* ``direct``: ``ChatModel.chat`` of a loaded ``genq.demo.llm.ChatModel`` iterated in plain
+  threads (what any app would do);
 * ``local``: ``app.local()``'s async client, ``client.stream("chat", ...)``;
 * ``http``: a real uvicorn server on loopback, ``genq.AsyncClient(url).stream(...)``.
 
 Figures per mode: time to first token as the consumer sees it (mean over the chats),
 and tokens per second (all chats' new tokens / wall time of the batch). The model is
-loaded once, before timing; every configuration runs ROUNDS times, the best is kept.
+loaded once, before timing, and every mode uses that one instance: the served app is
+the demo's ``chat`` body on a ``@app.model`` that returns it. Every configuration runs
+ROUNDS times, the best is kept.
 Run: .venv/bin/python bench/bench_chat.py [--tokens 64] [--rounds 2]
 """
-
-from __future__ import annotations
 
 import argparse
 import statistics
@@ -21,9 +22,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import anyio
 
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from live_server import serve_app
 
 import genq
-from genq.demo import app, llm
+from genq.demo import llm
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 
@@ -46,8 +48,26 @@ def _tokens_since(model: llm.ChatModel, started: float) -> int:
     return sum(r.tokens for r in model.recent if r.started >= started)
 
 
-def run_direct(concurrent: int, tokens: int) -> Figures:
-    model = llm.default_model()
+def chat_app(model: llm.ChatModel) -> genq.App:
+    """The demo's ``chat`` on an already loaded model (no ``from __future__ import
+    annotations`` here: ``Annotated[..., shared]`` names a local model)."""
+    app = genq.App("bench-chat")
+
+    @app.model()
+    def shared() -> llm.ChatModel:
+        return model
+
+    @app.function(concurrency=4, timeout=600)
+    def chat(message: str, llm_model: Annotated[llm.ChatModel, shared],
+             max_new_tokens: int = 256, temperature: float = 0.7,
+             progress: genq.Progress = genq.Progress()) -> Iterator[str]:
+        yield from llm_model.chat(message, (), max_new_tokens, temperature,
+                                  progress=progress)
+
+    return app
+
+
+def run_direct(model: llm.ChatModel, concurrent: int, tokens: int) -> Figures:
     firsts: list[float] = []
     barrier = threading.Barrier(concurrent + 1)
 
@@ -55,7 +75,7 @@ def run_direct(concurrent: int, tokens: int) -> Figures:
         barrier.wait()
         start = time.perf_counter()
         first = None
-        for _ in llm.chat(PROMPT, max_new_tokens=tokens, temperature=0):
+        for _ in model.chat(PROMPT, max_new_tokens=tokens, temperature=0):
             if first is None:
                 first = time.perf_counter() - start
         firsts.append(first or 0.0)
@@ -72,9 +92,8 @@ def run_direct(concurrent: int, tokens: int) -> Figures:
     return Figures(statistics.mean(firsts), _tokens_since(model, began) / wall)
 
 
-async def _stream_many(client: genq.AsyncClient, concurrent: int, tokens: int
-                       ) -> Figures:
-    model = llm.default_model()
+async def _stream_many(model: llm.ChatModel, client: genq.AsyncClient, concurrent: int,
+                       tokens: int) -> Figures:
     firsts: list[float] = []
 
     async def one() -> None:
@@ -105,26 +124,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    model = llm.default_model()
     t = time.perf_counter()
-    model.load()
+    model = llm.ChatModel.load()
     print(f"model loaded in {time.perf_counter() - t:.1f} s")
-    for _ in llm.chat(PROMPT, max_new_tokens=8, temperature=0):  # warm-up
+    for _ in model.chat(PROMPT, max_new_tokens=8, temperature=0):  # warm-up
         pass
+    app = chat_app(model)
 
     results: dict[tuple[str, int], list[Figures]] = {}
     with tempfile.TemporaryDirectory() as tmp, serve_app(app, Path(tmp) / "http.db") as url:
 
         async def local_mode(concurrent: int) -> Figures:
             async with app.local(Path(tmp) / "local.db") as client:
-                return await _stream_many(client, concurrent, args.tokens)
+                return await _stream_many(model, client, concurrent, args.tokens)
 
         async def http_mode(concurrent: int) -> Figures:
             async with genq.AsyncClient(url) as client:
-                return await _stream_many(client, concurrent, args.tokens)
+                return await _stream_many(model, client, concurrent, args.tokens)
 
         modes: dict[str, Callable[[int], Figures]] = {
-            "direct": lambda c: run_direct(c, args.tokens),
+            "direct": lambda c: run_direct(model, c, args.tokens),
             "local": lambda c: _run(local_mode, c),
             "http": lambda c: _run(http_mode, c),
         }

@@ -1,9 +1,10 @@
 """Text-to-image with a real diffusers pipeline, served as durable genq jobs.
 
 The same shape as the demo's ``render``, around a Stable Diffusion-style pipeline: the
-pipeline is loaded once per worker process (lazily, on the first job), every denoising
-step becomes a progress event, a cancelled job stops at the next step, and identical
-requests (same prompt, seed and settings) are answered from the cache.
+pipeline is a ``@app.model``, loaded once per worker replica when the worker starts
+(before it claims a ``generate`` job) and freed at shutdown; every denoising step becomes
+a progress event, a cancelled job stops at the next step, and identical requests (same
+prompt, seed and settings) are answered from the cache.
 
 Run it::
 
@@ -18,21 +19,36 @@ Run it::
 (``huggingface-cli download`` with older huggingface_hub). Nothing is downloaded at run
 time: the pipeline is loaded with ``local_files_only=True``, and ``HF_HUB_OFFLINE=1`` is
 set (unless you set it yourself) before huggingface_hub is imported; export it too if
-your process imports it earlier.
+your process imports it earlier. When the variable is unset or names no pipeline, the
+worker reports the model failed with that sentence (``/readyz``, the dashboard) and tries
+again with backoff while ``generate`` jobs wait in the queue: fix the path, and they run.
 
-Any pipeline ``AutoPipelineForText2Image`` knows (SD 1.x/2.x, SDXL, ...) works. It runs
-on CUDA in float16 when a GPU is present, else on the CPU in float32 (slow, but real).
+Any pipeline ``AutoPipelineForText2Image`` knows (SD 1.x/2.x, SDXL, ...) works. A worker
+replica on ``cuda``/``cuda:N`` (``genq serve --devices cuda:0,cuda:1``) loads it there in
+float16; on ``cpu`` it runs in float32 (slow, but real).
 
-torch and diffusers are imported on the first job, not at import time, so
+Why one pipeline and not a family (``@app.model(key="checkpoint", max_models=2)``, where
+the job's input names a checkpoint): this example's point is the pipeline's life cycle
+and step progress, and one SD checkpoint already fills a consumer GPU. To serve several,
+give the loader the checkpoint name as its first argument and add a ``checkpoint`` field
+to ``generate``: genq then keeps up to ``max_models`` of them per replica and routes each
+job to a replica that holds its checkpoint.
+
+No lock is needed around the pipeline, although it keeps per-call state (its scheduler's
+timesteps, guidance scale, interrupt flag) and calls on it must not overlap: each worker
+replica has its own pipeline, and ``concurrency=1`` lets a replica run one ``generate`` at
+a time (a cancelled call keeps that slot until its thread has really stopped).
+
+torch and diffusers are imported by the loader, not at import time, so
 ``genq serve --no-workers`` (an API node) starts without them.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import Field
 
@@ -47,18 +63,13 @@ Steps = Annotated[int, Field(ge=1, le=150)]
 Guidance = Annotated[float, Field(ge=0.0, le=30.0)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Side = Annotated[int, Field(ge=64, le=2048, multiple_of=8)]  # the VAE needs multiples of 8
+# diffusers' DiffusionPipeline: not imported here, so the module imports without diffusers
+# (genq reads this annotation when ``generate`` is registered).
+Pipeline: TypeAlias = Any
 
 
 class ModelNotConfigured(RuntimeError):
     """GENQ_DIFFUSERS_MODEL is unset or does not name a local pipeline directory."""
-
-
-_load_lock = threading.Lock()  # one thread loads; the others wait for its pipeline
-# A pipeline keeps per-call state (its scheduler's timesteps, guidance scale, interrupt
-# flag), so calls on it must not overlap. ``concurrency=1`` already ensures that within
-# one worker; the lock keeps it true whatever the options or the number of engines.
-_run_lock = threading.Lock()
-_loaded: tuple[Path, Any] | None = None  # (directory, pipeline) of this process
 
 
 def model_path() -> Path:
@@ -76,61 +87,61 @@ def model_path() -> Path:
     return path
 
 
-def load_pipeline() -> Any:
-    """The process's pipeline, loaded on first use; safe to call from many threads."""
-    global _loaded
-    path = model_path()
-    loaded = _loaded
-    if loaded is not None and loaded[0] == path:
-        return loaded[1]
-    with _load_lock:
-        if _loaded is None or _loaded[0] != path:
-            _loaded = (path, _load(path))
-        return _loaded[1]
-
-
-def _load(path: Path) -> Any:
+def load_pipeline(path: Path, device: str = "cpu") -> Pipeline:
+    """The pipeline in ``path`` on ``device``: float16 on CUDA, float32 elsewhere."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
     import torch
     from diffusers import AutoPipelineForText2Image
 
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = AutoPipelineForText2Image.from_pretrained(path, local_files_only=True)
-    if torch.cuda.is_available():
-        pipe = pipe.to("cuda", torch.float16)
+    pipe = pipe.to(device, dtype)  # loaded in float32; on the CPU this changes nothing
     pipe.set_progress_bar_config(disable=True)  # progress goes to genq, not to stderr
     return pipe
 
 
+@app.model()
+def pipeline(device: str) -> Iterator[Pipeline]:
+    """The pipeline in $GENQ_DIFFUSERS_MODEL, loaded on this replica's device; after the
+    yield (shutdown) its weights are let go, and on CUDA the memory is handed back."""
+    pipe = load_pipeline(model_path(), device)
+    yield pipe
+    del pipe
+    if device.startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()  # the pipeline's modules hold reference cycles
+        torch.cuda.empty_cache()
+
+
 @app.function(concurrency=1, timeout=600, cache=True)
-def generate(prompt: Prompt, negative_prompt: str = "", steps: Steps = 25,
+def generate(prompt: Prompt, pipe: Annotated[Pipeline, pipeline],
+             negative_prompt: str = "", steps: Steps = 25,
              guidance: Guidance = 7.5, seed: Seed = 0, width: Side = 512,
              height: Side = 512,
              progress: genq.Progress = genq.Progress()) -> genq.Image:
     """Generate an image from a prompt with the pipeline in $GENQ_DIFFUSERS_MODEL.
 
     The same prompt, seed and settings give the same image, so results are cached."""
-    path = model_path()  # an unset or wrong path fails the job now, with a clear message
-    if _loaded is None or _loaded[0] != path:
-        progress(0.0, desc="loading the pipeline")
-    pipe = load_pipeline()
     import torch
 
-    def on_step_end(pipeline: Any, step: int, timestep: Any,
+    def on_step_end(running: Any, step: int, timestep: Any,
                     tensors: dict[str, Any]) -> dict[str, Any]:
         # Called after each denoising step. A cancelled (or timed-out) job raises
         # genq.Cancelled right here, so denoising stops now, not after the last step.
         # Timesteps actually run: ``steps`` for most schedulers, more for 2nd-order ones.
-        total = getattr(pipeline, "num_timesteps", None) or steps
+        total = getattr(running, "num_timesteps", None) or steps
         progress(current=step + 1, total=total, unit="steps",
                  desc=f"denoising step {step + 1} of {total}")
         return tensors
 
-    with _run_lock:
-        progress(current=0, total=steps, unit="steps", desc="encoding the prompt")
-        extra = {"negative_prompt": negative_prompt} if negative_prompt else {}
-        result = pipe(
-            prompt, num_inference_steps=steps, guidance_scale=guidance, width=width,
-            height=height, generator=torch.Generator("cpu").manual_seed(seed),
-            callback_on_step_end=on_step_end, **extra,
-        )
+    progress(current=0, total=steps, unit="steps", desc="encoding the prompt")
+    extra = {"negative_prompt": negative_prompt} if negative_prompt else {}
+    result = pipe(
+        prompt, num_inference_steps=steps, guidance_scale=guidance, width=width,
+        height=height, generator=torch.Generator("cpu").manual_seed(seed),
+        callback_on_step_end=on_step_end, **extra,
+    )
     return genq.Image.from_pil(result.images[0])

