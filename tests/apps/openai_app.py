@@ -15,7 +15,7 @@ from genq.openai_models import openai_models
 
 app = genq.App("openai-test")
 
-PACE = {"seconds": 0.005}  # between words; tests slow it down to act mid-stream
+SLOW = "slow:"  # a message starting so is answered at 20 words a second, else 200
 BATCHES: list[int] = []  # the size of every embed call
 
 
@@ -28,8 +28,9 @@ def words(messages: list[dict[str, Any]], count: int) -> list[str]:
 @app.function(concurrency=8)
 def chat(messages: list[dict[str, Any]], max_tokens: int = 20,
          temperature: float = 0.0) -> Iterator[str]:
+    pace = 0.05 if messages[-1]["content"].startswith(SLOW) else 0.005
     for word in words(messages, max_tokens):
-        time.sleep(PACE["seconds"])
+        time.sleep(pace)
         yield word
 
 

@@ -61,6 +61,7 @@ class Cluster:
     store_url: str
     logs: Path
     procs: list[Proc] = field(default_factory=list)
+    app: str = APP  # what the processes serve, as "module:attribute" under tests/
 
     def _spawn(self, name: str, args: list[str], port: int | None = None) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ class Cluster:
 
     def front_end(self, name: str, *extra: str) -> Proc:
         port = free_port()
-        proc = self._spawn(name, ["serve", APP, "--store", self.store_url, "--no-workers",
+        proc = self._spawn(name, ["serve", self.app, "--store", self.store_url, "--no-workers",
                                   "--port", str(port), "--heartbeat", "0.5",
                                   "--log-level", "warning", *extra], port)
 
@@ -91,7 +92,7 @@ class Cluster:
         return proc
 
     def worker(self, name: str, *extra: str) -> Proc:
-        proc = self._spawn(name, ["worker", APP, "--store", self.store_url, *extra])
+        proc = self._spawn(name, ["worker", self.app, "--store", self.store_url, *extra])
 
         def reported() -> bool:
             if proc.popen.poll() is not None:
