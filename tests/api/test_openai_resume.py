@@ -20,7 +20,7 @@ from tests.support.http_fixtures import LiveServer, ServerFactory
 from tests.support.redis_server import RedisServer
 
 PROMPT = "slow: tell me a long story"
-COUNT = 30
+COUNT = 60
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
