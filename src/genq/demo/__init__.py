@@ -8,6 +8,9 @@
 * ``download_model``: a resumable, sha256-verified HTTP download with bytes/rate/ETA,
   confined to its folder, public addresses and a size limit (``genq.downloads.policy``).
 * ``chat``: a real small LLM (SmolLM2-135M-Instruct, ``genq[llm]``) streaming its reply.
+
+``chat`` and ``render`` are also OpenAI models (``/v1``, docs/openai.md): ``smollm2``
+and ``fractal``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, Field
@@ -32,6 +35,7 @@ from genq.downloads.policy import (
     name_from_url,
     safe_destination,
 )
+from genq.openai_models import ChatRequest, ImageRequest, openai_models, split_turns
 
 app = genq.App("demo")
 
@@ -150,3 +154,24 @@ def chat(message: Annotated[str, Field(min_length=1, max_length=4000)],
     """Chat with SmolLM2-135M-Instruct (CPU), streaming the reply token by token.
     ``history`` is a list of [user, assistant] pairs; temperature 0 is greedy."""
     yield from llm_chat(message, history, max_new_tokens, temperature, progress=progress)
+
+
+def _chat_input(request: ChatRequest) -> dict[str, Any]:
+    """An OpenAI chat as ``chat``'s Gradio-style input: the last user message, the
+    earlier turns as [user, assistant] pairs (system messages are not used)."""
+    message, history, _ = split_turns(request.messages)
+    data: dict[str, Any] = {"message": message, "history": history}
+    if request.max_tokens is not None:
+        data["max_new_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        data["temperature"] = request.temperature
+    return data
+
+
+def _render_input(request: ImageRequest) -> dict[str, Any]:
+    side = request.size[0] if request.size else 256
+    return {"prompt": request.prompt, "size": side}
+
+
+openai_models(app).chat("smollm2", chat, to_input=_chat_input)
+openai_models(app).images("fractal", render, to_input=_render_input)

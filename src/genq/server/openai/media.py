@@ -43,9 +43,7 @@ async def _results(state: ServerState, owner: str, jobs: list[Job]) -> list[Any]
                           ended.error)
         results[index] = await state.jobs.result_value(owner, job.id)
 
-    async with anyio.create_task_group() as tg:
-        for index, job in enumerate(jobs):
-            tg.start_soon(one, index, job)
+    await _together([(one, index, job) for index, job in enumerate(jobs)])
     return results
 
 
@@ -56,10 +54,22 @@ async def _submit_all(state: ServerState, owner: str, model: Any, requests: list
     async def one(index: int, request: Any) -> None:
         jobs[index] = await submit(state, owner, model, request, param=param)
 
-    async with anyio.create_task_group() as tg:
-        for index, request in enumerate(requests):
-            tg.start_soon(one, index, request)
+    await _together([(one, index, request) for index, request in enumerate(requests)])
     return [job for job in jobs if job is not None]
+
+
+async def _together(calls: list[tuple[Any, ...]]) -> None:
+    """Run the calls at once; the first error is raised as itself (not in a group), so
+    it is answered like any other."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for fn, *args in calls:
+                tg.start_soon(fn, *args)
+    except BaseExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def _vector(value: Any, encoding: str) -> list[float] | str:
