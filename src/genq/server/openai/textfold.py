@@ -46,26 +46,37 @@ Step = Started | Delta | End
 
 @dataclass
 class TextFold:
-    sent: str = ""  # every delta handed out so far, joined
-    attempt: str = ""  # the current attempt's output so far
+    """Text is kept as parts with running lengths: a delta is the tail of one chunk, so
+    folding a long generation costs time linear in its length."""
+
     chunks: int = 0  # output chunks of the current attempt (reported as output tokens)
     started: bool = False
     ended: End | None = None
+    _sent: list[str] = field(default_factory=list, repr=False)  # every delta handed out
+    _sent_len: int = 0
+    _attempt: list[str] = field(default_factory=list, repr=False)  # this attempt's output
+    _attempt_len: int = 0
     _outputs: bool = field(default=False, repr=False)  # the attempt has streamed output
+
+    @property
+    def sent(self) -> str:
+        return "".join(self._sent)
 
     def feed(self, event: Event) -> list[Step]:
         kind = event.type
+        if kind is EventType.OUTPUT:
+            chunk = event.data.get("chunk")
+            text = chunk if isinstance(chunk, str) else compact_json(chunk)
+            self._attempt.append(text)
+            self._attempt_len += len(text)
+            self.chunks += 1
+            self._outputs = True
+            return self._catch_up(text)
         if kind is EventType.STARTED:
             first = not self.started
             self.started = True
-            self.attempt, self.chunks, self._outputs = "", 0, False
+            self._attempt, self._attempt_len, self.chunks, self._outputs = [], 0, 0, False
             return [Started()] if first else []
-        if kind is EventType.OUTPUT:
-            chunk = event.data.get("chunk")
-            self.attempt += chunk if isinstance(chunk, str) else compact_json(chunk)
-            self.chunks += 1
-            self._outputs = True
-            return self._catch_up(self.attempt)
         if kind is EventType.SUCCEEDED:
             return self._end("completed", self._final_text(event.data), None)
         if kind in (EventType.FAILED, EventType.EXPIRED):
@@ -76,16 +87,20 @@ class TextFold:
             return self._end("cancelled", self.sent, None)
         return []
 
-    def _catch_up(self, text: str) -> list[Step]:
-        if len(text) <= len(self.sent):
+    def _catch_up(self, last: str) -> list[Step]:
+        """After ``last`` was added to the attempt: what of it goes past ``sent``."""
+        beyond = self._attempt_len - self._sent_len
+        if beyond <= 0:
             return []
-        delta = text[len(self.sent):]
-        self.sent = text
+        delta = last[-beyond:] if beyond <= len(last) else \
+            "".join(self._attempt)[self._sent_len:]
+        self._sent.append(delta)
+        self._sent_len += len(delta)
         return [Delta(delta)]
 
     def _final_text(self, data: dict[str, Any]) -> str:
         if self._outputs:  # a streaming function: its output is the text
-            return self.attempt
+            return "".join(self._attempt)
         result = data.get("result")
         if result is None or OutputRef.from_dict(result) is not None:
             return ""  # too large to inline: the log holds no text of it here
@@ -97,7 +112,11 @@ class TextFold:
     def _end(self, status: str, text: str, error: dict[str, Any] | None) -> list[Step]:
         steps: list[Step] = [] if self.started else [Started()]
         self.started = True
-        steps += self._catch_up(text) if status == "completed" else []
+        if status == "completed" and len(text) > self._sent_len:
+            delta = text[self._sent_len:]
+            self._sent.append(delta)
+            self._sent_len += len(delta)
+            steps.append(Delta(delta))
         self.ended = End(status, text, error)
         steps.append(self.ended)
         return steps
