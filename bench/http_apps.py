@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import genq
+from genq.openai_models import openai_models
 
 # ``GENQ_BENCH_GC_THRESHOLD=50000,20,20``: the server process's cyclic-GC thresholds, for
 # the benchmarks' "tuned GC" rows (``gc.set_threshold``; the default is 700,10,10).
@@ -82,6 +83,12 @@ async def ticks(n: int = 500, interval: float = 0.01, delay: float = 0.0
     for i in range(n):
         yield f"{time.time():.6f}"
         await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+
+# bench_openai_stream: the same generator as the OpenAI chat model "ticks", its input the
+# last message's JSON, so /v1/chat/completions and the native stream run one function.
+openai_models(app).chat("ticks", ticks,
+                        to_input=lambda r: json.loads(r.messages[-1]["content"]))
 
 
 @app.function(concurrency=512)

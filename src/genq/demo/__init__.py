@@ -16,6 +16,9 @@ starts, before it claims a ``chat`` or ``embed`` job, and frees them at shutdown
 the ``llm`` extra or the weights are missing, the app still starts: those models fail to
 load with a message saying what to install (the worker reports them failed and tries
 again with backoff), their jobs stay queued, and the other functions run as usual.
+
+``chat``, ``render`` and ``embed`` are also OpenAI models (``/v1``, docs/openai.md):
+``smollm2``, ``fractal`` and ``all-minilm-l6-v2``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, Field
@@ -41,6 +44,7 @@ from genq.downloads.policy import (
     name_from_url,
     safe_destination,
 )
+from genq.openai_models import ChatRequest, ImageRequest, openai_models, split_turns
 
 app = genq.App("demo")
 
@@ -193,3 +197,25 @@ def embed(text: list[Sentence], model: Annotated[Embedder, minilm],
     vectors = model.encode(text)
     progress.log(f"embedded in a batch of {len(text)}")
     return vectors
+
+
+def _chat_input(request: ChatRequest) -> dict[str, Any]:
+    """An OpenAI chat as ``chat``'s Gradio-style input: the last user message, the
+    earlier turns as [user, assistant] pairs (system messages are not used)."""
+    message, history, _ = split_turns(request.messages)
+    data: dict[str, Any] = {"message": message, "history": history}
+    if request.max_tokens is not None:
+        data["max_new_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        data["temperature"] = request.temperature
+    return data
+
+
+def _render_input(request: ImageRequest) -> dict[str, Any]:
+    side = request.size[0] if request.size else 256
+    return {"prompt": request.prompt, "size": side}
+
+
+openai_models(app).chat("smollm2", chat, to_input=_chat_input)
+openai_models(app).images("fractal", render, to_input=_render_input)
+openai_models(app).embeddings("all-minilm-l6-v2", embed)

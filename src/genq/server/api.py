@@ -45,6 +45,7 @@ from genq.readiness import READY, cluster_readiness
 from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
 from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
+from genq.server.openai import openai_routes
 from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
 from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artifact_headers
@@ -138,6 +139,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/session", session, methods=["POST", "DELETE"]),
     ]
     routes += ui_routes()
+    routes += openai_routes()
     middleware = [Middleware(ExposureGuard, exposure=settings.exposure),
                   Middleware(BodyDeadline, timeout=settings.limits.body_timeout)]
     server = SecureStarlette(routes=routes, lifespan=lifespan, middleware=middleware,
