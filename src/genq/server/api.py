@@ -8,7 +8,6 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +32,6 @@ from genq.errors import (
     Forbidden,
     GenqError,
     NotReady,
-    PayloadTooLarge,
     StoreUnavailable,
     TryLater,
     Unauthorized,
@@ -42,7 +40,8 @@ from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
 from genq.readiness import READY, cluster_readiness
-from genq.server.auth import ApiKeys, Caller, WrongApiKey, presented_key
+from genq.server.auth import ApiKeys, presented_key
+from genq.server.caller import authenticate, read_json_body, server_state
 from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
 from genq.server.openai import openai_routes
@@ -57,7 +56,6 @@ DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
 # Wrong API keys a client address may present before its wrong keys are answered 429:
 # ten, then one a minute. A valid key is always let in (its check comes first).
-AUTH_FAILURES = Rate(1 / 60, burst=10)
 READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
 
 
@@ -149,10 +147,6 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     return server
 
 
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.genq
-    return state
-
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(compact_json(data), status,
@@ -179,32 +173,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 def _caller(request: Request) -> tuple[ServerState, str]:
     """The server state and the owner the request's API key stands for."""
-    state, caller = _authenticated(request)
+    state, caller = authenticate(request)
     return state, caller.owner
 
 
-def _authenticated(request: Request) -> tuple[ServerState, Caller]:
-    """Who is calling, charged one request against their key's rate limit.
-
-    The key is checked first, so a valid key is never refused for what others at its
-    address did. Only a wrong key counts toward the address's lockout (a request with
-    no key is answered 401 and not counted), and once an address is locked out its wrong
-    keys are answered 429 instead of 401."""
-    state = _state(request)
-    try:
-        caller = state.settings.keys.caller_for(request)
-    except WrongApiKey:
-        address = f"addr:{request.client.host if request.client else '?'}"
-        state.limiter.charge(address, AUTH_FAILURES, "requests with a wrong API key")
-        raise
-    rate = caller.rate or state.settings.rate_limit
-    if rate is not None:
-        state.limiter.charge(f"key:{caller.key_id}", rate)
-    return state, caller
-
 
 def _admin(request: Request, what: str) -> ServerState:
-    state, caller = _authenticated(request)
+    state, caller = authenticate(request)
     if not caller.admin:
         raise Forbidden(f"{what} covers every owner's jobs: it needs an admin API key "
                         "('KEY owner=NAME admin' in GENQ_API_KEYS)")
@@ -219,12 +194,12 @@ async def session(request: Request) -> Response:
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="strict")
         return response
-    keys = _state(request).settings.keys
+    keys = server_state(request).settings.keys
     if keys.enabled and not (request.headers.get("authorization")
                              or request.headers.get("x-api-key")):
         raise Unauthorized("POST /api/session takes the API key in the Authorization "
                            "header ('Bearer KEY'), not in the URL")
-    _, caller = _authenticated(request)
+    _, caller = authenticate(request)
     if not keys.enabled:
         return _json({"owner": caller.owner, "admin": caller.admin, "expires_at": None})
     token, expires = keys.sessions.issue(caller.key_id)
@@ -258,7 +233,7 @@ async def readyz(request: Request) -> Response:
     probe needs no key; the model, seconds so far, error and next try, and the cluster
     figures (workers and running jobs on every machine), only to whoever may see
     ``/healthz``'s figures (an error can name paths and hosts)."""
-    state = _state(request)
+    state = server_state(request)
     if (problem := state.store.problem()) is not None:  # a full disk, a lost file
         raise StoreUnavailable(problem, store=state.store.kind, problem=problem)
     cluster = None
@@ -283,9 +258,9 @@ def _process_view(request: Request) -> dict[str, Any]:
     """This process's figures (store kind, functions, its own worker), none read from the
     store; empty unless the caller may see how busy every owner keeps the cluster: an
     admin key, or any caller of a server without keys. Probes need no key."""
-    state = _state(request)
+    state = server_state(request)
     if state.settings.keys.enabled and (presented_key(request) is None
-                                        or not _authenticated(request)[1].admin):
+                                        or not authenticate(request)[1].admin):
         return {}
     workers = state.engine.workers
     return {"store": state.store.kind, "functions": len(state.app.functions),
@@ -307,7 +282,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    return _json(openapi_document(_state(request).app))
+    return _json(openapi_document(server_state(request).app))
 
 
 async def list_functions(request: Request) -> Response:
@@ -320,30 +295,6 @@ async def get_function(request: Request) -> Response:
     return _json(state.app.get_function(request.path_params["name"]).describe())
 
 
-async def _read_json_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}",
-                              limit=limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes",
-                                  limit=limit)
-    try:
-        return json.loads(body or b"{}", parse_constant=_not_json)
-    except ValueError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:  # json recurses per level: "[[[[...]]]]" exhausts the stack
-        raise BadRequest("the request body is nested too deeply") from None
-
-
-def _not_json(name: str) -> Any:
-    """NaN and Infinity are not JSON; accepted, they would come back in job views as
-    tokens no JSON parser reads."""
-    raise ValueError(f"{name} is not a JSON value")
-
 
 async def jobs_collection(request: Request) -> Response:
     """/api/jobs: one route for both methods, so a 405 lists both in its Allow header
@@ -354,7 +305,7 @@ async def jobs_collection(request: Request) -> Response:
 async def submit_job(request: Request) -> Response:
     """POST /api/jobs {"function": name, "input": {...}, "priority": n}."""
     state, owner = _caller(request)
-    body = await _read_json_body(request, state.settings.max_body)
+    body = await read_json_body(request, state.settings.max_body)
     if not isinstance(body, dict) or not isinstance(body.get("function"), str):
         raise BadRequest('the body must be an object {"function": name, "input": {...}}')
     function = body["function"]
@@ -524,7 +475,7 @@ def _sse_frame(event: Event) -> str:
 
 def _sse_response(request: Request, owner: str,
                   events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
-    state = _state(request)
+    state = server_state(request)
 
     async def counted() -> AsyncIterator[ServerSentEvent | bytes]:
         state.metrics.stream_opened()
@@ -569,7 +520,7 @@ async def stats(request: Request) -> Response:
     Throughput, latency, failures and stream counts are the caller's own unless the key
     is an admin's; queue depth, running jobs and workers are the shared capacity every
     caller waits for, as a queue position already shows."""
-    state, caller = _authenticated(request)
+    state, caller = authenticate(request)
     mine = None if caller.admin else caller.owner
     cluster = await state.engine.cluster()
     functions = {}

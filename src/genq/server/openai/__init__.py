@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from genq.openai_models import ExposedModel, openai_models
+from genq.server.caller import authenticate
 from genq.server.openai.access import (
     OpenAIError,
-    authenticate,
     json_response,
     openai_endpoint,
 )

@@ -1,6 +1,7 @@
-"""What every ``/v1`` endpoint does before and after its own work: find the caller (the
-same keys, wrong-key throttling and per-key rate limits as the native API), read the
-JSON body within the server's size limit, and answer errors in OpenAI's shape.
+"""What every ``/v1`` endpoint does around its own work: read a JSON object body within
+the server's size limit, and answer errors in OpenAI's shape. The caller is found as on
+the native API, by ``genq.server.caller`` (the same keys, wrong-key lockout and rate
+limits).
 
 OpenAI clients read ``{"error": {"message", "type", "param", "code"}}`` and pick their
 exception class by status, so genq's errors keep their status here except where OpenAI
@@ -10,9 +11,8 @@ says otherwise: invalid input is 400 (``BadRequestError``), not genq's 422.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,19 +21,11 @@ from genq.errors import (
     BadRequest,
     GenqError,
     InvalidInput,
-    PayloadTooLarge,
     StoreUnavailable,
     TryLater,
 )
 from genq.jsoncodec import compact_json
-from genq.server.auth import Caller, WrongApiKey
-from genq.server.ratelimit import Rate
-
-if TYPE_CHECKING:
-    from genq.server.api import ServerState
-
-# As the native API's AUTH_FAILURES (server/api.py): ten wrong keys, then one a minute.
-AUTH_FAILURES = Rate(1 / 60, burst=10)
+from genq.server.caller import read_json_body
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "invalid_request_error",
@@ -97,47 +89,11 @@ def openai_endpoint(handler: Endpoint) -> Endpoint:
     return endpoint
 
 
-def server_state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.genq
-    return state
-
-
-def authenticate(request: Request) -> tuple[ServerState, Caller]:
-    """The caller, charged one request against their key's rate limit; a wrong key is
-    counted against its address (as ``server/api.py`` does for the native API)."""
-    state = server_state(request)
-    try:
-        caller = state.settings.keys.caller_for(request)
-    except WrongApiKey:
-        address = f"addr:{request.client.host if request.client else '?'}"
-        state.limiter.charge(address, AUTH_FAILURES, "requests with a wrong API key")
-        raise
-    rate = caller.rate or state.settings.rate_limit
-    if rate is not None:
-        state.limiter.charge(f"key:{caller.key_id}", rate)
-    return state, caller
 
 
 async def read_body(request: Request, limit: int) -> dict[str, Any]:
     """The JSON object sent, refused past ``limit`` bytes or when not an object."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}",
-                              limit=limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes",
-                                  limit=limit)
-    try:
-        data = json.loads(body or b"{}", parse_constant=_not_json)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    data = await read_json_body(request, limit)
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")

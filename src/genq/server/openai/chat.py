@@ -20,8 +20,8 @@ from starlette.responses import Response
 
 from genq.jsoncodec import compact_json
 from genq.models import Job
+from genq.server.caller import authenticate
 from genq.server.openai.access import (
-    authenticate,
     error_body,
     json_response,
     openai_endpoint,

@@ -17,7 +17,8 @@ from starlette.responses import Response
 from genq.errors import GenqError
 from genq.models import Job
 from genq.openai_models import ExposedModel
-from genq.server.openai.access import OpenAIError, server_state
+from genq.server.caller import server_state
+from genq.server.openai.access import OpenAIError
 from genq.server.openai.params import bad
 
 JOB_HEADER = "X-Genq-Job-Id"

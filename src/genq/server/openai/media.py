@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from genq.models import ArtifactRef, Job
+from genq.server.caller import authenticate
 from genq.server.openai.access import (
     OpenAIError,
-    authenticate,
     json_response,
     openai_endpoint,
     read_body,

@@ -23,8 +23,8 @@ from genq.errors import JobNotFound
 from genq.jsoncodec import compact_json
 from genq.models import Job
 from genq.openai_models import openai_models
+from genq.server.caller import authenticate
 from genq.server.openai.access import (
-    authenticate,
     json_response,
     openai_endpoint,
     read_body,
