@@ -20,6 +20,7 @@ from genq.errors import (
     JobExpired,
     JobFailed,
     JobNotFound,
+    NotReady,
     OriginNotAllowed,
     PayloadTooLarge,
     ProtocolError,
@@ -40,6 +41,7 @@ from genq.errors import (
 from genq.media import File, Image
 from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
 from genq.progress import Progress
+from genq.serving.model import Model
 
 __all__ = [
     "App",
@@ -67,6 +69,8 @@ __all__ = [
     "JobInfo",
     "JobNotFound",
     "JobStatus",
+    "Model",
+    "NotReady",
     "OriginNotAllowed",
     "PayloadTooLarge",
     "Progress",
