@@ -10,6 +10,7 @@ from genq.media import as_binary
 from genq.store.base import Store
 
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 class NotSerializable(TypeError):
@@ -26,6 +27,8 @@ async def encode(value: Any, store: Store, job_id: str, name: str) -> Any:
                                        binary.data)
         return ref.to_dict()
     if isinstance(value, list | tuple):
+        if all(type(v) in _PLAIN_TYPES for v in value):  # a vector: no awaits per item
+            return list(value)
         return [await encode(v, store, job_id, f"{name}-{i}") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: await encode(v, store, job_id, f"{name}-{k}") for k, v in value.items()}

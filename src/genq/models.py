@@ -373,13 +373,30 @@ class OutputRef:
         return None
 
 
+_FLOAT_JSON_MAX = 25  # bytes: the longest float repr (-2.2250738585072014e-308) and a comma
+
+
+def json_size_bound(value: Any) -> int | None:
+    """An upper bound of ``value``'s JSON size in bytes found without encoding it, for
+    the common large results (text, a vector of floats such as an embedding), or None:
+    size checks on every job's result then cost no encoding of it."""
+    if value is None or isinstance(value, bool | float):
+        return 24
+    if isinstance(value, str):
+        return len(value) * 6 + 2  # JSON escapes a character in at most 6 bytes
+    if isinstance(value, list) and all(type(v) is float for v in value):
+        return len(value) * _FLOAT_JSON_MAX + 2
+    return None
+
+
 def result_size(result: Any) -> int | None:
     """None when ``result`` is small enough to inline (INLINE_RESULT_BYTES of JSON), else
     its size in bytes (an OutputRef's: the bytes of its output)."""
-    if result is None or isinstance(result, bool | int | float):
+    if isinstance(result, int):
         return None
-    if isinstance(result, str) and len(result) * 6 <= INLINE_RESULT_BYTES:
-        return None  # JSON escapes a character in at most 6 bytes
+    bound = json_size_bound(result)
+    if bound is not None and bound <= INLINE_RESULT_BYTES:
+        return None
     ref = OutputRef.from_dict(result)
     if ref is not None:
         return ref.size

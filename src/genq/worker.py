@@ -47,7 +47,7 @@ from genq.functions import FunctionSpec
 from genq.joblog import JobLog
 from genq.jsoncodec import compact_json
 from genq.loopwatch import Block, LoopWatch, function_codes
-from genq.models import EventType, Job, JobStatus, OutputRef, WorkerInfo
+from genq.models import EventType, Job, JobStatus, OutputRef, WorkerInfo, json_size_bound
 from genq.patience import Patience
 from genq.progress import Progress
 from genq.serving.host import ModelHost
@@ -139,6 +139,7 @@ class FunctionStats:
     def mean_duration(self, function: str) -> float | None:
         return self._mean.get(function)
 
+SETTLE_AFTER_TURNS = 4  # loop turns a finished call waits before recording its outcome
 BLOCK_REPORTED = 0.1  # seconds a function may keep the loop stuck before it is warned of
 
 
@@ -449,24 +450,47 @@ class Worker:
             if job.cancel_requested:
                 call.stop(job.id, StopReason.CANCELLED)
         started = time.monotonic()
+        slot_freed = False
+
+        def free_slot() -> None:
+            # An abandoned sync call (cancel, timeout) keeps its function's slot until its
+            # thread returns, so the next job cannot start beside it on the same GPU.
+            nonlocal slot_freed
+            if slot_freed:
+                return
+            slot_freed = True
+            loop = asyncio.get_running_loop()
+            if not call.thread.after_exit(
+                    lambda: _call_soon(loop, self._release_slot, spec.name)):
+                self._release_slot(spec.name)
+
         try:
             if len(call.stopped) == len(jobs):
                 outcome = _Outcome(OutcomeKind.STOPPED)
             else:
                 outcome = await self._execute(spec, call, logs)
+            # The function is done with the slot: the next call may start while this
+            # one's outcome is recorded (a batch's 32 finishes, a stream's last events).
+            free_slot()
             self._report_blocks()  # while the job's log still takes a warning
             progress.close()
             with anyio.CancelScope(shield=True):
-                for index, job in enumerate(jobs):
-                    mine = _outcome_of(call, job, index, outcome, spec.options.batched)
-                    await self._settle(spec, job, mine, logs[job.id])
+                # A few turns of the loop first, so the claim loop hands the freed slot
+                # to the next job, and that call reaches its thread, before this call's
+                # settling (a batch's 32 finishes) fills the loop: the model computes
+                # the next batch while this one is recorded. (Each turn is microseconds.)
+                for _ in range(SETTLE_AFTER_TURNS):
+                    await anyio.lowlevel.checkpoint()
+                outcomes = [_outcome_of(call, job, index, outcome, spec.options.batched)
+                            for index, job in enumerate(jobs)]
+                if len(jobs) == 1:
+                    await self._settle(spec, jobs[0], outcomes[0], logs[jobs[0].id])
+                else:  # a batch's jobs settle together: their writes share one commit
+                    async with anyio.create_task_group() as settling:
+                        for job, mine in zip(jobs, outcomes, strict=True):
+                            settling.start_soon(self._settle, spec, job, mine, logs[job.id])
         finally:
-            # An abandoned sync call (cancel, timeout) keeps its function's slot until its
-            # thread returns, so the next job cannot start beside it on the same GPU.
-            loop = asyncio.get_running_loop()
-            if not call.thread.after_exit(
-                    lambda: _call_soon(loop, self._release_slot, spec.name)):
-                self._running[spec.name] -= 1
+            free_slot()
             for job in jobs:  # only this call's runs: a newer run of a job stays
                 if self._active.get(_run_key(job)) is call:
                     del self._active[_run_key(job)]
@@ -595,8 +619,9 @@ def log_lost(worker_id: str, job: Job) -> None:
 def _check_result_size(spec: FunctionSpec, result: Any) -> None:
     """A returned result counts against ``max_output_bytes`` (a streamed job's output was
     measured as it went: its result is what it streamed, or a reference to it)."""
-    if isinstance(result, str) and len(result) <= spec.options.max_output_bytes // 6:
-        return  # JSON escapes a character in at most 6 bytes: cannot be over
+    bound = json_size_bound(result)
+    if bound is not None and bound <= spec.options.max_output_bytes:
+        return  # text or a vector of floats that cannot be over
     if OutputRef.from_dict(result) is not None:
         return
     limit = spec.options.max_output_bytes

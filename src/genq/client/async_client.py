@@ -26,6 +26,8 @@ from genq.errors import JobCancelled, JobExpired, JobFailed
 from genq.models import ArtifactRef, Event, EventType, JobInfo, JobStatus, SubmitReason
 from genq.paging import Before
 
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # JSON scalars
+
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
@@ -246,6 +248,8 @@ class AsyncClient:
         if ref is not None:
             return Artifact(ref, await self.transport.artifact(ref.id))
         if isinstance(value, list):
+            if all(type(v) in _PLAIN_TYPES for v in value):  # a vector: nothing to fetch
+                return value
             return [await self.decode(v) for v in value]
         if isinstance(value, dict):  # encode() stores binaries nested in dicts too
             return {k: await self.decode(v) for k, v in value.items()}
