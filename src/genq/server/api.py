@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -49,6 +49,7 @@ from genq.server.openapi import openapi_document
 from genq.server.ratelimit import Rate, RateLimiter
 from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artifact_headers
 from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
+from genq.server.streams import counted_stream
 from genq.server.ui import ui_routes
 from genq.store.base import PAGE_BYTES, Store
 
@@ -437,7 +438,8 @@ async def job_events(request: Request) -> Response:
             for part in _by_bytes(batch):
                 yield "".join(map(_sse_frame, part)).encode()
 
-    return _sse_response(request, owner, stream())
+    return counted_stream(request, owner, stream(),
+                          first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
 
 
 async def get_artifact(request: Request) -> Response:
@@ -473,28 +475,6 @@ def _sse_frame(event: Event) -> str:
     return f"id: {event.id}\r\nevent: {event.type}\r\ndata: {data}\r\n\r\n"
 
 
-def _sse_response(request: Request, owner: str,
-                  events: AsyncIterator[ServerSentEvent | bytes]) -> Response:
-    state = server_state(request)
-
-    async def counted() -> AsyncIterator[ServerSentEvent | bytes]:
-        state.metrics.stream_opened()
-        state.streams_by_owner[owner] += 1
-        try:
-            yield ServerSentEvent(comment="genq", retry=state.settings.retry_ms)
-            async for event in events:
-                yield event
-        finally:
-            state.metrics.stream_closed()
-            state.streams_by_owner[owner] -= 1
-            if not state.streams_by_owner[owner]:
-                del state.streams_by_owner[owner]
-
-    return EventSourceResponse(counted(), ping=state.settings.heartbeat,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                               send_timeout=30)
-
-
 async def all_events(request: Request) -> Response:
     """GET /api/events: SSE of status changes of all my jobs (for dashboards).
 
@@ -510,7 +490,8 @@ async def all_events(request: Request) -> Response:
             del view["queue_position"], view["waiting"]  # a feed looks up neither
             yield ServerSentEvent(compact_json(view), event="job")
 
-    return _sse_response(request, owner, stream())
+    return counted_stream(request, owner, stream(),
+                          first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
 
 
 async def stats(request: Request) -> Response:

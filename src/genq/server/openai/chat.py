@@ -27,9 +27,10 @@ from genq.server.openai.access import (
     openai_endpoint,
     read_body,
 )
-from genq.server.openai.jobs import JOB_HEADER, failure, sse, submit
+from genq.server.openai.jobs import JOB_HEADER, failure, submit
 from genq.server.openai.params import chat_request, model_for
 from genq.server.openai.textfold import Delta, End, TextFold
+from genq.server.streams import counted_stream
 
 if TYPE_CHECKING:
     from genq.server.api import ServerState
@@ -140,7 +141,7 @@ async def chat_completions(request: Request) -> Response:
             "system_fingerprint": None}
     if body.get("stream"):
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return sse(request, caller.owner, _chunks(run, head, usage), headers)
+        return counted_stream(request, caller.owner, _chunks(run, head, usage), headers=headers)
     text = "".join([piece async for piece in run.deltas()])
     if run.error is not None:
         raise failure(run.error.status, run.error.error)

@@ -7,17 +7,11 @@ in the ``X-Genq-Job-Id`` header so a genq-aware client can reattach to it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.requests import Request
-from starlette.responses import Response
 
 from genq.errors import GenqError
 from genq.models import Job
 from genq.openai_models import ExposedModel
-from genq.server.caller import server_state
 from genq.server.openai.access import OpenAIError
 from genq.server.openai.params import bad
 
@@ -43,28 +37,6 @@ async def submit(state: ServerState, owner: str, model: ExposedModel, request: A
         state.metrics.submitted.labels(model.function).inc()
     job: Job = submitted.job
     return job
-
-
-def sse(request: Request, owner: str, frames: AsyncIterator[bytes],
-        headers: dict[str, str]) -> Response:
-    """An SSE response counted as the native API counts its streams, with heartbeats."""
-    state = server_state(request)
-
-    async def counted() -> AsyncIterator[bytes | ServerSentEvent]:
-        state.metrics.stream_opened()
-        state.streams_by_owner[owner] += 1
-        try:
-            async for frame in frames:
-                yield frame
-        finally:
-            state.metrics.stream_closed()
-            state.streams_by_owner[owner] -= 1
-            if not state.streams_by_owner[owner]:
-                del state.streams_by_owner[owner]
-
-    return EventSourceResponse(counted(), ping=state.settings.heartbeat,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                        **headers}, send_timeout=30)
 
 
 def failure(status: str, error: dict[str, Any] | None) -> OpenAIError:

@@ -29,9 +29,10 @@ from genq.server.openai.access import (
     openai_endpoint,
     read_body,
 )
-from genq.server.openai.jobs import JOB_HEADER, sse, submit
+from genq.server.openai.jobs import JOB_HEADER, submit
 from genq.server.openai.params import bad, model_for, responses_request
 from genq.server.openai.response_events import ResponseEvents, job_id_of
+from genq.server.streams import counted_stream
 
 if TYPE_CHECKING:
     from genq.server.api import ServerState
@@ -97,7 +98,7 @@ def _stream(request: Request, state: ServerState, owner: str, job: Job, model: s
                 with anyio.CancelScope(shield=True):
                     await state.jobs.cancel(owner, job.id)
 
-    return sse(request, owner, frames(), {JOB_HEADER: job.id})
+    return counted_stream(request, owner, frames(), headers={JOB_HEADER: job.id})
 
 
 @openai_endpoint
