@@ -194,3 +194,15 @@ def test_a_cancelled_response_ends_cancelled(live: LiveServer) -> None:
     assert [e.sequence_number for e in events] == list(range(len(events)))
     with pytest.raises(openai.NotFoundError):
         client(live, "key-b").responses.retrieve(response.id)
+
+
+def test_an_oversize_body_is_refused_in_openai_shape(make_server: ServerFactory) -> None:
+    small = make_server(app, max_body=64 * 1024)
+    huge = [{"role": "user", "content": "x" * (4 << 20)}]  # 4 MiB of one message
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(small).chat.completions.create(model="echo-1", messages=huge)
+    assert refused.value.status_code == 413
+    body = refused.value.body
+    assert isinstance(body, dict) and body["code"] == "payload_too_large"
+    assert "65536" in body["message"]
+    assert [j for j in jobs_of(small, "key-a")] == []  # nothing was submitted
