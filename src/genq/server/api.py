@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -52,6 +52,9 @@ from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.streams import counted_stream
 from genq.server.ui import ui_routes
 from genq.store.base import PAGE_BYTES, Store
+from genq.webhooks.sender import WebhookSender
+from genq.webhooks.settings import WebhookSettings
+from genq.webhooks.target import webhook_target
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB of JSON input per submission
 MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream ids
@@ -72,6 +75,8 @@ class ServerSettings:
     exposure: Exposure = field(default_factory=Exposure)  # Host names and origins let in
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     devices: list[str] = field(default_factory=lambda: ["cpu"])  # a worker replica each
+    # The secret, retry period and receiver addresses of webhooks; None: $GENQ_WEBHOOK_*.
+    webhooks: WebhookSettings | None = None
 
 
 @dataclass
@@ -81,6 +86,7 @@ class ServerState:
     settings: ServerSettings
     metrics: Metrics
     engine: Engine
+    sender: WebhookSender
     activity: Activity = field(default_factory=Activity)
     feed: JobFeed = field(default_factory=JobFeed)
     limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -106,16 +112,24 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
     metrics = Metrics()
     engine = Engine(app, store, workers=settings.workers, devices=settings.devices,
                     shutdown_grace=settings.shutdown_grace, on_loop_block=metrics.loop_block)
-    state = ServerState(app, store, settings, metrics, engine)
+    if settings.webhooks is None:
+        settings = replace(settings, webhooks=WebhookSettings.from_env())
+    assert settings.webhooks is not None
+    hooks = settings.webhooks
+    sender = WebhookSender(store, hooks, lambda ref: (
+        hooks.secret if not ref else settings.keys.webhook_secret(ref)))
+    state = ServerState(app, store, settings, metrics, engine, sender)
     store.subscribe_jobs(state.on_job_changed)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             await tg.start(engine.serve)
+            await tg.start(sender.run)
             try:
                 yield
             finally:
+                sender.stop()  # pending deliveries wait in the store
                 with anyio.CancelScope(shield=True):
                     await engine.stop()
 
@@ -132,6 +146,7 @@ def create_server(app: App, store: Store, settings: ServerSettings | None = None
         Route("/api/jobs/{job_id}/result", job_result),
         Route("/api/jobs/{job_id}/result/value", job_result_value),
         Route("/api/jobs/{job_id}/events", job_events),
+        Route("/api/jobs/{job_id}/webhooks", job_webhooks),
         Route("/api/artifacts/{artifact_id}", get_artifact),
         Route("/api/events", all_events),
         Route("/api/stats", stats),
@@ -304,8 +319,10 @@ async def jobs_collection(request: Request) -> Response:
 
 
 async def submit_job(request: Request) -> Response:
-    """POST /api/jobs {"function": name, "input": {...}, "priority": n}."""
-    state, owner = _caller(request)
+    """POST /api/jobs {"function": name, "input": {...}, "priority": n, "webhook": url,
+    "webhook_events": [...]}."""
+    state, caller = authenticate(request)
+    owner = caller.owner
     body = await read_json_body(request, state.settings.max_body)
     if not isinstance(body, dict) or not isinstance(body.get("function"), str):
         raise BadRequest('the body must be an object {"function": name, "input": {...}}')
@@ -316,6 +333,17 @@ async def submit_job(request: Request) -> Response:
         raise BadRequest('"input" must be an object of parameter values')
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         raise BadRequest('"priority" must be an integer', field="priority")
+    target, secret = None, ""
+    if body.get("webhook") is not None or body.get("webhook_events") is not None:
+        hooks = state.sender.settings
+        target = webhook_target(body.get("webhook"), body.get("webhook_events"), hooks.policy)
+        if caller.webhook_secret is not None:
+            secret = caller.key_id
+        elif hooks.secret is None:
+            raise BadRequest("this server has no webhook secret to sign deliveries with: "
+                             "start it with --webhook-secret or $GENQ_WEBHOOK_SECRET "
+                             "(whsec_...), or give the API key a webhook_secret=",
+                             field="webhook")
     try:
         submitted = await state.jobs.submit(
             owner, function, inputs, priority=priority,
@@ -326,6 +354,8 @@ async def submit_job(request: Request) -> Response:
         raise
     if submitted.created:
         state.metrics.submitted.labels(function).inc()
+    if target is not None:
+        await state.sender.subscribe(submitted.job, target, secret)
     view = await _job_view(state, submitted.job)
     view["submitted"] = submitted.reason.value
     return _json(view, 201 if submitted.created else 200,
@@ -440,6 +470,14 @@ async def job_events(request: Request) -> Response:
 
     return counted_stream(request, owner, stream(),
                           first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
+
+
+async def job_webhooks(request: Request) -> Response:
+    """GET /api/jobs/{id}/webhooks: the job's webhook, its pending delivery and every
+    attempt (status, error, time), oldest first; ``{"webhook": null}`` without one."""
+    state, owner = _caller(request)
+    job = await state.jobs.get(owner, request.path_params["job_id"])
+    return _json(await state.sender.report(job.id))
 
 
 async def get_artifact(request: Request) -> Response:

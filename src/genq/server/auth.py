@@ -5,7 +5,8 @@ Keys come from ``GENQ_API_KEYS`` (entries separated by commas or lines) and a ke
 separated by spaces: the first word is the key, verbatim, and options follow:
 ``owner=NAME``, ``admin`` (may read cluster-wide operations data: /metrics, every
 owner's figures in /api/stats), ``rate=20/s`` and ``burst=40`` (this key's own
-request rate limit)::
+request rate limit), ``webhook_secret=whsec_...`` (signs the webhooks of this key's
+jobs instead of the server's secret; genq.webhooks)::
 
     q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice admin
     3f9a0c7d2e51b4a8 owner=bob rate=5/s
@@ -41,6 +42,7 @@ from starlette.requests import HTTPConnection
 from genq.errors import Unauthorized
 from genq.server.ratelimit import Rate
 from genq.server.sessions import SESSION_COOKIE, SessionSigner
+from genq.webhooks.signing import check_secret
 
 OPEN_OWNER = "local"
 ENV_VAR = "GENQ_API_KEYS"
@@ -56,6 +58,7 @@ class Caller:
     admin: bool = False
     rate: Rate | None = None  # this key's own limit, else the server's
     key_id: str = ""  # names the key in rate-limit buckets and sessions, not the key
+    webhook_secret: str | None = None  # signs this key's jobs' webhooks (whsec_...)
 
 
 OPEN_CALLER = Caller(OPEN_OWNER, admin=True, key_id="open")
@@ -95,7 +98,7 @@ def parse_entry(text: str, where: str) -> tuple[str, Caller]:
     """One entry: the key and who it stands for. ``where`` names the entry in errors."""
     first, *options = text.split()
     key, owner = _split_key(first, where)
-    admin, rate_text, burst = False, None, None
+    admin, rate_text, burst, webhook_secret = False, None, None, None
     seen: set[str] = set()
     for word in options:
         name, equals, value = word.partition("=")
@@ -112,14 +115,21 @@ def parse_entry(text: str, where: str) -> tuple[str, Caller]:
             rate_text = value
         elif equals and name == "burst" and value.isdigit():
             burst = int(value)
+        elif equals and name == "webhook_secret":
+            try:
+                webhook_secret = check_secret(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         else:
             raise ValueError(f"{where}: unknown option {word!r} (expected owner=NAME, "
-                             "admin, rate=N/unit or burst=N)")
+                             "admin, rate=N/unit, burst=N or "
+                             "webhook_secret=whsec_...)")
     try:
         rate = None if rate_text is None else Rate.parse(rate_text, burst)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    return key, Caller(owner if owner is not None else derived_owner(key), admin, rate)
+    return key, Caller(owner if owner is not None else derived_owner(key), admin, rate,
+                       webhook_secret=webhook_secret)
 
 
 def _entries(text: str, source: str | None) -> Iterator[tuple[str, str]]:
@@ -193,6 +203,11 @@ class ApiKeys:
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"cannot read the keys file {file}: {exc}") from None
         return cls.from_sources(sources)
+
+    def webhook_secret(self, key_id: str) -> str | None:
+        """The ``webhook_secret=`` of the key named ``key_id``, if it has one."""
+        caller = self._by_id.get(key_id)
+        return None if caller is None else caller.webhook_secret
 
     def lookup(self, key: str) -> Caller | None:
         """The caller ``key`` stands for, compared in constant time over every key."""

@@ -40,6 +40,7 @@ from genq.models import (
     WorkerInfo,
 )
 from genq.store.retention import RETAIN_BATCH
+from genq.store.webhooks import WebhookStore
 
 NewEvent = tuple[EventType, dict[str, Any]]
 Unsubscribe = Callable[[], None]
@@ -247,6 +248,12 @@ class Store(Protocol):
     async def put_artifact(
         self, job_id: str, name: str, content_type: str, data: bytes
     ) -> ArtifactRef: ...
+
+    # -- webhooks --------------------------------------------------------------------
+    @property
+    def webhooks(self) -> WebhookStore:
+        """The jobs' webhook records and attempt logs (store/webhooks.py), kept in this
+        store so pending deliveries outlive a restart; genq.webhooks sends them."""
 
     async def get_artifact(self, artifact_id: str) -> tuple[ArtifactRef, bytes] | None: ...
 

@@ -86,6 +86,7 @@ from genq.store.base import (
 from genq.store.redis_appends import AppendBatcher
 from genq.store.redis_circuit import PROBE_INTERVAL, Circuit, unavailable
 from genq.store.redis_follow import StreamHub
+from genq.store.redis_webhooks import RedisWebhooks
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.urls import UNSET, Unset
 
@@ -828,6 +829,12 @@ class RedisStore(StoreBase):
     async def running_counts(self) -> dict[str, int]:
         counts = _bytes_hash(await self._r().hgetall(self._key("running")))
         return {k.decode(): int(v) for k, v in counts.items() if int(v) > 0}
+
+    # -- webhooks --------------------------------------------------------------------
+    @functools.cached_property
+    def webhooks(self) -> RedisWebhooks:
+        """The jobs' webhook records (store/redis_webhooks.py), beside the jobs."""
+        return RedisWebhooks(self._r, self.retrying, self.prefix)
 
     # -- artifacts -------------------------------------------------------------------
     @_retried

@@ -85,6 +85,8 @@ from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
 from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
 from genq.store.sqlite_queues import JobQueues, ReadyEntry
+from genq.store.sqlite_webhooks import SCHEMA as WEBHOOKS_SCHEMA
+from genq.store.sqlite_webhooks import SQLiteWebhooks
 from genq.store.sqlite_writer import Op, Writer, halts
 from genq.store.urls import UNSET, Unset
 
@@ -316,6 +318,7 @@ class SQLiteStore(StoreBase):
         try:
             setup.execute("PRAGMA journal_mode=WAL")
             setup.executescript(_SCHEMA)
+            setup.executescript(WEBHOOKS_SCHEMA)
             columns = {row[1] for row in setup.execute("PRAGMA table_info(jobs)")}
             if "lease_token" not in columns:  # a file made before fencing existed
                 setup.execute("ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL "
@@ -1111,6 +1114,15 @@ class SQLiteStore(StoreBase):
 
     async def running_counts(self) -> dict[str, int]:
         return dict(self._running_counts())
+
+    # -- webhooks --------------------------------------------------------------------
+    @functools.cached_property
+    def webhooks(self) -> SQLiteWebhooks:
+        """The jobs' webhook records (store/sqlite_webhooks.py), in this file."""
+        async def commit(statements: list[tuple[str, Any, bool]]) -> None:
+            await self._commit(self._op(statements))
+
+        return SQLiteWebhooks(commit, self._require_reader)
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(self, job_id: str, name: str, content_type: str,
