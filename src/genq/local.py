@@ -10,7 +10,7 @@ over it: the same classes as for a server.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
@@ -22,6 +22,7 @@ from genq import paging
 from genq.app import App
 from genq.client import AsyncClient, Client
 from genq.engine import Engine, JobService
+from genq.errors import BadRequest
 from genq.models import Event, JobInfo, JobStatus, SubmitReason
 from genq.store import store_from_url
 
@@ -36,8 +37,12 @@ class LocalTransport:
         self.owner = owner
 
     async def submit(self, function: str, inputs: dict[str, Any], *,
-                     priority: int | None = None, idempotency_key: str | None = None
+                     priority: int | None = None, idempotency_key: str | None = None,
+                     webhook: str | None = None, webhook_events: Sequence[str] | None = None
                      ) -> tuple[JobInfo, SubmitReason]:
+        if webhook is not None or webhook_events is not None:
+            raise BadRequest("webhooks are sent by a genq server (genq serve); app.local() "
+                             "does not send them", field="webhook")
         submitted = await self.jobs.submit(self.owner, function, inputs, priority=priority,
                                            idempotency_key=idempotency_key)
         return JobInfo.from_job(submitted.job), submitted.reason

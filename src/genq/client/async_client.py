@@ -10,7 +10,7 @@ and remote use unchanged.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -145,11 +145,17 @@ class AsyncClient:
     # -- jobs ------------------------------------------------------------------------
     async def submit(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
                      priority: int | None = None, idempotency_key: str | None = None,
+                     webhook: str | None = None, webhook_events: Sequence[str] | None = None,
                      **kwargs: Any) -> AsyncJob:
-        """Queue a call: ``submit("render", prompt=...)`` or ``submit("render", {...})``."""
+        """Queue a call: ``submit("render", prompt=...)`` or ``submit("render", {...})``.
+        ``webhook``: a URL the server posts the job's events to, signed (Standard
+        Webhooks; docs/webhooks.md): ``job.completed`` always, and ``webhook_events``
+        among started, progress, output."""
         data = {**(inputs or {}), **kwargs}
         job, reason = await self.transport.submit(function, data, priority=priority,
-                                                  idempotency_key=idempotency_key)
+                                                  idempotency_key=idempotency_key,
+                                                  webhook=webhook,
+                                                  webhook_events=webhook_events)
         return AsyncJob(self, job.id, job.function, reason, job)
 
     def job(self, job_id: str) -> AsyncJob:

@@ -31,7 +31,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -233,11 +233,16 @@ class HttpTransport:
 
     # -- the Transport -----------------------------------------------------------------
     async def submit(self, function: str, inputs: dict[str, Any], *,
-                     priority: int | None = None, idempotency_key: str | None = None
+                     priority: int | None = None, idempotency_key: str | None = None,
+                     webhook: str | None = None, webhook_events: Sequence[str] | None = None
                      ) -> tuple[JobInfo, SubmitReason]:
         body: dict[str, Any] = {"function": function, "input": inputs}
         if priority is not None:
             body["priority"] = priority
+        if webhook is not None:
+            body["webhook"] = webhook
+        if webhook_events is not None:
+            body["webhook_events"] = list(webhook_events)
         key = idempotency_key or uuid.uuid4().hex
         response = await self._request("POST", "/api/jobs", json_body=body,
                                        headers={"Idempotency-Key": key})

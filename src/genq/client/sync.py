@@ -18,7 +18,15 @@ import concurrent.futures
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -295,10 +303,12 @@ class Client:
     # -- the surface of AsyncClient, blocking -----------------------------------------
     def submit(self, function: str, inputs: Mapping[str, Any] | None = None, /, *,
                priority: int | None = None, idempotency_key: str | None = None,
+               webhook: str | None = None, webhook_events: Sequence[str] | None = None,
                **kwargs: Any) -> Job:
         async def go() -> AsyncJob:
             return await self.aio.submit(function, inputs, priority=priority,
-                                         idempotency_key=idempotency_key, **kwargs)
+                                         idempotency_key=idempotency_key, webhook=webhook,
+                                         webhook_events=webhook_events, **kwargs)
 
         return Job(self, self._call(go))
 

@@ -19,7 +19,7 @@ that records calls): ``genq.AsyncClient(my_transport)``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from genq.models import Event, JobInfo, JobStatus, SubmitReason
@@ -28,10 +28,13 @@ from genq.paging import Before
 
 class Transport(Protocol):
     async def submit(self, function: str, inputs: dict[str, Any], *,
-                     priority: int | None = None, idempotency_key: str | None = None
+                     priority: int | None = None, idempotency_key: str | None = None,
+                     webhook: str | None = None, webhook_events: Sequence[str] | None = None
                      ) -> tuple[JobInfo, SubmitReason]:
         """Queue a call; raises UnknownFunction, InvalidInput, QueueFull,
-        IdempotencyConflict. An idempotency key already used answers its job."""
+        IdempotencyConflict. An idempotency key already used answers its job.
+        ``webhook``: a URL the server posts the job's events to (``webhook_events``:
+        started, progress, output; completed always), BadRequest if it cannot."""
         ...
 
     async def get(self, job_id: str) -> JobInfo:

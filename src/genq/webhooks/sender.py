@@ -40,7 +40,7 @@ from genq.webhooks.transport import guarded_client
 
 log = logging.getLogger("genq.webhooks")
 
-QUEUED_POLL = 2.0  # seconds between looks at a queued job's log (nothing to send yet)
+QUEUED_POLL = 1.0  # seconds between looks at a queued job's log (nothing to send yet)
 PURGE_EVERY = 60.0  # seconds between sweeps of finished records past retention
 USER_AGENT = "genq-webhooks"
 
@@ -58,16 +58,18 @@ class WebhookSender:
         # Held past one attempt, so a dead process's deliveries wait at most this long.
         self.lease = settings.timeout + 10.0
         self._busy: set[str] = set()
-        self._wake = anyio.Event()
-        self._running = anyio.CancelScope()
+        self._wake: anyio.Event | None = None  # made by ``run``, on its loop
+        self._running: anyio.CancelScope | None = None
 
     def stop(self) -> None:
         """End ``run``: attempts in flight are cut, and sent again after a restart."""
-        self._running.cancel()
+        if self._running is not None:
+            self._running.cancel()
 
     def wake(self) -> None:
         """Look for due deliveries now (a webhook was added, a job changed)."""
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     async def subscribe(self, job: Job, target: WebhookTarget, secret: str) -> None:
         """Give ``job`` the webhook ``target`` unless it has one; durable when it
@@ -97,6 +99,7 @@ class WebhookSender:
         settings = self.settings
         client = guarded_client(settings.policy, timeout=settings.timeout,
                                 max_connections=max(1, settings.concurrency))
+        self._running = anyio.CancelScope()
         with self._running:
             async with client, anyio.create_task_group() as tg:
                 task_status.started()
@@ -106,7 +109,7 @@ class WebhookSender:
         settings = self.settings
         purged_at = 0.0
         while True:
-            self._wake = anyio.Event()
+            self._wake = wake = anyio.Event()
             now = time.time()
             free = settings.concurrency - len(self._busy)
             try:
@@ -123,7 +126,7 @@ class WebhookSender:
                     self._busy.add(hook.job_id)
                     tg.start_soon(self._work, client, hook)
             with anyio.move_on_after(min(settings.poll, settings.coalesce)):
-                await self._wake.wait()
+                await wake.wait()
 
     async def _work(self, client: httpx.AsyncClient, hook: Webhook) -> None:
         try:
