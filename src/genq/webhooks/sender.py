@@ -150,12 +150,13 @@ class WebhookSender:
         while True:
             now = time.time()
             if hook.pending is None:
+                # The log first, then the job: its view is as new as the events it reports.
+                events = await self.store.read_events(hook.job_id, hook.cursor, 1000)
                 job = await self.store.get_job(hook.job_id)
                 if job is None:  # deleted (retention) or never stored: nothing to send
                     hook.done_at = now
                     await webhooks.save(hook, None, None)
                     return
-                events = await self.store.read_events(hook.job_id, hook.cursor, 1000)
                 step = next_step(hook, events, job, now, coalesce=self.settings.coalesce,
                                  retry_for=self.settings.retry_for)
                 hook.cursor = step.cursor
