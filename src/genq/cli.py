@@ -421,6 +421,9 @@ def run(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Save a binary result here.")] = None,
     priority: Annotated[int | None, typer.Option(help="Job priority.")] = None,
+    webhook: Annotated[str | None, typer.Option(
+        help="A URL the server posts the job's job.completed event to, signed "
+             "(docs/webhooks.md).")] = None,
 ) -> None:
     """Submit a job (inputs as --name value) and follow it to the end."""
     extra = list(ctx.args)
@@ -434,7 +437,7 @@ def run(
             raise errors.UnknownFunction(f"no function named {function!r} (known: "
                                          f"{', '.join(sorted(schemas)) or 'none'})")
         inputs = parse_inputs(extra, schemas[function])
-        job = client.submit(function, inputs, priority=priority)
+        job = client.submit(function, inputs, priority=priority, webhook=webhook)
         err.print(f"[dim]job {job.id}[/dim]")
         raise typer.Exit(_follow(client, job, output))
 
