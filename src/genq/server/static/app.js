@@ -1650,7 +1650,7 @@
         },
       });
       page.view = view;
-      panel.append(view.el);
+      panel.append(view.el, webhookDeliveries(shown.id));
       view.start();
     };
     page.cleanup = () => { if (page.view) page.view.destroy(); };
@@ -1664,6 +1664,38 @@
     }
     current = page;
     return page;
+  }
+
+  /** The job's "Webhook deliveries" block (GET /api/jobs/{id}/webhooks): where they go,
+   * what is pending and every attempt. Empty for a job without a webhook; refreshed every
+   * 2 s until the last delivery is done or the block leaves the page. */
+  function webhookDeliveries(jobId) {
+    const box = h("section", { class: "webhooks", "aria-label": "Webhook deliveries", hidden: true });
+    async function refresh() {
+      let report;
+      try { report = await api(`/api/jobs/${encodeURIComponent(jobId)}/webhooks`); } catch { report = null; }
+      if (!box.isConnected && box.dataset.shown) return;
+      const hook = report && report.webhook;
+      if (!hook) { box.hidden = true; return; }
+      const rows = report.attempts.map((a) => h("tr", null,
+        h("td", null, new Date(a.at * 1000).toLocaleTimeString()), h("td", null, h("code", null, a.type)),
+        h("td", null, a.outcome), h("td", null, a.status === null ? "–" : String(a.status)),
+        h("td", { class: "muted" }, a.error || "")));
+      const pending = hook.pending
+        ? `Pending: ${hook.pending.type}, ${hook.pending.attempts} attempt(s) so far.` : "";
+      append(clear(box),
+        h("h3", { class: "small-title" }, "Webhook deliveries"),
+        h("p", { class: "muted small" }, h("code", null, hook.url), ` · ${hook.events.join(", ")}`,
+          hook.done ? " · done" : "", pending ? ` · ${pending}` : ""),
+        rows.length ? h("div", { class: "table-wrap" }, h("table", null,
+          h("thead", null, h("tr", null, ...["Time", "Type", "Outcome", "Status", "Error"].map((t) => h("th", null, t)))),
+          h("tbody", null, ...rows))) : h("p", { class: "muted small" }, "No attempt yet."));
+      box.hidden = false;
+      box.dataset.shown = "1";
+      if (!hook.done) setTimeout(() => { if (box.isConnected) refresh(); }, 2000);
+    }
+    refresh();
+    return box;
   }
 
   function emptyJobPanel(fn) {
