@@ -159,6 +159,10 @@ def serve(
                     "reverse proxy, whose address every connection has).")] = 256,
     devices: DevicesOption = None,
     replicas: ReplicasOption = 1,
+    webhook_secret: Annotated[str | None, typer.Option(
+        "--webhook-secret", envvar="GENQ_WEBHOOK_SECRET", metavar="SECRET",
+        help="Signs webhook deliveries: whsec_ + base64 of 24-64 random bytes "
+             "(docs/webhooks.md).")] = None,
 ) -> None:
     """Serve the API (and workers) for an app."""
     run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
@@ -167,7 +171,8 @@ def serve(
                rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips,
                allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, limits=(
                    header_timeout, body_timeout, max_connections_per_client),
-               devices=_devices(devices, replicas) if workers else None)
+               devices=_devices(devices, replicas) if workers else None,
+               webhook_secret=webhook_secret)
 
 
 @cli.command()
@@ -294,7 +299,7 @@ def run_server(app: App, *, host: str, port: int, store: str,
                rate_limit: str | None = None, forwarded_allow_ips: str | None = None,
                allowed_hosts: str | None = None, allowed_origins: str | None = None,
                limits: tuple[float, float, int] | None = None,
-               devices: list[str] | None = None) -> None:
+               devices: list[str] | None = None, webhook_secret: str | None = None) -> None:
     """``limits``: header timeout, body timeout and connections per client address
     (default: ``ConnectionLimits()``); ``devices``: one worker replica each."""
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
@@ -323,10 +328,17 @@ def run_server(app: App, *, host: str, port: int, store: str,
         exposure = Exposure(hosts=_names(allowed_hosts), origins=_names(allowed_origins))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--allowed-origins") from None
+    from genq.webhooks.settings import WebhookSettings
+
+    try:
+        webhooks = WebhookSettings.from_env(secret=webhook_secret)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--webhook-secret / GENQ_WEBHOOK_*"
+                                 ) from None
     settings = ServerSettings(
         heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate, exposure=exposure,
         limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits),
-        devices=devices or ["cpu"])
+        devices=devices or ["cpu"], webhooks=webhooks)
     opened = _open_store(store, retain)
     err.print(f"genq: serving {len(app.functions)} functions from {_redacted(store)} on "
               f"http://{host}:{port}" + (

@@ -4,13 +4,16 @@ standardwebhooks reference library."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import genq
@@ -284,3 +287,13 @@ def test_genq_run_takes_a_webhook(hooked: LiveServer, receiver: Receiver) -> Non
                              text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert refused.returncode == 1
     assert "http or https" in refused.stderr
+
+
+def test_genq_serve_refuses_a_secret_not_in_the_whsec_form() -> None:
+    env = cli_env(GENQ_WEBHOOK_SECRET="hunter2")
+    env["PYTHONPATH"] += os.pathsep + str(Path(standardwebhooks.__file__).parents[1])
+    done = subprocess.run([str(GENQ_BIN), "serve", "apps.http_app:app", "--port", "0"],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "whsec_" in done.stderr and "GENQ_WEBHOOK_SECRET" in done.stderr
