@@ -152,10 +152,12 @@ class AsyncClient:
         Webhooks; docs/webhooks.md): ``job.completed`` always, and ``webhook_events``
         among started, progress, output."""
         data = {**(inputs or {}), **kwargs}
+        # Passed only when given, so a transport written before webhooks still works.
+        hooks: dict[str, Any] = {} if webhook is None else {"webhook": webhook}
+        if webhook_events is not None:
+            hooks["webhook_events"] = webhook_events
         job, reason = await self.transport.submit(function, data, priority=priority,
-                                                  idempotency_key=idempotency_key,
-                                                  webhook=webhook,
-                                                  webhook_events=webhook_events)
+                                                  idempotency_key=idempotency_key, **hooks)
         return AsyncJob(self, job.id, job.function, reason, job)
 
     def job(self, job_id: str) -> AsyncJob:

@@ -11,12 +11,25 @@ from typing import Any
 from genq.app import App
 from genq.engine import PRIORITY_MAX, PRIORITY_MIN
 from genq.models import EventType, JobStatus, SubmitReason
+from genq.webhooks.target import EVENTS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _PRIORITY = {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX}
 _EVENT_ID = {"type": "integer", "maximum": (1 << 63) - 1}
+_WEBHOOK_FIELDS = {
+    "webhook": {"type": "string", "description": "A URL the job's events are posted to, "
+                "signed (Standard Webhooks; docs/webhooks.md)"},
+    "webhook_events": {"type": "array", "items": {"enum": list(EVENTS)},
+                       "description": "Which events besides completed (always sent)"},
+}
+_WEBHOOKS = {"type": "object", "required": ["webhook", "attempts"], "properties": {
+    "webhook": {"type": ["object", "null"]},
+    "attempts": {"type": "array", "items": {
+        "type": "object", "required": ["webhook_id", "type", "at", "outcome", "status",
+                                       "error", "duration"],
+        "properties": {"outcome": {"enum": ["delivered", "failed", "expired"]}}}}}}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -178,6 +191,11 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
         "/api/jobs/{job_id}": {"get": {"summary": "A job", "parameters": [job_id],
                                        "responses": {"200": job, **_NO_JOB,
                                                      **_CALLER_ERRORS}}},
+        "/api/jobs/{job_id}/webhooks": {"get": {
+            "summary": "The job's webhook and every delivery attempt",
+            "parameters": [job_id],
+            "responses": {"200": _json_response("Webhook and attempts", _WEBHOOKS),
+                          **_NO_JOB, **_CALLER_ERRORS}}},
         "/api/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a job",
                                                "parameters": [job_id],
                                                "responses": {"200": job, **_NO_JOB,
@@ -298,7 +316,8 @@ def openapi_document(app: App) -> dict[str, Any]:
         submit_variants.append({
             "type": "object", "title": name, "required": ["function"],
             "properties": {"function": {"const": name}, "priority": _PRIORITY,
-                           "input": {"$ref": f"#/components/schemas/{schema_name}"}},
+                           "input": {"$ref": f"#/components/schemas/{schema_name}"},
+                           **_WEBHOOK_FIELDS},
         })
     submit = {"oneOf": submit_variants} if submit_variants else {"type": "object"}
     return {
