@@ -1,5 +1,6 @@
 """A real webhook receiver for tests: an HTTP server on a free loopback port, in a thread,
-recording every delivery and answering with the statuses it is told to.
+recording every delivery and answering with the statuses it is told to (``answers``,
+``refused_types``).
 
     with Receiver() as receiver:
         receiver.answers = [500, 500, "hang", 200]  # then 200 for every later request
@@ -43,6 +44,7 @@ class Receiver:
 
     def __init__(self, hang_for: float = 5.0) -> None:
         self.answers: list[int | str] = []
+        self.refused_types: set[str] = set()  # deliveries of these types always get 500
         self.hang_for = hang_for
         self.requests: list[Delivery] = []
         self._lock = threading.Lock()
@@ -52,10 +54,13 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                delivery = Delivery({k.lower(): v for k, v in self.headers.items()}, body,
+                                    time.time())
                 with receiver._lock:
-                    receiver.requests.append(Delivery(
-                        {k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+                    receiver.requests.append(delivery)
                     answer = receiver.answers.pop(0) if receiver.answers else 200
+                    if delivery.type in receiver.refused_types:
+                        answer = 500
                 if answer == "hang":
                     receiver._released.wait(receiver.hang_for)
                     return

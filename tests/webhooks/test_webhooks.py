@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,11 @@ def test_progress_is_coalesced_to_the_latest_state(hooked: LiveServer,
     progress = [d.payload["data"] for d in deliveries if d.type == "job.progress"]
     log = httpx.get(f"{hooked.url}/api/jobs/{job['id']}/events?format=json").json()["events"]
     reported = [e for e in log if e["type"] == "progress"]
-    assert len(reported) >= 20
-    assert 1 <= len(progress) < len(reported) / 4  # many events, few deliveries
+    # 40 events in about 2 s, one delivery per 0.5 s at most: however busy the machine
+    # (a slower job only spreads its events), deliveries stand for several events each.
+    assert len(reported) >= 10
+    assert 1 <= len(progress) < len(reported)
+    assert max(p["coalesced"] for p in progress) > 1
     # Every progress event is accounted for once, and the last delivery has the last state.
     assert sum(p["coalesced"] for p in progress) == len(reported)
     assert progress[-1]["event"]["id"] == reported[-1]["id"]
@@ -297,3 +301,18 @@ def test_genq_serve_refuses_a_secret_not_in_the_whsec_form() -> None:
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 2
     assert "whsec_" in done.stderr and "GENQ_WEBHOOK_SECRET" in done.stderr
+
+
+def test_a_delivery_refused_past_retry_for_expires_and_the_next_one_follows(
+        make_server: ServerFactory, receiver: Receiver) -> None:
+    server = make_server(webhooks=replace(FAST_HOOKS, retry_for=1.5))
+    receiver.refused_types = {"job.started"}
+    job = submit(server, "add", {"x": 1}, receiver.url, ["started"])
+    wait_until(lambda: attempts(server, job["id"])["webhook"]["done"], what="done")
+    log = attempts(server, job["id"])["attempts"]
+    started = [a for a in log if a["type"] == "job.started"]
+    assert [a["outcome"] for a in started[:-1]] == ["failed"] * (len(started) - 1)
+    assert len(started) >= 3  # retried while it could be
+    assert started[-1]["outcome"] == "expired" and "given up" in started[-1]["error"]
+    assert log[-1]["type"] == "job.completed" and log[-1]["outcome"] == "delivered"
+    assert [d.type for d in receiver.delivered(job["id"])] == ["job.started", "job.completed"]
