@@ -18,6 +18,7 @@ import standardwebhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import genq
+import genq.errors
 import genq.webhooks
 from genq.downloads.policy import DownloadPolicy
 from genq.server.auth import ApiKeys
@@ -316,3 +317,11 @@ def test_a_delivery_refused_past_retry_for_expires_and_the_next_one_follows(
     assert started[-1]["outcome"] == "expired" and "given up" in started[-1]["error"]
     assert log[-1]["type"] == "job.completed" and log[-1]["outcome"] == "delivered"
     assert [d.type for d in receiver.delivered(job["id"])] == ["job.started", "job.completed"]
+
+
+def test_app_local_refuses_webhooks(tmp_path: Path) -> None:
+    from tests.apps.http_app import app
+
+    with app.local(tmp_path / "local.sqlite3", workers=False) as client:
+        with pytest.raises(genq.errors.BadRequest, match="genq serve"):
+            client.submit("add", x=1, webhook="https://example.com/hook")
