@@ -325,3 +325,45 @@ def test_app_local_refuses_webhooks(tmp_path: Path) -> None:
     with app.local(tmp_path / "local.sqlite3", workers=False) as client:
         with pytest.raises(genq.errors.BadRequest, match="genq serve"):
             client.submit("add", x=1, webhook="https://example.com/hook")
+
+
+def test_a_killed_genq_serve_resends_the_pending_delivery_at_start(
+        tmp_path: Path, receiver: Receiver) -> None:
+    from tests.support.http_fixtures import free_port, serves
+
+    port = free_port()
+    env = cli_env(GENQ_WEBHOOK_SECRET=SECRET, GENQ_WEBHOOK_ALLOW_PRIVATE="1")
+    env["PYTHONPATH"] += os.pathsep + str(Path(standardwebhooks.__file__).parents[1])
+    command = [str(GENQ_BIN), "serve", "apps.http_app:app", "--port", str(port),
+               "--db", str(tmp_path / "jobs.sqlite3")]
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return serves(httpx.get(f"{url}/readyz"))
+        except httpx.TransportError:
+            return False
+
+    receiver.answers = [500] * 1000
+    with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
+        try:
+            wait_until(up, 30, what="genq serve")
+            job = httpx.post(f"{url}/api/jobs", json={
+                "function": "add", "input": {"x": 9}, "webhook": receiver.url}).json()
+            wait_until(lambda: receiver.of_job(job["id"]), what="a failed attempt")
+        finally:
+            first.kill()  # SIGKILL: no chance to hand anything back
+    receiver.answers = []
+    with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as second:
+        try:
+            wait_until(up, 30, what="genq serve, again")
+            wait_until(lambda: httpx.get(f"{url}/api/jobs/{job['id']}/webhooks").json()[
+                "webhook"]["done"], what="delivered after the restart")
+        finally:
+            second.terminate()
+    requests = receiver.of_job(job["id"])
+    assert len({r.id for r in requests}) == 1
+    assert Webhook(SECRET).verify(requests[-1].body, requests[-1].headers)["data"][
+        "result"] == 9
