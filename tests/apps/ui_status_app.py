@@ -95,3 +95,11 @@ async def render(prompt: str = "", seconds: Annotated[float, Field(ge=0, le=60)]
         progress((i + 1) / 10, desc=f"step {i + 1}")
         await anyio.sleep(seconds / 10)
     return prompt[::-1]
+
+
+@app.function
+async def doomed(progress: genq.Progress = genq.Progress()) -> str:
+    """Gets halfway, then fails for good (no retries)."""
+    progress(0.5, desc="halfway")
+    await anyio.sleep(0.2)
+    raise ValueError("the model ran out of memory")

@@ -191,6 +191,21 @@ def test_a_download_resumed_after_a_crash_says_resumed_not_started_over(
         server.stop()
 
 
+# the progress bar's fill and the theme's colours, as the browser computes them
+BAR_COLORS = """() => {
+    const probe = (value) => {
+        const el = document.createElement("span");
+        el.style.color = value;
+        document.body.append(el);
+        const color = getComputedStyle(el).color;
+        el.remove();
+        return color;
+    };
+    return { fill: getComputedStyle(document.querySelector(".bar-fill")).backgroundColor,
+             muted: probe("var(--muted)"), ok: probe("var(--ok)"), err: probe("var(--err)") };
+}"""
+
+
 def test_tab_title_follows_the_job_and_a_cancelled_bar_is_grey(
         new_page: PageFactory, server: ServerProcess) -> None:
     page = new_page()
@@ -200,24 +215,22 @@ def test_tab_title_follows_the_job_and_a_cancelled_bar_is_grey(
     expect(page).to_have_title("cancelled: render · genq")
     progress = page.locator("section.job .progress")
     expect(progress).to_have_attribute("data-outcome", "cancelled")
-    colors = page.evaluate("""() => {
-        const probe = (value) => {
-            const el = document.createElement("span");
-            el.style.color = value;
-            document.body.append(el);
-            const color = getComputedStyle(el).color;
-            el.remove();
-            return color;
-        };
-        return { fill: getComputedStyle(document.querySelector(".bar-fill")).backgroundColor,
-                 muted: probe("var(--muted)"), ok: probe("var(--ok)") };
-    }""")
+    colors = page.evaluate(BAR_COLORS)
     assert colors["fill"] == colors["muted"] != colors["ok"], colors
     assert server.get(f"/api/jobs/{job_id}")["status"] == "cancelled"
 
+    page.goto(f"{server.url}/functions/doomed")
+    page.get_by_role("button", name="Run").click()
+    expect(page).to_have_title("failed: doomed · genq")
+    expect(progress).to_have_attribute("data-outcome", "failed")
+    colors = page.evaluate(BAR_COLORS)
+    assert colors["fill"] == colors["err"], colors
+
     run(page, f"{server.url}/functions/render", {"Prompt": "owl", "Seconds": "0"})
     expect(page).to_have_title("done: render · genq")
-    expect(page.locator("section.job .progress")).to_have_attribute("data-outcome", "succeeded")
+    expect(progress).to_have_attribute("data-outcome", "succeeded")
+    colors = page.evaluate(BAR_COLORS)
+    assert colors["fill"] == colors["ok"], colors
 
 
 # -- item 8: the chat view ---------------------------------------------------------------
