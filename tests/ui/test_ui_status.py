@@ -337,6 +337,17 @@ def test_a_job_ending_in_a_hidden_tab_notifies(new_page: PageFactory,
         {"title": "done: render · genq", "body": "Finished. Open the tab to see the result."}]
     assert page.evaluate("window.__asked") == 0
 
+    # it ends while the tab shows the jobs list: the list's live feed notifies
+    mine = run(page, f"{server.url}/functions/render", {"Prompt": "from the list", "Seconds": "4"})
+    page.goto(f"{server.url}/jobs")
+    row = page.locator(f'tr[data-job-id="{mine}"]')
+    expect(row).to_have_attribute("data-status", "running")
+    page.evaluate(HIDE_TAB)
+    expect(row).to_have_attribute("data-status", "succeeded")
+    page.wait_for_function("window.__notes.length > 0")
+    assert page.evaluate("window.__notes") == [
+        {"title": "done: render · genq", "body": "Finished. Open the tab to see the result."}]
+
     # a job this browser did not start does not notify, hidden tab or not
     other = server.submit("render", prompt="not mine", seconds=1.5)
     page.goto(f"{server.url}/jobs/{other['id']}")

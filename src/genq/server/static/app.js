@@ -187,8 +187,9 @@
       : Array.isArray(v) && v.length && v.every((x) => typeof x === "string") ? v.join(" · ") : null);
     const keys = [...SUMMARY_KEYS.filter((k) => k in input), ...Object.keys(input)];
     const key = keys.find((k) => texts(input[k]));
-    const text = (key ? texts(input[key]) : Object.keys(input).length ? JSON.stringify(input).slice(0, 500) : "")
-      .replace(/\s+/g, " ").trim();
+    const pairs = () => Object.entries(input).map(([k, v]) => `${k}: ${
+      v !== null && typeof v === "object" ? JSON.stringify(v).slice(0, 200) : String(v).slice(0, 200)}`).join(", ");
+    const text = (key ? texts(input[key]) : pairs()).replace(/\s+/g, " ").trim();
     return text.length > max ? `${text.slice(0, max - 1)}…` : text;
   }
 
@@ -429,16 +430,19 @@
       ids.push(jobId);
       try { localStorage.setItem(MY_JOBS, JSON.stringify(ids.slice(-200))); } catch { /* private mode */ }
     },
-    /** A job view reached its end: notify if it is ours, wanted, and nobody is looking. */
-    ended(view) {
-      if (!notifier.on || document.visibilityState !== "hidden") return;
-      if (!notifier.mine().includes(view.job.id)) return;
-      const { status, function: fn, id } = view.job;
+    told: new Set(), // ids already notified (a job page and the jobs list both see the end)
+    /** A job reached its end (a job view's or the jobs feed's `job`): notify if it is
+     * ours, wanted, and nobody is looking. */
+    ended(job) {
+      if (!notifier.on || document.visibilityState !== "hidden" || !TERMINAL.has(job.status)) return;
+      if (notifier.told.has(job.id) || !notifier.mine().includes(job.id)) return;
+      notifier.told.add(job.id);
+      const { status, id } = job;
       const body = status === "succeeded" ? "Finished. Open the tab to see the result."
-        : status === "failed" ? `Failed: ${(view.job.error && view.job.error.message) || "see the job page"}`
+        : status === "failed" ? `Failed: ${(job.error && job.error.message) || "see the job page"}`
           : status === "cancelled" ? "Cancelled." : "Expired in the queue.";
       try {
-        const note = new Notification(`${jobTitle(view)} · genq`, { body, tag: `genq-${id}` });
+        const note = new Notification(`${jobTitle({ job, status })} · genq`, { body, tag: `genq-${id}` });
         note.onclick = () => { window.focus(); note.close(); };
       } catch { /* a browser that only notifies from a service worker */ }
     },
@@ -1904,14 +1908,16 @@
       const view = new JobView(shown, fn, {
         chat, submittedReason: reason,
         // the tab title follows the job: "42% render", "done: render"
-        onChange: (v) => { if (page.view === v || !page.view) document.title = `${jobTitle(v)} · genq`; },
+        onChange: (v) => {
+          if (!v.destroyed && (page.view === v || !page.view)) document.title = `${jobTitle(v)} · genq`;
+        },
         onFinished: (v) => {
           // a reply the user stopped stays in the conversation, as far as it got
           if (chat && (v.status === "succeeded" || (v.status === "cancelled" && v.text))) {
             form.setHistory([...(v.job.input.history || []), [v.job.input.message, v.text]]);
           }
           if (page.view === v) form.setStreaming(null);
-          notifier.ended(v);
+          notifier.ended({ ...v.job, status: v.status });
         },
       });
       page.view = view;
@@ -2080,6 +2086,7 @@
         let job;
         try { job = JSON.parse(event.data); } catch { return; }
         upsert(job, { prepend: !rows.has(job.id) });
+        notifier.ended(job);
       },
       beforeReconnect: () => api("/api/jobs?limit=1").then(() => true),
     });
