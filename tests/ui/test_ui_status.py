@@ -292,8 +292,12 @@ def test_jobs_list_shows_each_jobs_input_and_rates_in_human_units(
     render = server.submit("render", prompt=long_prompt, seconds=0)
     for job in [*chats, render]:
         server.wait_result(job["id"])
+    copying = server.submit("transfer", seconds=60)
     page = new_page()
     page.goto(f"{server.url}/jobs")
+    # no text input: its fields
+    expect(page.locator(f'tr[data-job-id="{copying["id"]}"] td[data-label="Input"]')
+           ).to_have_text("seconds: 60")
     for job, text in zip(chats, ("alpha question", "beta question"), strict=True):
         row = page.locator(f'tr[data-job-id="{job["id"]}"]')
         expect(row.locator('td[data-label="Input"]')).to_have_text(text)
@@ -302,7 +306,6 @@ def test_jobs_list_shows_each_jobs_input_and_rates_in_human_units(
     assert len(cell.inner_text()) == 60
     expect(cell).to_have_attribute("title", long_prompt.strip())
 
-    copying = server.submit("transfer", seconds=60)
     page.goto(f"{server.url}/jobs/{copying['id']}")
     counts = page.locator("section.job .progress-counts")
     expect(counts).to_have_text("12.0 MB / 100.0 MB · 4.0 MB/s")
