@@ -179,7 +179,7 @@
   }
 
   /** A job's input in a few words, to tell its row apart: the prompt or message, else
-   * the first text input, else the input as JSON; cut to `max` characters. */
+   * the first text input, else its fields as "name: value"; cut to `max` characters. */
   const SUMMARY_KEYS = ["prompt", "message", "text", "query", "question", "input", "url"];
   function inputSummary(input, max = 60) {
     if (!input || typeof input !== "object") return "";
