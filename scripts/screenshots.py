@@ -48,7 +48,8 @@ def start_demo(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "genq.cli", "demo", "--port", str(port),
                                  "--db", str(db)], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=ROOT)
-    deadline = time.monotonic() + 60
+    # /readyz answers 200 once the demo's models are loaded: a minute or more on a busy CPU
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"genq demo exited:\n{log.read_text()}")

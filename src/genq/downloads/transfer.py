@@ -207,6 +207,10 @@ def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Atte
             meta.update(url=part.url, etag=response.headers.get("etag"),
                         last_modified=response.headers.get("last-modified"), size=total)
             part.save(meta)
+            resumed_from = attempt.offset if attempt.resumed else 0
+            if resumed_from:  # said once, and in every progress line: not a start over
+                report.log(f"resumed from byte {resumed_from:,}"
+                           + (f" of {total:,}" if total else ""))
             with _open(part.path, "r+b" if attempt.resumed else "wb") as f:
                 f.seek(attempt.offset)
                 f.truncate()
@@ -219,7 +223,7 @@ def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Atte
                     attempt.digest.update(block)
                     attempt.received += len(block)
                     _report(report, attempt.offset + attempt.received, total,
-                            before + attempt.received, started)
+                            before + attempt.received, started, resumed_from)
             done = attempt.offset + attempt.received
             if total is not None and done < total:
                 raise _Retryable(f"connection closed at byte {done} of {total}")
@@ -238,10 +242,11 @@ def _total_size(response: httpx.Response, offset: int) -> int | None:
 
 
 def _report(progress: Progress, done: int, total: int | None, transferred: int,
-            started: float) -> None:
+            started: float, resumed_from: int = 0) -> None:
     elapsed = time.monotonic() - started
     rate = transferred / elapsed if elapsed > 0 else None
     eta = (total - done) / rate if rate and total else None
+    resumed = f", resumed from {resumed_from / 1e6:.1f} MB" if resumed_from else ""
     progress(current=done, total=total, unit="B", rate=rate, eta=eta,
              desc=f"downloading ({done / 1e6:.1f} of "
-                  + (f"{total / 1e6:.1f} MB)" if total else "? MB)"))
+                  + (f"{total / 1e6:.1f} MB" if total else "? MB") + f"{resumed})")

@@ -110,11 +110,36 @@
 
   const formatTime = (ts) => (ts ? new Date(ts * 1000).toLocaleString() : "");
 
+  // Sizes and rates in SI units (1 kB = 1000 B), as downloads and disks count them.
   function formatBytes(n) {
-    if (!isFinite(n)) return "";
-    if (n < 1024) return `${n} B`;
-    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+    if (n === null || n === undefined || !isFinite(n)) return "";
+    let value = Number(n);
+    if (Math.abs(value) < 1000) return `${Math.round(value)} B`;
+    let unit = "B";
+    for (const next of ["kB", "MB", "GB", "TB"]) {
+      if (Math.abs(value) < 1000) break;
+      value /= 1000;
+      unit = next;
+    }
+    return `${value.toFixed(1)} ${unit}`;
+  }
+
+  const BYTE_UNITS = new Set(["B", "byte", "bytes"]);
+  const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+  /** A count in a progress unit: bytes as kB/MB/GB, large counts shortened (12.3K). */
+  function formatAmount(n, unit) {
+    if (unit && BYTE_UNITS.has(unit)) return formatBytes(n);
+    const text = Math.abs(n) >= 100000 ? compact.format(n) : formatNumber(n);
+    return unit ? `${text} ${unit}` : text;
+  }
+
+  /** A rate per second: "4.0 MB/s", "12.5 tokens/s", "1.2M it/s". */
+  function formatRate(rate, unit) {
+    if (unit && BYTE_UNITS.has(unit)) return `${formatBytes(rate)}/s`;
+    const text = Math.abs(rate) >= 100000 ? compact.format(rate)
+      : formatNumber(Math.abs(rate) >= 100 ? Math.round(rate) : rate, 1);
+    return `${text} ${unit || "it"}/s`;
   }
 
   function formatNumber(n, digits = 2) {
@@ -130,6 +155,42 @@
 
   function statusBadge(status) {
     return h("span", { class: `status status-${status}`, dataset: { status } }, status);
+  }
+
+  /** A "Copy" button that puts getText() on the clipboard and says whether it worked. */
+  function copyButton(getText, label) {
+    const button = h("button", { type: "button", class: "btn btn-ghost btn-small copy-button",
+      "aria-label": label, title: label }, "Copy");
+    let timer = null;
+    button.addEventListener("click", async () => {
+      let said = "Copied";
+      try {
+        if (!navigator.clipboard) throw new Error("no clipboard");
+        await navigator.clipboard.writeText(String(getText() ?? ""));
+      } catch {
+        said = "Copy failed";
+      }
+      button.textContent = said;
+      button.dataset.copied = said === "Copied" ? "yes" : "no";
+      clearTimeout(timer);
+      timer = setTimeout(() => { button.textContent = "Copy"; delete button.dataset.copied; }, 2000);
+    });
+    return button;
+  }
+
+  /** A job's input in a few words, to tell its row apart: the prompt or message, else
+   * the first text input, else its fields as "name: value"; cut to `max` characters. */
+  const SUMMARY_KEYS = ["prompt", "message", "text", "query", "question", "input", "url"];
+  function inputSummary(input, max = 60) {
+    if (!input || typeof input !== "object") return "";
+    const texts = (v) => (typeof v === "string" && v && v.length < 4000 ? v
+      : Array.isArray(v) && v.length && v.every((x) => typeof x === "string") ? v.join(" · ") : null);
+    const keys = [...SUMMARY_KEYS.filter((k) => k in input), ...Object.keys(input)];
+    const key = keys.find((k) => texts(input[k]));
+    const pairs = () => Object.entries(input).map(([k, v]) => `${k}: ${
+      v !== null && typeof v === "object" ? JSON.stringify(v).slice(0, 200) : String(v).slice(0, 200)}`).join(", ");
+    const text = (key ? texts(input[key]) : pairs()).replace(/\s+/g, " ").trim();
+    return text.length > max ? `${text.slice(0, max - 1)}…` : text;
   }
 
   function isArtifact(value) {
@@ -328,6 +389,75 @@
       if (!dialog.open) dialog.showModal();
       input.focus();
     });
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Desktop notifications for jobs started from this browser
+  // ---------------------------------------------------------------------------------
+  /**
+   * When a job submitted from this browser ends while its tab is hidden, a desktop
+   * notification says how. Opt-in with the form's "Notify me" toggle: the browser's
+   * permission prompt appears only on that click, never on page load. The ids of the
+   * jobs this browser submitted are kept (the last 200) so a reloaded job page notifies too.
+   */
+  const NOTIFY_PREF = "genq.notify";
+  const MY_JOBS = "genq.myJobs";
+  const notifier = {
+    get supported() { return "Notification" in window; },
+    get permission() { return notifier.supported ? Notification.permission : "denied"; },
+    get wanted() {
+      try { return localStorage.getItem(NOTIFY_PREF) === "on"; } catch { return false; }
+    },
+    get on() { return notifier.wanted && notifier.permission === "granted"; },
+    /** Turn notifications on (asks the browser on this user action) or off: whether on. */
+    async set(on) {
+      let allowed = false;
+      if (on && notifier.supported) {
+        let permission = Notification.permission;
+        if (permission === "default") {
+          try { permission = await Notification.requestPermission(); } catch { permission = "denied"; }
+        }
+        allowed = permission === "granted";
+      }
+      try { localStorage.setItem(NOTIFY_PREF, allowed ? "on" : "off"); } catch { /* private mode */ }
+      return allowed;
+    },
+    mine() {
+      try { return JSON.parse(localStorage.getItem(MY_JOBS) || "[]"); } catch { return []; }
+    },
+    remember(jobId) {
+      const ids = notifier.mine().filter((id) => id !== jobId);
+      ids.push(jobId);
+      try { localStorage.setItem(MY_JOBS, JSON.stringify(ids.slice(-200))); } catch { /* private mode */ }
+    },
+    told: new Set(), // ids already notified (a job page and the jobs list both see the end)
+    /** A job reached its end (a job view's or the jobs feed's `job`): notify if it is
+     * ours, wanted, and nobody is looking. */
+    ended(job) {
+      if (!notifier.on || document.visibilityState !== "hidden" || !TERMINAL.has(job.status)) return;
+      if (notifier.told.has(job.id) || !notifier.mine().includes(job.id)) return;
+      notifier.told.add(job.id);
+      const { status, id } = job;
+      const body = status === "succeeded" ? "Finished. Open the tab to see the result."
+        : status === "failed" ? `Failed: ${(job.error && job.error.message) || "see the job page"}`
+          : status === "cancelled" ? "Cancelled." : "Expired in the queue.";
+      try {
+        const note = new Notification(`${jobTitle({ job, status })} · genq`, { body, tag: `genq-${id}` });
+        note.onclick = () => { window.focus(); note.close(); };
+      } catch { /* a browser that only notifies from a service worker */ }
+    },
+  };
+
+  /** A job's state in a few characters, for the tab title: "42% render", "done: render". */
+  function jobTitle(view) {
+    const fn = view.job.function;
+    switch (view.status) {
+      case "queued": return `queued: ${fn}`;
+      case "running": return view.fraction !== null && view.fraction !== undefined
+        ? `${Math.round(view.fraction * 100)}% ${fn}` : `running: ${fn}`;
+      case "succeeded": return `done: ${fn}`;
+      default: return `${view.status}: ${fn}`;
+    }
   }
 
   // ---------------------------------------------------------------------------------
@@ -924,7 +1054,18 @@
       }
       if (!this.fields.length) body.append(h("p", { class: "muted" }, "This function takes no input."));
       const actions = h("div", { class: "form-actions" }, this.submitButton);
+      if (notifier.supported) actions.prepend(this.notifyToggle());
       if (chat) {
+        // While a reply streams, Send waits and Stop ends the reply (kept in the history).
+        this.stopButton = h("button", { type: "button", class: "btn btn-danger", hidden: true,
+          onclick: async () => {
+            const view = this.streaming;
+            if (!view) return;
+            this.stopButton.disabled = true;
+            await view.cancel();
+            if (this.streaming === view && !view.cancelling) this.stopButton.disabled = false;
+          } }, "Stop");
+        actions.append(this.stopButton);
         this.historyNote = h("span", { class: "muted history-note" });
         actions.prepend(h("button", { type: "button", class: "btn btn-ghost",
           onclick: () => { this.setHistory([]); this.onNewConversation && this.onNewConversation(); } },
@@ -947,6 +1088,33 @@
     reset() {
       this.clearErrors();
       this.fields.forEach((f) => f.reset());
+    }
+
+    notifyToggle() {
+      const id = uid("notify");
+      const box = h("input", { type: "checkbox", id, class: "notify-toggle" });
+      box.checked = notifier.on;
+      const note = h("span", { class: "muted small notify-note", role: "status" });
+      box.addEventListener("change", async () => {
+        note.textContent = "";
+        const on = await notifier.set(box.checked);
+        if (box.checked && !on) {
+          box.checked = false;
+          note.textContent = "notifications are blocked for this site by the browser";
+        }
+      });
+      return h("span", { class: "check notify" }, box,
+        h("label", { for: id, title: "A desktop notification when a job you start here ends while this tab is hidden" }, "Notify me"), note);
+    }
+
+    /** A chat reply is streaming (`view`) or not (null): Send waits, Stop shows. */
+    setStreaming(view) {
+      this.streaming = view;
+      if (!this.stopButton) return;
+      this.stopButton.hidden = !view;
+      this.stopButton.disabled = false;
+      this.submitButton.disabled = Boolean(view) || this.busy;
+      this.submitButton.title = view ? "Wait for the reply, or stop it" : "";
     }
 
     setHistory(history) {
@@ -997,7 +1165,7 @@
     }
 
     async submit() {
-      if (this.busy) return;
+      if (this.busy || (this.chat && this.streaming)) return;
       this.clearErrors();
       const input = this.collect();
       if (!input) return;
@@ -1016,6 +1184,7 @@
           method: "POST", body, headers: { "Idempotency-Key": this.pendingSubmit.key },
         });
         this.pendingSubmit = null;
+        notifier.remember(job.id);
         if (this.chat) {
           const message = this.fields.find((f) => f.name === "message");
           if (message) message.input.value = "";
@@ -1026,7 +1195,7 @@
         this.showSubmitError(error);
       } finally {
         this.busy = false;
-        this.submitButton.disabled = false;
+        this.submitButton.disabled = Boolean(this.chat && this.streaming);
         this.submitButton.removeAttribute("aria-busy");
       }
     }
@@ -1066,11 +1235,18 @@
   // The job view: one job followed live over its event log
   // ---------------------------------------------------------------------------------
   class JobView {
-    constructor(job, fn, { chat, submittedReason, onFinished }) {
+    constructor(job, fn, { chat, submittedReason, onFinished, onChange }) {
       this.job = job;
       this.fn = fn;
       this.chat = chat;
       this.onFinished = onFinished;
+      this.onChange = onChange || (() => {}); // the status or the progress moved
+      this.runOutputs = 0; // output chunks of the current run (a retry may discard them)
+      this.starts = 0;
+      this.runAttempt = null; // the attempt number of the run the events are showing
+      this.retryAt = null; // when a retried job's next attempt may start (ms)
+      this.fraction = null;
+      this.progressText = "";
       this.lastId = 0;
       this.status = job.status;
       this.terminal = false;
@@ -1109,6 +1285,7 @@
       this.caret = h("span", { class: "caret", "aria-hidden": "true" });
       this.streamEl = h("div", { class: "stream-text", "aria-label": "Streamed output", role: "log",
         "aria-live": "off" }, this.textNode, this.caret);
+      this.streamCopy = copyButton(() => this.text, "Copy the streamed text");
       this.galleryEl = h("div", { class: "gallery", hidden: true });
       this.artifactsEl = h("ul", { class: "artifacts", hidden: true, "aria-label": "Files" });
       this.chunksEl = h("ol", { class: "chunks", hidden: true, "aria-label": "Output" });
@@ -1123,16 +1300,19 @@
           this.chatEl.append(this.bubble("user", user), this.bubble("assistant", assistant));
         }
         this.chatEl.append(this.bubble("user", job.input.message));
-        const reply = this.bubble("assistant", "");
-        // while queued behind a loading model, the reply says so rather than nothing
-        this.bubbleWaitEl = h("span", { class: "bubble-wait muted", hidden: true });
+        const reply = this.bubble("assistant", "", () => this.text);
+        this.replyEl = reply;
+        // before the first token the reply says what the job is doing (queued at position
+        // N, waiting for a loading model, the function's own progress) rather than nothing
+        this.bubbleWaitEl = h("span", { class: "bubble-wait muted", role: "status" }, "Sending…");
         clear(reply.querySelector(".bubble-text")).append(this.bubbleWaitEl, this.streamEl);
         this.chatEl.append(reply);
         this.streamEl.classList.add("in-chat");
         outputs.push(this.chatEl);
       } else {
         this.streamEl.hidden = true;
-        outputs.push(this.streamEl);
+        this.streamTools = h("div", { class: "output-tools", hidden: true }, this.streamCopy);
+        outputs.push(this.streamTools, this.streamEl);
       }
       outputs.push(this.galleryEl, this.chunksEl, this.artifactsEl, this.resultEl);
       this.el = h("section", { class: "job", "aria-labelledby": `job-title-${job.id}`,
@@ -1166,9 +1346,12 @@
       return out;
     }
 
-    bubble(role, text) {
+    bubble(role, text, getText) {
+      const copy = role === "assistant" ? copyButton(getText || (() => text), "Copy this reply") : null;
+      if (copy && !text && getText) copy.hidden = true; // shown once the reply has text
       return h("div", { class: `bubble bubble-${role}` },
-        h("span", { class: "bubble-role" }, role === "user" ? "You" : "Assistant"),
+        h("div", { class: "bubble-head" },
+          h("span", { class: "bubble-role" }, role === "user" ? "You" : "Assistant"), copy),
         h("div", { class: "bubble-text" }, text));
     }
 
@@ -1217,11 +1400,13 @@
       if (job.status === "queued") this.showQueue(job.queue_position);
       else this.job.waiting = null;
       this.renderMeta();
+      this.showBubbleStatus();
     }
 
     tick() {
       if (this.destroyed) return;
       this.renderMeta();
+      if (this.status === "queued" && this.retryAt) this.showQueue(this.job.queue_position);
       this.checkStalled();
       // a queued job's position moves as others finish: poll it, events only carry the first
       if (this.status === "queued" && !this.terminal && Date.now() - (this.lastPoll || 0) > 2000) {
@@ -1256,9 +1441,12 @@
       const parts = [h("span", null, h("a", { href: `/functions/${encodeURIComponent(job.function)}` }, job.function))];
       parts.push(h("span", { title: formatTime(job.created_at) }, `submitted ${formatAgo(job.created_at)}`));
       if (job.max_attempts > 1 || job.attempts > 1) parts.push(h("span", null, `attempt ${Math.max(1, job.attempts)} of ${job.max_attempts}`));
-      if (job.started_at) {
-        const end = job.finished_at || (TERMINAL.has(this.status) ? null : Date.now() / 1000);
-        if (end) parts.push(h("span", { class: "elapsed" }, `${job.finished_at ? "ran" : "running for"} ${formatDuration(Math.max(0, end - job.started_at))}`));
+      // "running for" only while it runs: a job back in the queue (a retry, a requeue)
+      // is waiting, and says so in its queue notice
+      if (job.started_at && job.finished_at && TERMINAL.has(this.status)) {
+        parts.push(h("span", { class: "elapsed" }, `ran ${formatDuration(Math.max(0, job.finished_at - job.started_at))}`));
+      } else if (job.started_at && this.status === "running") {
+        parts.push(h("span", { class: "elapsed" }, `running for ${formatDuration(Math.max(0, Date.now() / 1000 - job.started_at))}`));
       }
       clear(this.metaEl);
       parts.forEach((p, i) => { if (i) this.metaEl.append(h("span", { class: "sep", "aria-hidden": "true" }, "·")); this.metaEl.append(p); });
@@ -1275,27 +1463,53 @@
       this.caret.hidden = done;
       if (status !== "queued") {
         this.queueEl.hidden = true;
-        this.showWaiting(null);
+        this.retryAt = null;
       }
+      this.renderMeta();
+      this.showBubbleStatus();
+      this.onChange(this);
+    }
+
+    /** Why it waits though it may be next (job.waiting: a model loading, a failed
+     * setup, no worker), polled with the position while queued. */
+    waitingWhy() {
+      const waiting = this.job.waiting;
+      return waiting && waiting.message ? waiting.message.replace(/^waiting for a worker: /, "") : null;
     }
 
     showQueue(position) {
       this.queueEl.hidden = false;
-      // why it waits though it may be next (job.waiting: a model loading, a failed
-      // setup, no worker), polled with the position while queued
+      this.job.queue_position = position;
       const waiting = this.job.waiting;
-      const why = waiting && waiting.message ? waiting.message.replace(/^waiting for a worker: /, "") : null;
-      clear(this.queueEl).append(h("strong", null, "Queued"),
-        position ? ` — position ${position} in the queue` : " — waiting for a worker",
+      const why = this.waitingWhy();
+      const retryIn = this.retryAt ? (this.retryAt - Date.now()) / 1000 : 0;
+      const where = retryIn > 0.5
+        ? ` — attempt ${this.nextAttempt} starts in ${formatDuration(retryIn)}`
+        : position ? ` — position ${position} in the queue`
+          : this.nextAttempt ? ` — attempt ${this.nextAttempt} waits for a worker` : " — waiting for a worker";
+      append(clear(this.queueEl), h("strong", null, "Queued"), where,
         why ? h("span", { class: "queue-why", dataset: { reason: waiting.reason } }, ` — ${why}`) : null);
       this.queueEl.dataset.position = position || "";
-      this.showWaiting(why);
+      this.showBubbleStatus();
     }
 
-    showWaiting(why) {
+    /** The chat reply before its first token: what the job is doing instead of nothing. */
+    showBubbleStatus() {
       if (!this.bubbleWaitEl) return;
-      this.bubbleWaitEl.hidden = !why;
-      this.bubbleWaitEl.textContent = why ? `Waiting: ${why}` : "";
+      let text = "";
+      if (!this.text && !TERMINAL.has(this.status)) {
+        if (this.status === "queued") {
+          const why = this.waitingWhy();
+          const position = this.job.queue_position;
+          text = [why ? `Waiting: ${why}` : "Queued",
+            position ? `position ${position} in the queue` : null].filter(Boolean).join(" · ");
+        } else if (this.status === "running") {
+          text = this.progressText || "Thinking…";
+          if (this.fraction !== null && this.fraction !== undefined) text += ` (${Math.round(this.fraction * 100)} %)`;
+        }
+      }
+      this.bubbleWaitEl.hidden = !text;
+      this.bubbleWaitEl.textContent = text;
     }
 
     onEvent(type, event) {
@@ -1308,6 +1522,8 @@
       if (TERMINAL.has(type)) {
         this.terminal = true;
         this.stream.stop();
+        // the final view: its attempt count is the one the result reports
+        this.refresh().catch(() => {});
         if (this.onFinished) this.onFinished(this);
       }
     }
@@ -1319,11 +1535,14 @@
           this.showQueue(data.position);
           break;
         case "started": {
-          // Any start after the first runs the function again from the beginning (a
-          // retry, or a job requeued by a shutdown, which keeps its attempt number).
-          const attempt = data.attempt || 1;
-          if (this.starts) this.resetAttempt(attempt, data.max_attempts);
-          this.starts = (this.starts || 0) + 1;
+          // Any start after the first is a new run (a retry, or a job requeued by a lost
+          // worker or a shutdown, which may keep its attempt number).
+          const attempt = data.attempt || Math.max(1, this.job.attempts || 0);
+          if (this.starts) this.newRun(attempt, data.max_attempts || this.job.max_attempts);
+          this.starts += 1;
+          this.runOutputs = 0;
+          this.nextAttempt = null;
+          this.runAttempt = attempt; // the job view (polled) may be ahead of the events
           this.job.attempts = attempt;
           if (data.max_attempts) this.job.max_attempts = data.max_attempts;
           this.job.started_at = ts;
@@ -1334,14 +1553,22 @@
           break;
         }
         case "progress": this.showProgress(data, ts); break;
-        case "output": this.showChunk(data.chunk); break;
+        case "output": this.runOutputs += 1; this.showChunk(data.chunk); break;
         case "log": this.addLog(data.level || "info", data.message, ts); break;
         case "retrying": {
-          const reason = data.reason || (data.error && `${data.error.type}: ${data.error.message}`) || "retrying";
-          this.notice("warn", `Attempt ${data.attempt || "?"} did not finish (${reason}); `
-            + `attempt ${data.next_attempt || "?"} ${data.delay ? `in ${formatDuration(data.delay)}` : "starts now"}.`);
+          // The run that ended is the one the last `started` event named; the event's
+          // own count may differ (a shutdown gives its attempt back) or be missing.
+          const reason = data.reason || (data.error && `${data.error.type}: ${data.error.message}`) || "no reason given";
+          const ran = this.runAttempt || data.attempt || this.job.attempts || 1;
+          const next = data.next_attempt || ran + 1;
+          const when = data.delay ? `in ${formatDuration(data.delay)}` : "now";
+          this.notice("warn", next === ran
+            ? `Attempt ${ran} did not finish (${reason}); it runs again ${when} as attempt ${ran} (this stop is not counted as an attempt).`
+            : `Attempt ${ran} did not finish (${reason}); attempt ${next} starts ${when}.`);
+          this.nextAttempt = next;
+          this.retryAt = data.delay ? (ts ? ts * 1000 : Date.now()) + data.delay * 1000 : null;
           this.setStatus("queued");
-          this.queueEl.hidden = true;
+          this.showQueue(null);
           break;
         }
         case "succeeded":
@@ -1349,6 +1576,7 @@
           this.showResult(data.result);
           break;
         case "failed":
+          this.job.error = data.error || null;
           this.finish("failed", ts);
           this.showError(data.error || { type: "Error", message: "the job failed" });
           break;
@@ -1367,26 +1595,41 @@
     finish(status, ts) {
       this.job.finished_at = ts;
       this.job.status = status;
-      this.setStatus(status);
+      this.terminal = true;
       if (status === "succeeded" && !this.progressEl.hidden) this.setProgressFraction(1);
       this.progressEta.textContent = "";
       this.progressEl.classList.add("done");
+      // the bar's colour says how it ended: green done, red failed, grey stopped
+      this.progressEl.dataset.outcome = status;
+      this.setStatus(status);
       this.renderMeta();
     }
 
-    resetAttempt(attempt, max) {
-      // a new attempt runs the function again from the start: show its output alone
+    newRun(attempt, max) {
+      // Output starts over only when the previous run had output (the rule of
+      // client/attempts.py): then the new run's output is shown alone. A run without
+      // output (a download resuming its part file, a failed setup) just goes on.
+      const of = `attempt ${attempt}${max ? ` of ${max}` : ""}`;
+      this.el.dataset.attempt = String(attempt);
+      this.progressEl.hidden = true;
+      this.progressEl.classList.remove("done");
+      delete this.progressEl.dataset.outcome;
+      this.fraction = null;
+      this.progressText = "";
+      if (!this.runOutputs) {
+        this.notice("info", `Running again (${of}).`);
+        return;
+      }
       this.text = "";
       this.textNode.data = "";
-      if (!this.chat) this.streamEl.hidden = true;
+      if (!this.chat) { this.streamEl.hidden = true; this.streamTools.hidden = true; }
+      if (this.replyEl) this.replyEl.querySelector(".copy-button").hidden = true;
       clear(this.galleryEl); this.galleryEl.hidden = true;
       clear(this.chunksEl); this.chunksEl.hidden = true;
       clear(this.artifactsEl); this.artifactsEl.hidden = true;
       this.shownArtifacts.clear();
-      this.progressEl.hidden = true;
-      this.progressEl.classList.remove("done");
-      this.el.dataset.attempt = String(attempt);
-      this.notice("info", `Started again from the beginning (attempt ${attempt}${max ? ` of ${max}` : ""}).`);
+      const chunks = this.runOutputs === 1 ? "1 output chunk" : `${this.runOutputs} output chunks`;
+      this.notice("info", `Started over (${of}): the previous run's ${chunks} were discarded.`);
     }
 
     setProgressFraction(fraction) {
@@ -1408,14 +1651,23 @@
     showProgress(data, ts) {
       this.progressEl.hidden = false;
       this.setProgressFraction(data.fraction);
-      if (data.description) this.progressDesc.textContent = data.description;
+      this.fraction = data.fraction;
+      if (data.description) {
+        this.progressDesc.textContent = data.description;
+        this.progressText = data.description;
+      }
       const counts = [];
       if (data.current !== undefined && data.current !== null) {
-        const unit = data.unit ? ` ${data.unit}` : "";
-        counts.push(data.total ? `${formatNumber(data.current)} / ${formatNumber(data.total)}${unit}`
-          : `${formatNumber(data.current)}${unit}`);
+        const unit = data.unit || "";
+        if (BYTE_UNITS.has(unit)) {
+          counts.push(data.total ? `${formatBytes(data.current)} / ${formatBytes(data.total)}`
+            : formatBytes(data.current));
+        } else {
+          counts.push(data.total ? `${formatNumber(data.current)} / ${formatAmount(data.total, unit)}`
+            : formatAmount(data.current, unit));
+        }
       }
-      if (data.rate) counts.push(`${formatNumber(data.rate, 1)} ${data.unit || "it"}/s`);
+      if (data.rate) counts.push(formatRate(data.rate, data.unit));
       this.progressCounts.textContent = counts.join(" · ");
       let eta = data.eta;
       if ((eta === undefined || eta === null) && data.fraction > 0 && data.fraction < 1) {
@@ -1426,12 +1678,20 @@
       }
       this.progressEta.textContent = eta !== undefined && eta !== null && data.fraction !== 1
         && !this.terminal ? `ETA ${formatClock(eta)}` : "";
+      this.showBubbleStatus();
+      this.onChange(this);
     }
 
     appendText(text) {
+      const first = !this.text;
       this.text += text;
       this.textNode.appendData(text);
       this.streamEl.hidden = false;
+      if (first) {
+        if (this.streamTools) this.streamTools.hidden = false;
+        if (this.replyEl) this.replyEl.querySelector(".copy-button").hidden = false;
+        this.showBubbleStatus();
+      }
       const box = this.chat ? this.chatEl : this.streamEl;
       if (box.scrollHeight - box.scrollTop - box.clientHeight < 80) box.scrollTop = box.scrollHeight;
     }
@@ -1476,9 +1736,11 @@
       if (Array.isArray(result) && !result.length && (this.text || this.shownArtifacts.size)) return;
       clear(this.resultEl);
       this.resultEl.hidden = false;
-      this.resultEl.append(h("h3", null, "Result"));
+      const text = typeof result === "string" ? result : JSON.stringify(result, null, 2);
+      this.resultEl.append(h("div", { class: "result-head" }, h("h3", null, "Result"),
+        copyButton(() => text, "Copy the result")));
       if (typeof result === "string") this.resultEl.append(h("div", { class: "result-text" }, result));
-      else this.resultEl.append(h("pre", { class: "mono result-json" }, JSON.stringify(result, null, 2)));
+      else this.resultEl.append(h("pre", { class: "mono result-json" }, text));
     }
 
     showError(error) {
@@ -1618,6 +1880,8 @@
     });
     page.form = form;
     form.onNewConversation = () => {
+      // a reply still streaming belongs to the conversation being left: stop it
+      if (page.view && !page.view.terminal) page.view.cancel();
       history.pushState(null, "", `/functions/${encodeURIComponent(fn.name)}`);
       page.showJob(null);
     };
@@ -1634,22 +1898,31 @@
       if (page.view) page.view.destroy();
       page.view = null;
       clear(panel);
+      form.setStreaming(null);
       if (!shown) {
         document.title = `${fn.name} · genq`;
         panel.append(emptyJobPanel(fn));
         return;
       }
-      document.title = `Job ${shortId(shown.id)} · ${fn.name} · genq`;
       if (chat) form.setHistory(Array.isArray(shown.input.history) ? shown.input.history : []);
       const view = new JobView(shown, fn, {
         chat, submittedReason: reason,
+        // the tab title follows the job: "42% render", "done: render"
+        onChange: (v) => {
+          if (!v.destroyed && (page.view === v || !page.view)) document.title = `${jobTitle(v)} · genq`;
+        },
         onFinished: (v) => {
-          if (chat && v.status === "succeeded") {
+          // a reply the user stopped stays in the conversation, as far as it got
+          if (chat && (v.status === "succeeded" || (v.status === "cancelled" && v.text))) {
             form.setHistory([...(v.job.input.history || []), [v.job.input.message, v.text]]);
           }
+          if (page.view === v) form.setStreaming(null);
+          notifier.ended({ ...v.job, status: v.status });
         },
       });
       page.view = view;
+      document.title = `${jobTitle(view)} · genq`;
+      if (chat && !TERMINAL.has(view.status)) form.setStreaming(view);
       panel.append(view.el, webhookDeliveries(shown.id));
       view.start();
     };
@@ -1750,6 +2023,8 @@
       const tr = h("tr", { dataset: { jobId: job.id, status: job.status } },
         h("td", { "data-label": "Job" }, h("a", { href: `/jobs/${job.id}`, title: job.id }, h("code", null, shortId(job.id)))),
         h("td", { "data-label": "Function" }, job.function),
+        h("td", { "data-label": "Input", class: "input-cell", title: inputSummary(job.input, 300) || null },
+          inputSummary(job.input) || h("span", { class: "muted" }, "–")),
         h("td", { "data-label": "Status" }, statusBadge(job.status)),
         h("td", { "data-label": "Submitted", title: formatTime(job.created_at), class: "ago", dataset: { ts: job.created_at } }, formatAgo(job.created_at)),
         h("td", { "data-label": "Duration", class: "num" }, duration === null ? "–" : formatDuration(Math.max(0, duration))),
@@ -1824,7 +2099,7 @@
         errorBox,
         h("div", { class: "table-wrap" },
           h("table", { class: "jobs-table" },
-            h("thead", null, h("tr", null, ["Job", "Function", "Status", "Submitted", "Duration"].map((t) => h("th", { scope: "col", class: t === "Duration" ? "num" : null }, t)),
+            h("thead", null, h("tr", null, ["Job", "Function", "Input", "Status", "Submitted", "Duration"].map((t) => h("th", { scope: "col", class: t === "Duration" ? "num" : null }, t)),
               h("th", { scope: "col", class: "num hide-narrow" }, "Attempts"))),
             tbody)),
         empty, h("div", { class: "form-actions" }, more)),
@@ -1843,6 +2118,7 @@
         let job;
         try { job = JSON.parse(event.data); } catch { return; }
         upsert(job, { prepend: !rows.has(job.id) });
+        notifier.ended(job);
       },
       beforeReconnect: () => api("/api/jobs?limit=1").then(() => true),
     });
