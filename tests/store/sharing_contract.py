@@ -117,8 +117,8 @@ class SharingContract:
     async def test_max_queued_refuses_the_owner_over_it_and_no_one_else(
             self, store: Store) -> None:
         quota = SubmitPolicy(owner_max_queued=2, retry_after=7)
-        held = [await queue(store, "alice", quota), await queue(store, "alice", quota,
-                                                                  function="caption")]
+        held = [await queue(store, "alice", quota, idempotency_key="k1"),
+                await queue(store, "alice", quota, function="caption")]
         with pytest.raises(OwnerQuota) as refused:
             await queue(store, "alice", quota)
         error = refused.value
@@ -127,6 +127,11 @@ class SharingContract:
         assert (error.detail["limit"], error.detail["queued"]) == (2, 2)
         assert "alice has 2 queued jobs" in str(error) and "max_queued" in str(error)
         await queue(store, "bob", quota)  # another owner is not counted against alice
+        # a submission answered by its idempotency key creates no job: never refused
+        again = Job(id=new_job_id(), function="render", input=held[0].input, owner="alice",
+                    idempotency_key="k1")
+        first = await store.create_job(again, quota)
+        assert not first.created and first.job.id == held[0].id
         # a claimed job and a cancelled one no longer count as queued
         claimed = await store.claim(["render"], "w1", LEASE)
         assert claimed is not None and claimed.id == held[0].id

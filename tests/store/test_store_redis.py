@@ -124,6 +124,32 @@ async def test_housekeepers_of_many_processes_delete_each_job_once(
 
 
 @pytest.mark.anyio
+async def test_jobs_queued_before_fair_share_are_still_claimed_and_listed(
+        anyio_backend: Any, redis_server: RedisServer) -> None:
+    """A queue member written by a genq from before fair share (``<16 hex>:<id>``, no
+    tag) is claimed and listed like any other after an upgrade."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    try:
+        job = await submit(store, owner="alice")
+        r = store._r()
+        member = (await r.hget(f"{prefix}:job:{job.id}", "qm")).decode()
+        old = f"{member[16:32]}:{job.id}"  # the arrival part, no tag
+        await r.zrem(f"{prefix}:q:render", member)
+        await r.zadd(f"{prefix}:q:render", {old: 0})
+        await r.hset(f"{prefix}:job:{job.id}", "qm", old)
+        assert await store.queue_position(job.id) == 1
+        assert [j.id for j in await store.list_jobs(status=JobStatus.QUEUED)] == [job.id]
+        claimed = await store.claim(["render"], "w1", LEASE)
+        assert claimed is not None and claimed.id == job.id
+        await store.finish(job.id, JobStatus.SUCCEEDED, result=1, lease=claimed.lease)
+        assert await store.claim(["render"], "w1", LEASE) is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
 async def test_an_artifact_over_the_size_limit_is_refused_by_name(
         anyio_backend: Any, redis_server: RedisServer) -> None:
     store = store_from_url(f"{redis_server.url}?prefix=big&max_artifact_mb=1")

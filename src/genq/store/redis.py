@@ -497,7 +497,8 @@ class RedisStore(StoreBase):
                     pipe.zrange(self._key("q", fn), 0, -1)
                     pipe.zrange(self._key("delayed", fn), 0, -1)
                 replies = await pipe.execute()
-            ids = [m[33:] for ready in replies[::2] for m in ready]  # "<32 hex>:<id>"
+            ids = [m.partition(b":")[2] for ready in replies[::2]  # "<hex>:<id>"
+                   for m in ready]
             ids += [m for delayed in replies[1::2] for m in delayed]
         async with r.pipeline(transaction=False) as pipe:
             for job_id in ids:

@@ -84,6 +84,18 @@ local function fair_tag(fn, priority, owner)
   return tag + 1
 end
 
+-- A queue member's job id and fair tag: '<16 hex tag><16 hex arrival>:<id>', or
+-- '<16 hex arrival>:<id>' as queued by a genq from before fair share (tag 0)
+local function member_id(m)
+  if string.sub(m, 17, 17) == ':' then return string.sub(m, 18) end
+  return string.sub(m, 34)
+end
+
+local function member_tag(m)
+  if string.sub(m, 17, 17) == ':' then return 0 end
+  return tonumber(string.sub(m, 1, 16), 16)
+end
+
 local function count_down(hash, field)  -- dropped at 0 (or below: jobs from before it)
   if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
 end
@@ -292,7 +304,7 @@ local function candidate(f)
   local q = P .. ':q:' .. f.fn
   local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
   if not top[1] then return nil, nil end
-  if not f.bound and not at_quota(string.sub(top[1], 34)) then
+  if not f.bound and not at_quota(member_id(top[1])) then
     return top[1], tonumber(top[2])
   end
   local level, fallback  -- the head level: the score of the first job not passed over
@@ -300,10 +312,10 @@ local function candidate(f)
   for i = 1, #members, 2 do
     local m, score = members[i], members[i + 1]
     if level and score ~= level then break end
-    if not at_quota(string.sub(m, 34)) then
+    if not at_quota(member_id(m)) then
       level = score
       if not f.bound then return m, tonumber(score) end
-      local j = redis.call('HMGET', job_key(string.sub(m, 34)), 'affinity', 'created_at',
+      local j = redis.call('HMGET', job_key(member_id(m)), 'affinity', 'created_at',
                            'not_before', 'expires_at', 'started_at')
       local a = j[1]
       local since = math.max(tonumber(j[2]) or 0, tonumber(j[3]) or 0)
@@ -332,7 +344,7 @@ while #ids < count do
     end
   end
   if not best then break end
-  local id = string.sub(best_member, 34)
+  local id = member_id(best_member)
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'expires_at', 'started_at', 'attempts', 'max_attempts',
                        'owner', 'priority')
@@ -340,7 +352,7 @@ while #ids < count do
     end_job(id, 'expired', ARGV[6], 'null', '', now)  -- rules.queue_timed_out
   else
     leave_queue(id, best.fn, best_member, j[6], j[5])
-    local tag = tonumber(string.sub(best_member, 1, 16), 16)
+    local tag = member_tag(best_member)
     if tag > 0 then  -- fair share's clock: V moves to the claimed job's start tag
       local h, vf = P .. ':fair:' .. best.fn, 'v:' .. tostring(tonumber(j[6]))
       if tag - 1 > tonumber(redis.call('HGET', h, vf) or '0') then
