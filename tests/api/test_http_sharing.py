@@ -13,6 +13,7 @@ import pytest
 
 from genq.server.auth import ApiKeys
 from genq.store.base import Quota
+from tests.apps import openai_app
 from tests.support.http_fixtures import ServerFactory, error_of, finished, submit, wait_until
 
 ALICE = {"Authorization": "Bearer key-a"}
@@ -85,3 +86,16 @@ def test_key_entries_carry_quotas_and_refuse_bad_ones() -> None:
     for bad in ("max_running=0", "max_queued=lots", "max_queued=-1"):
         with pytest.raises(ValueError, match="a whole number of jobs, 1 or more"):
             ApiKeys.parse(f"k owner=alice {bad}")
+
+
+def test_openai_calls_count_against_the_same_quota(make_server: ServerFactory) -> None:
+    keys = ApiKeys.parse("key-a owner=alice max_queued=1")
+    server = make_server(openai_app.app, workers=False, keys=keys)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        submit(http, "chat", headers=ALICE, messages=[{"role": "user", "content": "hi"}])
+        refused = http.post("/v1/chat/completions", headers=ALICE, json={
+            "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        error = refused.json()["error"]
+        assert error["code"] == "owner_quota" and "owner alice has 1 queued jobs" in \
+            error["message"]
