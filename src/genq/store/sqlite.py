@@ -903,7 +903,7 @@ class SQLiteStore(StoreBase):
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
-        skip = self._owner_at_quota()
+        skip = self._owner_at_quota() if self._queues.limited else None
         while (job_id := self._next_claim(functions, worker_id, warmth, now,
                                           skip)) is not None:
             job = self._live[job_id]
@@ -943,11 +943,11 @@ class SQLiteStore(StoreBase):
         return skip
 
     def _next_claim(self, functions: list[str], worker_id: str, warmth: Warmth | None,
-                    now: float, skip: Callable[[str], bool]) -> str | None:
+                    now: float, skip: Callable[[str], bool] | None) -> str | None:
         """The job a claim takes: the best head over ``functions`` (priority, fair tag,
         arrival), each function's head chosen by warm routing when ``warmth`` gives it
         a bound (genq.store.routing), else its first ready job; jobs whose owner is at
-        its running quota (``skip``) passed over."""
+        its running quota (``skip``, None while no queued job has one) passed over."""
         if warmth is None:
             return self._queues.next_ready(functions, skip)
         best: ReadyEntry | None = None
@@ -965,7 +965,7 @@ class SQLiteStore(StoreBase):
         return None if best is None else best[JOB_ID]
 
     def _routed_head(self, function: str, holds: frozenset[str], others: set[str],
-                     bound: float, now: float, skip: Callable[[str], bool]
+                     bound: float, now: float, skip: Callable[[str], bool] | None
                      ) -> ReadyEntry | None:
         window = self._queues.head_level(function, routing.WINDOW, skip)
         jobs = (self._live[entry[JOB_ID]] for entry in window)  # lazily: the head often wins

@@ -63,6 +63,7 @@ class _Queued(NamedTuple):
     seq: int
     tag: int
     owner: str
+    limited: bool  # its owner has a running quota (Job.owner_max_running)
 
     def entry(self, job_id: str) -> ReadyEntry:
         return (-self.priority, self.tag, self.seq, job_id)
@@ -93,6 +94,7 @@ class JobQueues:
         self._functions: dict[str, _FunctionQueue] = {}
         self._levels: dict[tuple[str, int], _Level] = {}  # (function, priority) -> fairness
         self._owners: dict[str, int] = {}  # owner -> queued jobs (ready or delayed)
+        self.limited = 0  # queued jobs with an owner_max_running: claims must check them
         self._queued: dict[str, _Queued] = {}  # job id -> where it is queued
         self._delayed: list[tuple[float, str]] = []  # (not_before, id) of retries waiting
         self._expiry: list[tuple[float, str]] = []  # (expires_at, id) of queued jobs
@@ -119,8 +121,10 @@ class JobQueues:
         level.count[job.owner] = owned + 1
         level.last[job.owner] = tag
         self._owners[job.owner] = self._owners.get(job.owner, 0) + 1
+        limited = job.owner_max_running is not None
+        self.limited += limited
         queued = self._queued[job.id] = _Queued(job.function, job.priority, self._seq,
-                                                tag if self.fair else 0, job.owner)
+                                                tag if self.fair else 0, job.owner, limited)
         q = self._function(job.function)
         q.depth += 1
         wait: float | None = None
@@ -140,6 +144,7 @@ class JobQueues:
             q = self._function(queued.function)
             q.ready.discard(queued.entry(job_id))
             q.depth -= 1
+            self.limited -= queued.limited
             _leave(self._owners, queued.owner)
             level = self._levels[(queued.function, queued.priority)]
             if not _leave(level.count, queued.owner):
