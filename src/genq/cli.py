@@ -126,8 +126,8 @@ def serve(
         help="File of API keys, one entry a line: the key verbatim as a generator prints "
              "it ('=' padding included), then options: owner=NAME, admin, rate=20/s, "
              "burst=40 (also $GENQ_API_KEYS, entries separated by commas). A key without "
-             "owner= is owner key-<8 hex of its SHA-256>. Empty or repeated keys are "
-             "refused.")] = None,
+             "owner= is owner key-<8 hex of its SHA-256>; max_queued=N and max_running=N "
+             "are the owner's quotas. Empty or repeated keys are refused.")] = None,
     insecure_public: Annotated[bool, typer.Option(
         "--insecure-public", help="Allow a non-loopback address without API keys.")] = False,
     workers: Annotated[bool, typer.Option(
@@ -140,6 +140,16 @@ def serve(
         "--rate-limit", envvar="GENQ_RATE_LIMIT", metavar="RATE",
         help="Requests each API key may make: 20/s, 600/min, 1000/h (bursts of one "
              "second's worth); a key's own rate= entry overrides it. Default: none.")] = None,
+    owner_max_queued: Annotated[int | None, typer.Option(
+        "--owner-max-queued", envvar="GENQ_OWNER_MAX_QUEUED", min=1, metavar="N",
+        help="Queued jobs each owner may hold, over every function; past it a submission "
+             "is answered 429 owner_quota. A key's own max_queued= overrides it. "
+             "Default: none.")] = None,
+    owner_max_running: Annotated[int | None, typer.Option(
+        "--owner-max-running", envvar="GENQ_OWNER_MAX_RUNNING", min=1, metavar="N",
+        help="Jobs of each owner running at once, across every worker; the rest wait "
+             "while other owners' jobs run. A key's own max_running= overrides it. "
+             "Default: none.")] = None,
     forwarded_allow_ips: Annotated[str | None, typer.Option(
         "--forwarded-allow-ips", envvar="GENQ_FORWARDED_ALLOW_IPS", metavar="ADDRESSES",
         help="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: "
@@ -169,6 +179,7 @@ def serve(
                api_keys_file=api_keys_file, insecure_public=insecure_public,
                workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
                rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips,
+               quota=(owner_max_queued, owner_max_running),
                allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, limits=(
                    header_timeout, body_timeout, max_connections_per_client),
                devices=_devices(devices, replicas) if workers else None,
@@ -299,9 +310,11 @@ def run_server(app: App, *, host: str, port: int, store: str,
                rate_limit: str | None = None, forwarded_allow_ips: str | None = None,
                allowed_hosts: str | None = None, allowed_origins: str | None = None,
                limits: tuple[float, float, int] | None = None,
-               devices: list[str] | None = None, webhook_secret: str | None = None) -> None:
+               devices: list[str] | None = None, webhook_secret: str | None = None,
+               quota: tuple[int | None, int | None] = (None, None)) -> None:
     """``limits``: header timeout, body timeout and connections per client address
-    (default: ``ConnectionLimits()``); ``devices``: one worker replica each."""
+    (default: ``ConnectionLimits()``); ``devices``: one worker replica each; ``quota``:
+    each owner's max queued and max running jobs, unless its key says."""
     # Imported here, not at the top: the client commands (run, watch, jobs...) then never
     # load uvicorn and Starlette.
     from genq.server import ApiKeys, ServerSettings
@@ -309,6 +322,7 @@ def run_server(app: App, *, host: str, port: int, store: str,
     from genq.server.ratelimit import Rate
     from genq.server.run import ExposureRefused, check_exposure, serve
     from genq.server.security import Exposure
+    from genq.store.base import Quota
 
     try:
         keys = ApiKeys.from_env(api_keys_file)
@@ -337,6 +351,7 @@ def run_server(app: App, *, host: str, port: int, store: str,
                                  ) from None
     settings = ServerSettings(
         heartbeat=heartbeat, workers=workers, keys=keys, rate_limit=rate, exposure=exposure,
+        quota=Quota(*quota),
         limits=ConnectionLimits() if limits is None else ConnectionLimits(*limits),
         devices=devices or ["cpu"], webhooks=webhooks)
     opened = _open_store(store, retain)
@@ -410,6 +425,9 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_NOT_FOUND) from None
     except errors.QueueFull as exc:
         err.print(f"[yellow]queue full[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
+        raise typer.Exit(EXIT_QUEUE_FULL) from None
+    except errors.OwnerQuota as exc:  # like a full queue: the same "try later" exit
+        err.print(f"[yellow]over quota[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
         raise typer.Exit(EXIT_QUEUE_FULL) from None
     except errors.ConnectionLost as exc:
         err.print(f"[red]server unreachable[/red]: {exc.message}")

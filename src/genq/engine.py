@@ -4,9 +4,10 @@
 (one owner per API key) and ``app.local()`` (one owner per client) both go through it, so
 "another owner's job does not exist for you" is decided once. It also builds each
 submission's policy, with a Retry-After estimated from the run times this process's
-worker recorded (``FunctionStats``). ``Engine`` gives the store and the worker one life
-cycle: open, run, drain, close; and ``Engine.cluster`` is the whole cluster as the store
-sees it, for health checks, metrics and the dashboard.
+worker recorded (``FunctionStats``), and the owner's quotas when the caller has any
+(``Quota``: ``max_queued`` in the policy, ``max_running`` on the job). ``Engine`` gives
+the store and the worker one life cycle: open, run, drain, close; and ``Engine.cluster``
+is the whole cluster as the store sees it, for health checks, metrics and the dashboard.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
 from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
 from genq.readiness import Readiness
-from genq.store.base import PAGE_BYTES, Store, SubmitPolicy, Submitted
+from genq.store.base import PAGE_BYTES, Quota, Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker, default_worker_id
 
 MAX_RESULT_WAIT = 60.0  # seconds one long-poll for a result may hold its caller
@@ -46,9 +47,11 @@ class JobService:
         self.readiness = Readiness(app.functions, store.workers)
 
     async def submit(self, owner: str, function: str, inputs: dict[str, Any], *,
-                     priority: int | None = None,
-                     idempotency_key: str | None = None) -> Submitted:
-        """Validate and store a job; raises UnknownFunction, InvalidInput, QueueFull..."""
+                     priority: int | None = None, idempotency_key: str | None = None,
+                     quota: Quota | None = None) -> Submitted:
+        """Validate and store a job; raises UnknownFunction, InvalidInput, QueueFull,
+        OwnerQuota (over ``quota.max_queued``)... The job carries ``quota.max_running``
+        to every claim (``Job.owner_max_running``)."""
         if priority is not None and not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             message = f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}"
             raise InvalidInput(f"invalid submission for {function!r}: {message}",
@@ -57,7 +60,11 @@ class JobService:
                                    "type": "priority_range"}])
         job = self.app.new_job(function, inputs, owner=owner, priority=priority,
                                idempotency_key=idempotency_key)
-        return await self.store.create_job(job, self.submit_policy(function))
+        policy = self.submit_policy(function)
+        if quota is not None:
+            job.owner_max_running = quota.max_running
+            policy = replace(policy, owner_max_queued=quota.max_queued)
+        return await self.store.create_job(job, policy)
 
     def submit_policy(self, function: str) -> SubmitPolicy:
         """The function's policy, whose Retry-After (for QueueFull) is, once this

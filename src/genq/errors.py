@@ -68,6 +68,13 @@ class QueueFull(TryLater):
     code = "queue_full"
 
 
+class OwnerQuota(TryLater):
+    """The owner has as many queued jobs as its key's ``max_queued`` allows (429):
+    ``owner``, ``quota`` (``max_queued``), ``limit``, ``queued`` and ``retry_after``."""
+
+    code = "owner_quota"
+
+
 class RateLimited(TryLater):
     """The API key (or the client address, after wrong keys) is over its request rate."""
 

@@ -135,6 +135,9 @@ class Job:
     # The model of a keyed family this job needs (``name:key``, genq.serving.model):
     # claims prefer workers that hold it (warm routing, Store.claim_many's ``warmth``).
     affinity: str | None = None
+    # The owner's running quota when it was submitted (its API key's ``max_running``):
+    # claims pass over the job while its owner runs that many jobs, cluster-wide.
+    owner_max_running: int | None = None
 
     def held_by(self, lease: Lease) -> bool:
         """Running under exactly this lease: the only state in which its worker may write."""

@@ -490,3 +490,24 @@ def test_python_dash_m_genq_is_the_same_cli(server: LiveServer) -> None:
     assert usage.returncode == 0 and "python -m genq" in usage.stdout
     for command in ("serve", "worker", "demo", "run", "watch", "jobs", "cancel", "result"):
         assert command in usage.stdout
+
+
+# -- sharing ---------------------------------------------------------------------------------
+def test_serve_owner_quotas_from_the_environment_or_options(tmp_path: Path) -> None:
+    port = free_port()
+    with serving(port, "apps.http_app:app", "--port", str(port), "--db",
+                 str(tmp_path / "db.sqlite3"), "--log-level", "warning", "--no-workers",
+                 env=cli_env(GENQ_OWNER_MAX_QUEUED="1")) as served:
+        http = served.http
+        submit(http, "add", x=1)
+        refused = http.post("/api/jobs", json={"function": "add", "input": {"x": 2}})
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        error = refused.json()["error"]
+        assert error["code"] == "owner_quota" and error["limit"] == 1
+        # `genq run` says so and exits as for a full queue
+        done = genq("run", "--url", served.url, "add", "--x", "3")
+        assert done.returncode == 7
+        assert "over quota" in done.stderr and "owner local has 1 queued jobs" in done.stderr
+    done = genq("serve", "apps.http_app:app", "--db", str(tmp_path / "db.sqlite3"),
+                "--owner-max-running", "0", timeout=30)
+    assert done.returncode == 2 and "--owner-max-running" in done.stderr

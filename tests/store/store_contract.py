@@ -35,6 +35,7 @@ from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new
 from genq.store import rules
 from genq.store.base import Store, SubmitPolicy
 from tests.store.routing_contract import RoutingContract
+from tests.store.sharing_contract import SharingContract
 
 StoreFactory = Callable[..., Awaitable[Store]]  # keyword options of the constructor
 
@@ -99,9 +100,10 @@ def shape(events: list[Event]) -> list[tuple[int, str]]:
 
 
 @pytest.mark.anyio
-class StoreContract(RoutingContract):
+class StoreContract(RoutingContract, SharingContract):
     """Tests every Store must pass. Subclasses provide the ``store_factory`` fixture.
-    Warm routing's are in routing_contract.py."""
+    Warm routing's are in routing_contract.py, fair share's and quotas' in
+    sharing_contract.py."""
 
     @pytest.fixture
     async def store_factory(self, anyio_backend: Any) -> AsyncIterator[StoreFactory]:

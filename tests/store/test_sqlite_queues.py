@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from genq.models import Job
-from genq.store.sqlite_queues import JobQueues
+from genq.store.sqlite_queues import JOB_ID, JobQueues
 
 NOW = 1_000_000.0
 
@@ -50,11 +50,11 @@ def test_positions_are_ranks_in_claim_order() -> None:
     assert [queues.position(i) for i in "bac"] == [1, 2, 3]
     assert queues.position("x") == 1
     assert queues.position("unknown") is None
-    # Where a newcomer would go: behind every job of its priority or higher.
-    assert queues.position_for("render", 0) == 4
-    assert queues.position_for("render", 2) == 2
-    assert queues.position_for("render", 3) == 1
-    assert queues.position_for("nothing queued", 0) == 1
+    # A newcomer of the same owner goes behind every job of its priority or higher.
+    for j, where in ((job("n0"), 4), (job("n2", priority=2), 2), (job("n3", priority=3), 1),
+                     (job("n", "nothing queued"), 1)):
+        queues.add(j, NOW)
+        assert queues.position(j.id) == where
 
 
 def test_removal_closes_the_gap_and_is_idempotent() -> None:
@@ -123,12 +123,62 @@ def test_expiry_entries_of_removed_jobs_still_come_up_for_the_caller_to_skip() -
 def test_head_level_is_the_first_jobs_of_the_highest_priority_in_claim_order() -> None:
     queues = queued(job("a"), job("b", priority=5), job("c", priority=5), job("d"),
                     job("e", priority=5), job("x", "upscale"))
-    assert [e[2] for e in queues.head_level("render", 10)] == ["b", "c", "e"]
-    assert [e[2] for e in queues.head_level("render", 2)] == ["b", "c"]
+    assert [e[JOB_ID] for e in queues.head_level("render", 10)] == ["b", "c", "e"]
+    assert [e[JOB_ID] for e in queues.head_level("render", 2)] == ["b", "c"]
     head = queues.head("render")
-    assert head is not None and head[2] == "b"
+    assert head is not None and head[JOB_ID] == "b"
     queues.remove("b")
     queues.remove("c")
     queues.remove("e")
-    assert [e[2] for e in queues.head_level("render", 10)] == ["a", "d"]
+    assert [e[JOB_ID] for e in queues.head_level("render", 10)] == ["a", "d"]
     assert queues.head_level("caption", 10) == [] and queues.head("caption") is None
+
+
+def test_owners_take_turns_among_jobs_of_one_priority() -> None:
+    queues = queued(*(job(f"a{i}", owner="alice") for i in range(4)),
+                    job("b0", owner="bob"), job("b1", owner="bob"), job("c0", owner="carol"))
+    # each owner's first job, then each one's second...; an owner's own jobs stay FIFO
+    assert [queues.position(i) for i in ("a0", "b0", "c0", "a1", "b1")] == [1, 2, 3, 4, 5]
+    taken = []
+    while (job_id := queues.next_ready(["render"])) is not None:
+        queues.take(job_id)
+        taken.append(job_id)
+    assert taken == ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]
+
+
+def test_a_newcomer_goes_next_after_claims_and_priority_still_wins() -> None:
+    queues = queued(*(job(f"a{i}", owner="alice") for i in range(10)))
+    for _ in range(5):
+        queues.take(queues.next_ready(["render"]) or "")
+    queues.add(job("b0", owner="bob"), NOW)
+    assert queues.position("b0") == 1  # ahead of alice's five left
+    queues.add(job("urgent", owner="alice", priority=1), NOW)
+    assert queues.position("urgent") == 1 and queues.position("b0") == 2
+
+
+def test_an_owner_whose_jobs_left_starts_afresh() -> None:
+    queues = queued(*(job(f"a{i}", owner="alice") for i in range(5)), job("b0", owner="bob"))
+    for i in range(5):
+        queues.remove(f"a{i}")  # cancelled: no debt left behind
+    queues.add(job("a5", owner="alice"), NOW)
+    queues.add(job("b1", owner="bob"), NOW)
+    assert [queues.position(i) for i in ("b0", "a5", "b1")] == [1, 2, 3]
+    assert queues.owner_depth("alice") == 1 and queues.owner_depth("bob") == 2
+
+
+def test_without_fair_share_the_order_is_arrival() -> None:
+    queues = JobQueues(fair=False)
+    for j in (*(job(f"a{i}", owner="alice") for i in range(3)), job("b0", owner="bob")):
+        queues.add(j, NOW)
+    assert queues.position("b0") == 4
+
+
+def test_skipped_owners_are_passed_over_within_the_window() -> None:
+    queues = queued(*(job(f"a{i}", owner="alice") for i in range(3)), job("b0", owner="bob"),
+                    job("h", owner="alice", priority=1))
+    def alice(job_id: str) -> bool:
+        return job_id.startswith(("a", "h"))
+
+    assert queues.next_ready(["render"], skip=alice) == "b0"
+    assert [e[JOB_ID] for e in queues.head_level("render", 10, skip=alice)] == ["b0"]
+    assert queues.next_ready(["render"], skip=lambda _: True) is None

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -53,6 +53,12 @@ def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
     assert redis.retry_for == 3 and redis.max_artifact_bytes == 1 << 19
     assert redis.url == "redis://127.0.0.1:6390/2?socket_timeout=5"  # the rest: redis-py's
     assert store_from_url("sqlite:///rel/genq.sqlite3").kind == "sqlite"
+    # fair share is on unless a URL turns it off (docs/sharing.md)
+    assert cast(RedisStore, store_from_url("redis://h/0")).fair_share
+    assert not cast(RedisStore, store_from_url("redis://h/0?fair_share=0")).fair_share
+    assert store_from_url("redis://h/0?fair_share=off").url == "redis://h/0"
+    with pytest.raises(ValueError, match="not a yes/no value"):
+        store_from_url("sqlite:///rel/genq.sqlite3?fair_share=maybe")
     with pytest.raises(ValueError, match="unknown store URL"):
         store_from_url("postgres://localhost/genq")
     with pytest.raises(ValueError, match="retry_for"):
@@ -70,7 +76,7 @@ def test_store_urls_set_the_retention_window() -> None:
     assert store_from_url("rel/genq.sqlite3").retain == 7 * 86400
     with pytest.raises(ValueError, match="retention 'soon' is not a duration"):
         store_from_url("redis://localhost/0?retain=soon")
-    with pytest.raises(ValueError, match="only the parameter retain"):
+    with pytest.raises(ValueError, match="only the parameters retain and fair_share"):
         store_from_url("sqlite:///rel/genq.sqlite3?prefix=x")
 
 
@@ -115,6 +121,32 @@ async def test_housekeepers_of_many_processes_delete_each_job_once(
     finally:
         for store in stores:
             await store.close()
+
+
+@pytest.mark.anyio
+async def test_jobs_queued_before_fair_share_are_still_claimed_and_listed(
+        anyio_backend: Any, redis_server: RedisServer) -> None:
+    """A queue member written by a genq from before fair share (``<16 hex>:<id>``, no
+    tag) is claimed and listed like any other after an upgrade."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    try:
+        job = await submit(store, owner="alice")
+        r = store._r()
+        member = (await r.hget(f"{prefix}:job:{job.id}", "qm")).decode()
+        old = f"{member[16:32]}:{job.id}"  # the arrival part, no tag
+        await r.zrem(f"{prefix}:q:render", member)
+        await r.zadd(f"{prefix}:q:render", {old: 0})
+        await r.hset(f"{prefix}:job:{job.id}", "qm", old)
+        assert await store.queue_position(job.id) == 1
+        assert [j.id for j in await store.list_jobs(status=JobStatus.QUEUED)] == [job.id]
+        claimed = await store.claim(["render"], "w1", LEASE)
+        assert claimed is not None and claimed.id == job.id
+        await store.finish(job.id, JobStatus.SUCCEEDED, result=1, lease=claimed.lease)
+        assert await store.claim(["render"], "w1", LEASE) is None
+    finally:
+        await store.close()
 
 
 @pytest.mark.anyio

@@ -40,7 +40,7 @@ from genq.jsoncodec import compact_json
 from genq.metrics import Metrics
 from genq.models import Event, Job, JobInfo, JobStatus
 from genq.readiness import READY, cluster_readiness
-from genq.server.auth import ApiKeys, presented_key
+from genq.server.auth import ApiKeys, Caller, presented_key
 from genq.server.caller import authenticate, read_json_body, server_state
 from genq.server.connections import BodyDeadline, ConnectionLimits
 from genq.server.dashboard import Activity, JobFeed
@@ -51,7 +51,7 @@ from genq.server.security import Exposure, ExposureGuard, SecureStarlette, artif
 from genq.server.sessions import SESSION_COOKIE, SESSION_SECONDS
 from genq.server.streams import counted_stream
 from genq.server.ui import ui_routes
-from genq.store.base import PAGE_BYTES, Store
+from genq.store.base import PAGE_BYTES, Quota, Store
 from genq.webhooks.sender import WebhookSender
 from genq.webhooks.settings import WebhookSettings
 from genq.webhooks.target import webhook_target
@@ -72,6 +72,7 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     keys: ApiKeys = field(default_factory=ApiKeys)
     rate_limit: Rate | None = None  # requests per API key, unless its entry says otherwise
+    quota: Quota = field(default_factory=Quota)  # per owner, unless its key says otherwise
     exposure: Exposure = field(default_factory=Exposure)  # Host names and origins let in
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     devices: list[str] = field(default_factory=lambda: ["cpu"])  # a worker replica each
@@ -96,6 +97,11 @@ class ServerState:
     @property
     def jobs(self) -> JobService:
         return self.engine.jobs
+
+    def quota(self, caller: Caller) -> Quota:
+        """The quotas the caller's jobs are submitted under: its key's, else the
+        server's (docs/sharing.md)."""
+        return caller.quota.over(self.settings.quota)
 
     def on_job_changed(self, job: Job) -> None:
         """One feed of durable status changes serves the metrics, the dashboard's figures
@@ -322,7 +328,6 @@ async def submit_job(request: Request) -> Response:
     """POST /api/jobs {"function": name, "input": {...}, "priority": n, "webhook": url,
     "webhook_events": [...]}."""
     state, caller = authenticate(request)
-    owner = caller.owner
     body = await read_json_body(request, state.settings.max_body)
     if not isinstance(body, dict) or not isinstance(body.get("function"), str):
         raise BadRequest('the body must be an object {"function": name, "input": {...}}')
@@ -346,8 +351,8 @@ async def submit_job(request: Request) -> Response:
                              field="webhook")
     try:
         submitted = await state.jobs.submit(
-            owner, function, inputs, priority=priority,
-            idempotency_key=request.headers.get("idempotency-key"))
+            caller.owner, function, inputs, priority=priority,
+            idempotency_key=request.headers.get("idempotency-key"), quota=state.quota(caller))
     except GenqError as exc:
         if function in state.app.functions:
             state.metrics.rejected.labels(function, exc.code).inc()

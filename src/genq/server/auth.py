@@ -5,11 +5,13 @@ Keys come from ``GENQ_API_KEYS`` (entries separated by commas or lines) and a ke
 separated by spaces: the first word is the key, verbatim, and options follow:
 ``owner=NAME``, ``admin`` (may read cluster-wide operations data: /metrics, every
 owner's figures in /api/stats), ``rate=20/s`` and ``burst=40`` (this key's own
-request rate limit), ``webhook_secret=whsec_...`` (signs the webhooks of this key's
-jobs instead of the server's secret; genq.webhooks)::
+request rate limit), ``max_queued=100`` and ``max_running=4`` (the owner's quotas, else
+the server's ``--owner-max-queued`` / ``--owner-max-running``; docs/sharing.md),
+``webhook_secret=whsec_...`` (signs the webhooks of this key's jobs instead of the
+server's secret; genq.webhooks)::
 
     q0Zb3kJx9u1mYc2LwQe7Hg== owner=alice admin
-    3f9a0c7d2e51b4a8 owner=bob rate=5/s
+    3f9a0c7d2e51b4a8 owner=bob rate=5/s max_queued=100 max_running=4
 
 Keys are what generators print, and those end in ``=`` (base64 padding), so the first
 word is never split at a trailing ``=``. The older ``KEY=OWNER`` form is still read
@@ -34,7 +36,7 @@ import hmac
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from starlette.requests import HTTPConnection
@@ -42,12 +44,14 @@ from starlette.requests import HTTPConnection
 from genq.errors import Unauthorized
 from genq.server.ratelimit import Rate
 from genq.server.sessions import SESSION_COOKIE, SessionSigner
+from genq.store.base import Quota
 from genq.webhooks.signing import check_secret
 
 OPEN_OWNER = "local"
 ENV_VAR = "GENQ_API_KEYS"
 _COMMENT = re.compile(r"(^|\s)#.*")  # '#' at the start of a word: a comment to the line's end
-_ENTRY_FORM = "'KEY owner=NAME [admin] [rate=N/unit] [burst=N]'"
+_ENTRY_FORM = ("'KEY owner=NAME [admin] [rate=N/unit] [burst=N] [max_queued=N] "
+               "[max_running=N]'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class Caller:
     rate: Rate | None = None  # this key's own limit, else the server's
     key_id: str = ""  # names the key in rate-limit buckets and sessions, not the key
     webhook_secret: str | None = None  # signs this key's jobs' webhooks (whsec_...)
+    quota: Quota = field(default_factory=Quota)  # max_queued, max_running; else the server's
 
 
 OPEN_CALLER = Caller(OPEN_OWNER, admin=True, key_id="open")
@@ -99,6 +104,7 @@ def parse_entry(text: str, where: str) -> tuple[str, Caller]:
     first, *options = text.split()
     key, owner = _split_key(first, where)
     admin, rate_text, burst, webhook_secret = False, None, None, None
+    limits: dict[str, int] = {}  # max_queued, max_running
     seen: set[str] = set()
     for word in options:
         name, equals, value = word.partition("=")
@@ -120,16 +126,22 @@ def parse_entry(text: str, where: str) -> tuple[str, Caller]:
                 webhook_secret = check_secret(value)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
+        elif equals and name in ("max_queued", "max_running"):
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{where}: {name} must be a whole number of jobs, 1 or "
+                                 f"more, not {value!r}")
+            limits[name] = int(value)
         else:
             raise ValueError(f"{where}: unknown option {word!r} (expected owner=NAME, "
-                             "admin, rate=N/unit, burst=N or "
+                             "admin, rate=N/unit, burst=N, max_queued=N, max_running=N or "
                              "webhook_secret=whsec_...)")
     try:
         rate = None if rate_text is None else Rate.parse(rate_text, burst)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     return key, Caller(owner if owner is not None else derived_owner(key), admin, rate,
-                       webhook_secret=webhook_secret)
+                       webhook_secret=webhook_secret,
+                       quota=Quota(limits.get("max_queued"), limits.get("max_running")))
 
 
 def _entries(text: str, source: str | None) -> Iterator[tuple[str, str]]:

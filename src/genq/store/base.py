@@ -58,7 +58,26 @@ class SubmitPolicy:
     max_queue: int | None = None  # queued jobs of this function; None is unbounded
     cache_ttl: float | None = None  # reuse a succeeded job with the same cache key this recent
     dedupe: bool = False  # return the owner's queued/running job with the same cache key
-    retry_after: int = 1  # seconds advertised by QueueFull
+    retry_after: int = 1  # seconds advertised by QueueFull and OwnerQuota
+    # The owner's queued jobs (every function, ready or waiting for a retry) this many
+    # or more: refused with OwnerQuota (its API key's max_queued; docs/sharing.md)
+    owner_max_queued: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one owner may hold (an API key's ``max_queued`` / ``max_running``, else the
+    server's default). ``max_queued`` reaches the store in the ``SubmitPolicy``;
+    ``max_running`` on the job (``Job.owner_max_running``), so any claim anywhere knows
+    it without a configuration of its own."""
+
+    max_queued: int | None = None
+    max_running: int | None = None
+
+    def over(self, default: Quota) -> Quota:
+        """This quota, each limit it does not set taken from ``default``."""
+        return Quota(default.max_queued if self.max_queued is None else self.max_queued,
+                     default.max_running if self.max_running is None else self.max_running)
 
 
 @dataclass(frozen=True, slots=True)

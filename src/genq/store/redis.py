@@ -7,7 +7,10 @@ Shape, and why:
   number of processes can race for the same queue, and each is safe to run twice, so
   redis-py may retry a command whose connection broke.
 * **A sorted set per function** is the queue (score ``-priority``, members ordered by
-  arrival), so a claim is O(log n) and a job's queue position is one ZRANK.
+  fair tag, then arrival: owners take turns within a priority, the rule in
+  ``sqlite_queues``), so a claim is O(log n) and a job's queue position is one ZRANK.
+  Per-owner counters of queued and running jobs (``max_queued``, ``max_running``) are
+  kept by the same scripts, so quotas hold across every front end and worker.
 * **A Redis Stream per job** is its event log, with ids ``0-<seq>``: the SSE id of an
   event is the same on SQLite and Redis, and ``XREAD`` after an id is the resume.
   Followers in a process share one blocking XREAD (``redis_follow.py``).
@@ -92,7 +95,8 @@ from genq.store.urls import UNSET, Unset
 
 DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20  # per artifact; larger outputs belong in object storage
 DEFAULT_RETRY_FOR = 15.0  # seconds a call waits for an unreachable Redis
-URL_OPTIONS = ("prefix", "retry_for", "max_artifact_mb", "retain")  # genq's; others: redis-py
+URL_OPTIONS = ("prefix", "retry_for", "max_artifact_mb", "retain",  # genq's; others: redis-py
+               "fair_share")
 READ_PAGE = 1000  # events per XRANGE while a follower catches up
 FILTERED_PAGE = 1000  # index entries per round trip of a filtered listing
 # Seconds a ``P:holders:<affinity>`` set outlives its latest report: a model nobody holds
@@ -145,6 +149,8 @@ def _job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         lease_until=_float(h.get(b"lease_until")), lease_token=int(h.get(b"lease_token") or 0),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         last_event_id=int(h.get(b"seq") or 0), affinity=_str(h.get(b"affinity")),
+        owner_max_running=int(h[b"owner_max_running"]) if h.get(b"owner_max_running")
+        else None,
     )
 
 
@@ -172,6 +178,7 @@ def _job_hash(job: Job) -> list[str]:
         "cache_key", opt(job.cache_key), "idempotency_key", opt(job.idempotency_key),
         "worker_id", "", "lease_until", "", "lease_token", "0", "cancel_requested", "0",
         "seq", "0", "qm", "", "affinity", opt(job.affinity),
+        "owner_max_running", opt(job.owner_max_running),
     ]
 
 
@@ -231,9 +238,13 @@ class RedisStore(StoreBase):
     def __init__(self, url: str, *, prefix: str = "genq",
                  max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
                  retry_for: float = DEFAULT_RETRY_FOR,
-                 retain: float | None = DEFAULT_RETAIN) -> None:
+                 retain: float | None = DEFAULT_RETAIN, fair_share: bool = True) -> None:
         super().__init__(retain=retain)
         self.url = url
+        # Owners take turns within a priority (redis_lua's fair tags; docs/sharing.md).
+        # Every process of a cluster should say the same: each tags the jobs it queues.
+        self.fair_share = fair_share
+        self._fair = "1" if fair_share else "0"
         self.prefix = prefix
         self.max_artifact_bytes = max_artifact_bytes
         # How long a call keeps retrying while Redis is unreachable: a Redis restart
@@ -259,8 +270,8 @@ class RedisStore(StoreBase):
     def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> RedisStore:
         """A store for ``redis://[:password@]host:port/db``, ``rediss://`` (TLS) or
         ``unix:///path.sock``, with genq's query parameters ``prefix``, ``retry_for``
-        (seconds), ``max_artifact_mb`` and ``retain`` (docs/redis.md); every other
-        parameter goes to redis-py. ``retain`` given here (``--retain``) overrides the
+        (seconds), ``max_artifact_mb``, ``retain`` and ``fair_share`` (docs/redis.md);
+        every other parameter goes to redis-py. ``retain`` given here (``--retain``) overrides the
         URL's."""
         if urls.scheme(url) not in ("redis", "rediss", "unix"):
             raise ValueError(f"{url!r} is not a Redis URL: use redis://host:port/db")
@@ -270,8 +281,10 @@ class RedisStore(StoreBase):
         max_artifact_bytes = urls.option(url, query, "max_artifact_mb",
                                          lambda mb: int(float(mb) * (1 << 20)),
                                          DEFAULT_MAX_ARTIFACT_BYTES)
+        fair = urls.option(url, query, "fair_share", urls.parse_flag, True)
         return cls(_without_query_params(url, URL_OPTIONS), prefix=query.get("prefix", "genq"),
-                   retry_for=retry_for, max_artifact_bytes=max_artifact_bytes, retain=window)
+                   retry_for=retry_for, max_artifact_bytes=max_artifact_bytes, retain=window,
+                   fair_share=fair)
 
     # -- life cycle ------------------------------------------------------------------
     def _connect(self, **options: Any) -> aioredis.Redis:
@@ -391,8 +404,12 @@ class RedisStore(StoreBase):
             job.idempotency_key or "", "" if policy.max_queue is None else policy.max_queue,
             "" if ttl is None else ("inf" if math.isinf(ttl) else repr(ttl)),
             "1" if policy.dedupe else "0",
-            "" if job.expires_at is None else repr(job.expires_at), *_job_hash(job))
+            "" if job.expires_at is None else repr(job.expires_at),
+            "" if policy.owner_max_queued is None else policy.owner_max_queued, self._fair,
+            *_job_hash(job))
         outcome = reply[0].decode()
+        if outcome == "owner_full":
+            raise rules.owner_quota_refusal(job.owner, int(reply[1]), policy)
         if outcome == "full":
             raise QueueFull(
                 f"the queue of {job.function!r} is full ({int(reply[1])} of "
@@ -481,7 +498,8 @@ class RedisStore(StoreBase):
                     pipe.zrange(self._key("q", fn), 0, -1)
                     pipe.zrange(self._key("delayed", fn), 0, -1)
                 replies = await pipe.execute()
-            ids = [m[17:] for ready in replies[::2] for m in ready]  # "<16 hex>:<id>"
+            ids = [m.partition(b":")[2] for ready in replies[::2]  # "<hex>:<id>"
+                   for m in ready]
             ids += [m for delayed in replies[1::2] for m in delayed]
         async with r.pipeline(transaction=False) as pipe:
             for job_id in ids:
@@ -728,7 +746,7 @@ class RedisStore(StoreBase):
                 not_before = time.time() + delay if delay > 0 else 0.0
                 reply = await self._run(
                     "REQUEUE", job_id, repr(time.time()), lease.token, lease.worker_id, "",
-                    "0", repr(not_before), delta, "0", compact_json(payload(job)))
+                    "0", repr(not_before), delta, "0", compact_json(payload(job)), self._fair)
             outcome = reply[0]
             if outcome == b"lost":
                 raise rules.lease_lost(job_id, lease)
@@ -793,7 +811,8 @@ class RedisStore(StoreBase):
         cancel = "1" if job.cancel_requested else "0"
         if transition.status is JobStatus.QUEUED:
             await self._run("REQUEUE", job.id, repr(time.time()), job.lease_token, "",
-                            repr(now), cancel, "0", 0, "1", compact_json(transition.event[1]))
+                            repr(now), cancel, "0", 0, "1", compact_json(transition.event[1]),
+                            self._fair)
         else:
             await self._finish(job.id, transition.status, transition.event[1],
                                error=transition.error, token=job.lease_token,

@@ -8,7 +8,14 @@ Keys, under a prefix P (default ``genq``):
                         lease was last granted or renewed (reclaim after an outage)
 ``P:ev:<id>``           stream: the job's event log, entry ids ``0-1``, ``0-2``... (= SSE ids)
 ``P:q:<fn>``            sorted set of ready jobs: score ``-priority``, member
-                        ``<16 hex digits of arrival>:<id>``, so equal scores keep arrival order
+                        ``<16 hex: fair tag><16 hex: arrival>:<id>``, so equal scores go
+                        by fair tag, then arrival (fair share; tag 0 with it off)
+``P:fair:<fn>``         hash, fair share's state per priority level ``l`` of the function:
+                        ``v:<l>`` its virtual time, and per owner ``o`` with jobs queued
+                        there ``t:<l>:<o>`` its last job's tag, ``n:<l>:<o>`` how many
+``P:oqueued``,          hashes: owner -> its queued jobs (``max_queued``) / its running
+``P:orunning``          jobs, across all workers (``max_running``), kept by every script
+                        that moves a job in or out of the queue or a run
 ``P:delayed:<fn>``      sorted set of retries waiting for their delay: score ``not_before``
 ``P:leases``            sorted set of running jobs by ``lease_until`` (reclaim of lapsed leases)
 ``P:running``           hash: function -> running jobs, across all workers (``max_running``)
@@ -64,9 +71,52 @@ local function announce(id)
   end
 end
 
-local function enqueue(id, fn, priority, not_before, now)
-  -- a new place at the back of its priority, like a new submission
-  local member = string.format('%016x', redis.call('INCR', P .. ':seq')) .. ':' .. id
+-- Fair share (the rule: genq.store.sqlite_queues): owner's next job at fn's priority
+-- level gets the tag max(V, its last tag) + 1, its last tag forgotten once it has no job
+-- queued there; a claim moves V to the claimed job's tag - 1.
+local function fair_tag(fn, priority, owner)
+  local h, l = P .. ':fair:' .. fn, tostring(tonumber(priority))
+  local tag = tonumber(redis.call('HGET', h, 'v:' .. l) or '0')
+  if redis.call('HINCRBY', h, 'n:' .. l .. ':' .. owner, 1) > 1 then
+    tag = math.max(tag, tonumber(redis.call('HGET', h, 't:' .. l .. ':' .. owner) or '0'))
+  end
+  redis.call('HSET', h, 't:' .. l .. ':' .. owner, tag + 1)
+  return tag + 1
+end
+
+-- A queue member's job id and fair tag: '<16 hex tag><16 hex arrival>:<id>', or
+-- '<16 hex arrival>:<id>' as queued by a genq from before fair share (tag 0)
+local function member_id(m)
+  if string.sub(m, 17, 17) == ':' then return string.sub(m, 18) end
+  return string.sub(m, 34)
+end
+
+local function member_tag(m)
+  if string.sub(m, 17, 17) == ':' then return 0 end
+  return tonumber(string.sub(m, 1, 16), 16)
+end
+
+local function count_down(hash, field)  -- dropped at 0 (or below: jobs from before it)
+  if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
+end
+
+local function leave_queue(id, fn, member, priority, owner)  -- claimed, or ended queued
+  redis.call('ZREM', P .. ':q:' .. fn, member)
+  redis.call('ZREM', P .. ':delayed:' .. fn, id)
+  local h, l = P .. ':fair:' .. fn, tostring(tonumber(priority))
+  if redis.call('HINCRBY', h, 'n:' .. l .. ':' .. owner, -1) <= 0 then
+    redis.call('HDEL', h, 'n:' .. l .. ':' .. owner, 't:' .. l .. ':' .. owner)
+  end
+  count_down(P .. ':oqueued', owner)
+end
+
+local function enqueue(id, fn, priority, owner, fair, not_before, now)
+  -- a new place at the back of its priority (its owner's turn under fair share), like
+  -- a new submission; returns its queue member
+  local tag = fair_tag(fn, priority, owner)
+  if fair ~= '1' then tag = 0 end
+  redis.call('HINCRBY', P .. ':oqueued', owner, 1)
+  local member = string.format('%016x%016x', tag, redis.call('INCR', P .. ':seq')) .. ':' .. id
   redis.call('HSET', job_key(id), 'status', 'queued', 'qm', member, 'not_before', not_before)
   redis.call('SADD', P .. ':fns', fn)
   if tonumber(not_before) > tonumber(now) then
@@ -75,20 +125,22 @@ local function enqueue(id, fn, priority, not_before, now)
     redis.call('ZADD', P .. ':q:' .. fn, -tonumber(priority), member)
     redis.call('PUBLISH', P .. ':work', fn)
   end
+  return member
 end
 
 local function leave_running(id, fn)
   redis.call('HINCRBY', P .. ':running', fn, -1)
+  count_down(P .. ':orunning', redis.call('HGET', job_key(id), 'owner'))
   redis.call('ZREM', P .. ':leases', id)
 end
 
 local function end_job(id, status, data, result, err, now)
   local k = job_key(id)
-  local j = redis.call('HMGET', k, 'status', 'function', 'qm', 'owner', 'cache_key')
+  local j = redis.call('HMGET', k, 'status', 'function', 'qm', 'owner', 'cache_key',
+                       'priority')
   local fn = j[2]
   if j[1] == 'queued' then
-    redis.call('ZREM', P .. ':q:' .. fn, j[3])
-    redis.call('ZREM', P .. ':delayed:' .. fn, id)
+    leave_queue(id, fn, j[3], j[6], j[4])
   elseif j[1] == 'running' then
     leave_running(id, fn)
   end
@@ -112,13 +164,14 @@ local function is_live(status) return status == 'queued' or status == 'running' 
 
 # ARGV: P, now, id, function, owner, priority, input (canonical JSON), created_at,
 # cache_key, idempotency_key, max_queue, cache_ttl ('inf' = forever), dedupe, expires_at,
-# then the job hash as field, value pairs.
+# owner_max_queued (''), fair ('1'/'0'), then the job hash as field, value pairs.
 # Returns {'new', hash, position} | {'idempotent'|'deduplicated'|'cached', hash} |
-# {'conflict', other id} | {'full', depth}.
+# {'conflict', other id} | {'full', depth} | {'owner_full', the owner's queued jobs}.
 SUBMIT = _PRELUDE + r"""
 local now, id, fn, owner, priority = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local input, created, ckey, idem = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local max_queue, ttl, dedupe, expires = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local owner_max, fair = ARGV[15], ARGV[16]
 local k = job_key(id)
 if redis.call('EXISTS', k) == 1 then  -- this very submission, retried
   return {'new', redis.call('HGETALL', k), 0}
@@ -137,7 +190,7 @@ if idem ~= '' then
 end
 
 local function store_job()
-  redis.call('HSET', k, unpack(ARGV, 15))
+  redis.call('HSET', k, unpack(ARGV, 17))
   redis.call('ZADD', P .. ':idx:all', created, id)
   redis.call('ZADD', P .. ':idx:owner:' .. owner, created, id)
   if idem ~= '' then redis.call('HSET', P .. ':idem', owner .. '\n' .. idem, id) end
@@ -173,14 +226,18 @@ if ckey ~= '' then
   end
 end
 
+if owner_max ~= '' then
+  local queued = tonumber(redis.call('HGET', P .. ':oqueued', owner) or '0')
+  if queued >= tonumber(owner_max) then return {'owner_full', queued} end
+end
 local depth = redis.call('ZCARD', P .. ':q:' .. fn) + redis.call('ZCARD', P .. ':delayed:' .. fn)
 if max_queue ~= '' and depth >= tonumber(max_queue) then return {'full', depth} end
--- behind everything of equal or higher priority
-local position = redis.call('ZCOUNT', P .. ':q:' .. fn, '-inf', -tonumber(priority)) + 1
 store_job()
 if ckey ~= '' then redis.call('HSET', P .. ':inflight', owner .. '\n' .. ckey, id) end
 if expires ~= '' then redis.call('ZADD', P .. ':expiry', expires, id) end
-enqueue(id, fn, priority, '0', now)
+local member = enqueue(id, fn, priority, owner, fair, '0', now)
+-- its rank: behind what claims take first (higher priority, smaller fair tag, older)
+local position = redis.call('ZRANK', P .. ':q:' .. fn, member) + 1
 append_event(id, 'queued', '{"position":' .. position .. '}', now)  -- rules.queued_event
 announce(id)
 return {'new', redis.call('HGETALL', k), position}
@@ -190,9 +247,11 @@ return {'new', redis.call('HGETALL', k), position}
 # of affinity keys the worker holds and those keys, then quads of function, limit ('' =
 # none: the cluster-wide max_running), want (at most this many of it now), bound ('' =
 # no warm routing, else seconds: Warmth.waits). Claims up to ``count`` jobs, each the
-# best of all the functions (highest priority, then oldest), each function's candidate
-# chosen by warm routing when it has a bound (genq.store.routing: the same rule, over
-# the first ``window`` members at the head score, holders read from P:holders:<a>).
+# best of all the functions (highest priority, then fair tag, then oldest), each
+# function's candidate chosen by warm routing when it has a bound (genq.store.routing:
+# the same rule, over the first ``window`` members at the head score, holders read from
+# P:holders:<a>). A job whose owner runs its owner_max_running jobs already (P:orunning)
+# is passed over, looked for among the first ``window`` members.
 # Returns a list of job hashes.
 CLAIM = _PRELUDE + r"""
 local now, worker, lease_until, nonce = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -234,26 +293,40 @@ local function held_elsewhere(a)
   return others[a]
 end
 
+local function at_quota(id)  -- its owner runs its owner_max_running jobs already
+  local j = redis.call('HMGET', job_key(id), 'owner', 'owner_max_running')
+  if not j[2] or j[2] == '' then return false end
+  return tonumber(redis.call('HGET', P .. ':orunning', j[1]) or '0') >= tonumber(j[2])
+end
+
 -- The member of f's queue this claim would take, and its score, or nil (routing.choose)
 local function candidate(f)
   local q = P .. ':q:' .. f.fn
   local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
   if not top[1] then return nil, nil end
-  if not f.bound then return top[1], tonumber(top[2]) end
-  local score = tonumber(top[2])
-  local fallback
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', q, top[2], top[2], 'LIMIT', 0, window)) do
-    local j = redis.call('HMGET', job_key(string.sub(m, 18)), 'affinity', 'created_at',
-                         'not_before', 'expires_at', 'started_at')
-    local a = j[1]
-    local since = math.max(tonumber(j[2]) or 0, tonumber(j[3]) or 0)
-    if not a or a == '' or holds[a] or t - since >= f.bound
-        or (j[4] and j[4] ~= '' and (not j[5] or j[5] == '') and tonumber(j[4]) <= t) then
-      return m, score
-    end
-    if not fallback and not held_elsewhere(a) then fallback = m end
+  if not f.bound and not at_quota(member_id(top[1])) then
+    return top[1], tonumber(top[2])
   end
-  if fallback then return fallback, score end
+  local level, fallback  -- the head level: the score of the first job not passed over
+  local members = redis.call('ZRANGE', q, 0, window - 1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local m, score = members[i], members[i + 1]
+    if level and score ~= level then break end
+    if not at_quota(member_id(m)) then
+      level = score
+      if not f.bound then return m, tonumber(score) end
+      local j = redis.call('HMGET', job_key(member_id(m)), 'affinity', 'created_at',
+                           'not_before', 'expires_at', 'started_at')
+      local a = j[1]
+      local since = math.max(tonumber(j[2]) or 0, tonumber(j[3]) or 0)
+      if not a or a == '' or holds[a] or t - since >= f.bound
+          or (j[4] and j[4] ~= '' and (not j[5] or j[5] == '') and tonumber(j[4]) <= t) then
+        return m, tonumber(score)
+      end
+      if not fallback and not held_elsewhere(a) then fallback = m end
+    end
+  end
+  if fallback then return fallback, tonumber(level) end
   return nil, nil
 end
 local ids = {}
@@ -271,13 +344,22 @@ while #ids < count do
     end
   end
   if not best then break end
-  redis.call('ZREM', P .. ':q:' .. best.fn, best_member)
-  local id = string.sub(best_member, 18)
+  local id = member_id(best_member)
   local k = job_key(id)
-  local j = redis.call('HMGET', k, 'expires_at', 'started_at', 'attempts', 'max_attempts')
+  local j = redis.call('HMGET', k, 'expires_at', 'started_at', 'attempts', 'max_attempts',
+                       'owner', 'priority')
   if j[1] ~= '' and j[2] == '' and tonumber(j[1]) <= tonumber(now) then
     end_job(id, 'expired', ARGV[6], 'null', '', now)  -- rules.queue_timed_out
   else
+    leave_queue(id, best.fn, best_member, j[6], j[5])
+    local tag = member_tag(best_member)
+    if tag > 0 then  -- fair share's clock: V moves to the claimed job's start tag
+      local h, vf = P .. ':fair:' .. best.fn, 'v:' .. tostring(tonumber(j[6]))
+      if tag - 1 > tonumber(redis.call('HGET', h, vf) or '0') then
+        redis.call('HSET', h, vf, tag - 1)
+      end
+    end
+    redis.call('HINCRBY', P .. ':orunning', j[5], 1)
     local attempts = tonumber(j[3]) + 1
     redis.call('HINCRBY', k, 'lease_token', 1)
     redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'started_at', now,
@@ -390,14 +472,14 @@ return {'ok', redis.call('HGETALL', k)}
 
 # A running job goes back to the queue (retry, requeue, reclaim). ARGV: P, id, now,
 # token, worker ('' = any: a reclaim), lapsed before (''), expected cancel_requested,
-# not_before, attempts delta, bump ('1'/'0'), retrying event data.
+# not_before, attempts delta, bump ('1'/'0'), retrying event data, fair ('1'/'0').
 # Returns as FINISH; {'done', hash} when the run had already left the queue's hands
 # with this token (a retried call, or an administrative end).
 REQUEUE = _PRELUDE + r"""
 local id, now, token, worker, lapsed, cancel = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'status', 'worker_id', 'lease_token', 'lease_until',
-                     'cancel_requested', 'function', 'priority', 'attempts')
+                     'cancel_requested', 'function', 'priority', 'attempts', 'owner')
 if not j[1] then return {'missing'} end
 if j[3] ~= token then return {'lost'} end
 if j[1] ~= 'running' then return {'done', redis.call('HGETALL', k)} end
@@ -408,7 +490,7 @@ leave_running(id, j[6])
 if ARGV[10] == '1' then redis.call('HINCRBY', k, 'lease_token', 1) end
 redis.call('HSET', k, 'attempts', tonumber(j[8]) + tonumber(ARGV[9]), 'worker_id', '',
            'lease_until', '')
-enqueue(id, j[6], j[7], ARGV[8], now)
+enqueue(id, j[6], j[7], j[9], ARGV[12], ARGV[8], now)
 append_event(id, 'retrying', ARGV[11], now)
 announce(id)
 return {'ok', redis.call('HGETALL', k)}

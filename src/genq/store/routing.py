@@ -21,7 +21,10 @@ priority level, in claim order:
 
 Only the head priority level is looked at, so routing never breaks priority; and a
 queue deeper than the window is routed on its first ``WINDOW`` jobs (a claim stays
-cheap, whatever the depth).
+cheap, whatever the depth). The window is in claim order, fair share's included (owners
+take turns within a level, genq.store.sqlite_queues), and leaves out the jobs whose
+owner runs its ``max_running`` jobs already: the head level is then the first level
+with a job whose owner has room.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genq.errors import LeaseLost
+from genq.errors import LeaseLost, OwnerQuota
 from genq.models import EventType, Job, JobStatus, Lease, result_size
-from genq.store.base import NewEvent
+from genq.store.base import NewEvent, SubmitPolicy
 
 EXPIRED_REASON = "queue timeout: the job waited longer than its function allows"
 CANCELLED_REASON = "cancelled"
@@ -21,6 +21,16 @@ CANCELLED_BY_REQUEST = "cancelled by request"
 WORKER_LOST = "worker lost"
 LEASE_LAPSED = "worker lost: its lease lapsed without renewal"
 CANCELLED_WORKER_GONE = "cancelled; its worker stopped before finishing"
+
+
+def owner_quota_refusal(owner: str, queued: int, policy: SubmitPolicy) -> OwnerQuota:
+    """A submission refused because ``owner`` holds ``queued`` jobs, at or over the
+    ``max_queued`` of its key."""
+    return OwnerQuota(
+        f"owner {owner} has {queued} queued jobs, the limit of its key's max_queued "
+        f"({policy.owner_max_queued}); retry once some have started",
+        owner=owner, quota="max_queued", limit=policy.owner_max_queued, queued=queued,
+        retry_after=policy.retry_after)
 
 
 def queued_event(position: int) -> NewEvent:

@@ -84,7 +84,7 @@ from genq.store.base import (
 from genq.store.retention import DEFAULT_RETAIN
 from genq.store.sqlite_feed import FOLLOW_BUFFER, FOLLOW_BUFFER_BYTES, FeedHub
 from genq.store.sqlite_health import SUBMIT_CHECK_INTERVAL, FileHealth
-from genq.store.sqlite_queues import JobQueues, ReadyEntry
+from genq.store.sqlite_queues import JOB_ID, JobQueues, ReadyEntry
 from genq.store.sqlite_webhooks import SCHEMA as WEBHOOKS_SCHEMA
 from genq.store.sqlite_webhooks import SQLiteWebhooks
 from genq.store.sqlite_writer import Op, Writer, halts
@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     lease_token INTEGER NOT NULL DEFAULT 0,
-    affinity TEXT
+    affinity TEXT,
+    owner_max_running INTEGER
 );
 DROP INDEX IF EXISTS jobs_by_status;  -- superseded by jobs_by_status_created_id
 DROP INDEX IF EXISTS jobs_by_status_created;  -- superseded by jobs_by_status_created_id
@@ -160,9 +161,10 @@ CREATE TABLE IF NOT EXISTS space_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL
 _JOB_COLUMNS = (
     "id, function, owner, status, priority, input, created_at, started_at, finished_at, "
     "attempts, max_attempts, not_before, expires_at, result, error, cache_key, "
-    "idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity"
+    "idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity, "
+    "owner_max_running"
 )
-_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 _UPDATE_JOB = (
     "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
     "result=?, error=?, worker_id=?, lease_until=?, cancel_requested=?, lease_token=? "
@@ -199,7 +201,7 @@ def _job_params(job: Job) -> tuple[Any, ...]:
         job.not_before, job.expires_at, _dumps(job.result),
         None if job.error is None else _dumps(job.error), job.cache_key, job.idempotency_key,
         job.worker_id, job.lease_until, int(job.cancel_requested), job.lease_token,
-        job.affinity,
+        job.affinity, job.owner_max_running,
     )
 
 
@@ -224,7 +226,8 @@ def _events_from_rows(job_id: str, rows: Sequence[tuple[Any, ...]]) -> list[Even
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     (id_, function, owner, status, priority, input_, created_at, started_at, finished_at,
      attempts, max_attempts, not_before, expires_at, result, error, cache_key,
-     idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity) = row
+     idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity,
+     owner_max_running) = row
     return Job(
         id=id_, function=function, input=json.loads(input_), owner=owner,
         status=JobStatus(status), priority=priority, created_at=created_at,
@@ -234,6 +237,7 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         error=None if error is None else json.loads(error), cache_key=cache_key,
         idempotency_key=idempotency_key, worker_id=worker_id, lease_until=lease_until,
         cancel_requested=bool(cancel_requested), lease_token=lease_token, affinity=affinity,
+        owner_max_running=owner_max_running,
     )
 
 
@@ -262,7 +266,7 @@ class SQLiteStore(StoreBase):
                  retain: float | None = DEFAULT_RETAIN,
                  follow_buffer: int = FOLLOW_BUFFER,
                  follow_buffer_bytes: int = FOLLOW_BUFFER_BYTES,
-                 max_held_bytes: int = MAX_HELD_BYTES) -> None:
+                 max_held_bytes: int = MAX_HELD_BYTES, fair_share: bool = True) -> None:
         super().__init__(retain=retain)
         self.path = Path(path)
         self.max_held_bytes = max_held_bytes
@@ -280,7 +284,8 @@ class SQLiteStore(StoreBase):
         self._writer: Writer[_JobOp] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[str, Job] = {}
-        self._queues = JobQueues()  # the queued ones among them (sqlite_queues.py)
+        # the queued ones among them (sqlite_queues.py), owners taking turns if fair_share
+        self._queues = JobQueues(fair=fair_share)
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
         # live followers, fed each commit's events
@@ -290,23 +295,24 @@ class SQLiteStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str, *, retain: float | Unset | None = UNSET) -> SQLiteStore:
-        """A store for ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (one
-        query parameter: ``retain``), or a plain path (``file://`` allowed). ``retain``
-        given here (``--retain``) overrides the URL's."""
+        """A store for ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (query
+        parameters: ``retain``, ``fair_share``), or a plain path (``file://`` allowed).
+        ``retain`` given here (``--retain``) overrides the URL's."""
         if urls.scheme(url) in ("", "file"):
             return cls(url.removeprefix("file://"), retain=urls.retain_option(url, {}, retain))
         if urls.scheme(url) != "sqlite":
             raise ValueError(f"{url!r} is not a SQLite URL: use sqlite:///path")
         query = urls.query_options(url)
         window = urls.retain_option(url, query, retain)
-        if unknown := sorted(set(query) - {"retain"}):
-            raise ValueError(f"{url!r}: a SQLite URL takes only the parameter retain, "
-                             f"not {', '.join(unknown)}")
+        fair = urls.option(url, query, "fair_share", urls.parse_flag, True)
+        if unknown := sorted(set(query) - {"retain", "fair_share"}):
+            raise ValueError(f"{url!r}: a SQLite URL takes only the parameters retain and "
+                             f"fair_share, not {', '.join(unknown)}")
         path = url[len("sqlite://"):].split("?", 1)[0]
         if not path.startswith("/") or path == "/":
             raise ValueError(f"{url!r}: a SQLite URL is sqlite:///relative/path or "
                              "sqlite:////absolute/path")
-        return cls(path[1:], retain=window)
+        return cls(path[1:], retain=window, fair_share=fair)
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> None:
@@ -325,6 +331,8 @@ class SQLiteStore(StoreBase):
                               "DEFAULT 0")
             if "affinity" not in columns:  # a file made before warm routing existed
                 setup.execute("ALTER TABLE jobs ADD COLUMN affinity TEXT")
+            if "owner_max_running" not in columns:  # a file made before owner quotas
+                setup.execute("ALTER TABLE jobs ADD COLUMN owner_max_running INTEGER")
         finally:
             setup.close()
         self._health.opened()
@@ -670,6 +678,9 @@ class SQLiteStore(StoreBase):
                 if cached is not None:
                     return Submitted(await self._create_cached(job, cached), False,
                                      SubmitReason.CACHED)
+        queued = self._queues.owner_depth(job.owner)
+        if policy.owner_max_queued is not None and queued >= policy.owner_max_queued:
+            raise rules.owner_quota_refusal(job.owner, queued, policy)
         depth = self._queues.depth(job.function)
         if policy.max_queue is not None and depth >= policy.max_queue:
             raise QueueFull(
@@ -677,11 +688,11 @@ class SQLiteStore(StoreBase):
                 "waiting); retry later",
                 function=job.function, max_queue=policy.max_queue, retry_after=policy.retry_after,
             )
-        position = self._queues.position_for(job.function, job.priority)
         job.status = JobStatus.QUEUED
         self._live[job.id] = job
         self._index_live(job)
         self._enqueue(job)  # claimed once the insert is settled (it wakes the workers)
+        position = self._queues.position(job.id) or 1
         await self._write(job, [rules.queued_event(position)], wait=True, insert=True,
                           undo=functools.partial(self._forget, job))
         return Submitted(job.copy(), created=True)
@@ -895,7 +906,9 @@ class SQLiteStore(StoreBase):
             running = self._running_counts()
             functions = [f for f in functions
                          if f not in limits or running.get(f, 0) < limits[f]]
-        while (job_id := self._next_claim(functions, worker_id, warmth, now)) is not None:
+        skip = self._owner_at_quota() if self._queues.limited else None
+        while (job_id := self._next_claim(functions, worker_id, warmth, now,
+                                          skip)) is not None:
             job = self._live[job_id]
             if job_id in self._unsettled:  # its write is in flight: taken once settled
                 functions.remove(job.function)
@@ -903,7 +916,7 @@ class SQLiteStore(StoreBase):
             if rules.queue_timed_out(job, now):
                 await self._end(job, JobStatus.EXPIRED, rules.expired_event())
                 continue
-            self._queues.remove(job_id)
+            self._queues.take(job_id)
             job.status = JobStatus.RUNNING
             job.attempts += 1
             job.started_at = now
@@ -914,37 +927,57 @@ class SQLiteStore(StoreBase):
             return job.copy()
         return None
 
+    def _owner_at_quota(self) -> Callable[[str], bool]:
+        """Whether a queued job's owner runs its ``owner_max_running`` jobs already
+        (counted over the running jobs once, when a job with a quota is first asked
+        about): claims pass over such jobs."""
+        running: Counter[str] | None = None
+
+        def skip(job_id: str) -> bool:
+            nonlocal running
+            job = self._live[job_id]
+            if job.owner_max_running is None:
+                return False
+            if running is None:
+                running = Counter(j.owner for j in self._live.values()
+                                  if j.status is JobStatus.RUNNING)
+            return running[job.owner] >= job.owner_max_running
+
+        return skip
+
     def _next_claim(self, functions: list[str], worker_id: str, warmth: Warmth | None,
-                    now: float) -> str | None:
-        """The job a claim takes: the best head over ``functions`` (priority, then
+                    now: float, skip: Callable[[str], bool] | None) -> str | None:
+        """The job a claim takes: the best head over ``functions`` (priority, fair tag,
         arrival), each function's head chosen by warm routing when ``warmth`` gives it
-        a bound (genq.store.routing), else its first ready job."""
+        a bound (genq.store.routing), else its first ready job; jobs whose owner is at
+        its running quota (``skip``, None while no queued job has one) passed over."""
         if warmth is None:
-            return self._queues.next_ready(functions)
+            return self._queues.next_ready(functions, skip)
         best: ReadyEntry | None = None
         others: set[str] | None = None  # what the other live workers hold, once needed
         for function in functions:
             bound = warmth.waits.get(function, 0.0)
             if bound <= 0:  # no routing for it: a bound of 0 passes no job over
-                entry = self._queues.head(function)
+                entry = self._queues.head(function, skip)
             else:
                 if others is None:
                     others = self._held_by_others(worker_id, now)
-                entry = self._routed_head(function, warmth.holds, others, bound, now)
+                entry = self._routed_head(function, warmth.holds, others, bound, now, skip)
             if entry is not None and (best is None or entry < best):
                 best = entry
-        return None if best is None else best[2]
+        return None if best is None else best[JOB_ID]
 
     def _routed_head(self, function: str, holds: frozenset[str], others: set[str],
-                     bound: float, now: float) -> ReadyEntry | None:
-        window = self._queues.head_level(function, routing.WINDOW)
-        jobs = (self._live[entry[2]] for entry in window)  # lazily: the head often wins
+                     bound: float, now: float, skip: Callable[[str], bool] | None
+                     ) -> ReadyEntry | None:
+        window = self._queues.head_level(function, routing.WINDOW, skip)
+        jobs = (self._live[entry[JOB_ID]] for entry in window)  # lazily: the head often wins
         chosen = routing.choose(
             (routing.Candidate(job.id, job.affinity,
                                routing.runnable_since(job.created_at, job.not_before),
                                rules.queue_timed_out(job, now)) for job in jobs),
             holds, others.__contains__, bound, now)
-        return next((e for e in window if e[2] == chosen), None)
+        return next((e for e in window if e[JOB_ID] == chosen), None)
 
     def _held_by_others(self, worker_id: str, now: float) -> set[str]:
         """Affinity keys held by the live workers other than ``worker_id``."""

@@ -69,3 +69,13 @@ def retain_option(url: str, query: Mapping[str, str],
     default: float | None = DEFAULT_RETAIN
     retain = option(url, query, "retain", parse_retain, default)
     return retain if override is UNSET else override
+
+
+def parse_flag(text: str) -> bool:
+    """A yes/no URL parameter (``fair_share=0``): 1/0, true/false, yes/no, on/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value (use 1 or 0)")

@@ -134,7 +134,7 @@ async def chat_completions(request: Request) -> Response:
     body = await read_body(request, state.settings.max_body)
     model = model_for(state.app, body, "chat")
     chat = chat_request(body)
-    job = await submit(state, caller.owner, model, chat)
+    job = await submit(state, caller, model, chat)
     run = ChatRun(state, caller.owner, job, chat.stop, chat.max_tokens)
     headers = {JOB_HEADER: job.id}
     head = {"id": f"chatcmpl-{job.id}", "created": int(job.created_at), "model": model.name,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from genq.errors import GenqError
 from genq.models import Job
 from genq.openai_models import ExposedModel
+from genq.server.auth import Caller
 from genq.server.openai.access import OpenAIError
 from genq.server.openai.params import bad
 
@@ -20,16 +21,17 @@ JOB_HEADER = "X-Genq-Job-Id"
 if TYPE_CHECKING:
     from genq.server.api import ServerState
 
-async def submit(state: ServerState, owner: str, model: ExposedModel, request: Any,
+async def submit(state: ServerState, caller: Caller, model: ExposedModel, request: Any,
                  param: str = "messages") -> Job:
     """Map the request onto the function's input (a mapping's ValueError is a 400 naming
-    ``param``) and submit it as the owner's job."""
+    ``param``) and submit it as the caller's job, under its owner's quotas."""
     try:
         inputs = model.to_input(request)
     except ValueError as exc:
         raise bad(param, str(exc)) from None
     try:
-        submitted = await state.jobs.submit(owner, model.function, inputs)
+        submitted = await state.jobs.submit(caller.owner, model.function, inputs,
+                                            quota=state.quota(caller))
     except GenqError as exc:
         state.metrics.rejected.labels(model.function, exc.code).inc()
         raise

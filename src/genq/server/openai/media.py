@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from genq.models import ArtifactRef, Job
+from genq.server.auth import Caller
 from genq.server.caller import authenticate
 from genq.server.openai.access import (
     OpenAIError,
@@ -47,12 +48,12 @@ async def _results(state: ServerState, owner: str, jobs: list[Job]) -> list[Any]
     return results
 
 
-async def _submit_all(state: ServerState, owner: str, model: Any, requests: list[Any],
+async def _submit_all(state: ServerState, caller: Caller, model: Any, requests: list[Any],
                       param: str) -> list[Job]:
     jobs: list[Job | None] = [None] * len(requests)
 
     async def one(index: int, request: Any) -> None:
-        jobs[index] = await submit(state, owner, model, request, param=param)
+        jobs[index] = await submit(state, caller, model, request, param=param)
 
     await _together([(one, index, request) for index, request in enumerate(requests)])
     return [job for job in jobs if job is not None]
@@ -87,7 +88,7 @@ async def embeddings(request: Request) -> Response:
     body = await read_body(request, state.settings.max_body)
     model = model_for(state.app, body, "embeddings")
     texts = embedding_inputs(body, MAX_EMBEDDING_INPUTS)
-    jobs = await _submit_all(state, caller.owner, model, texts, "input")
+    jobs = await _submit_all(state, caller, model, texts, "input")
     vectors = await _results(state, caller.owner, jobs)
     encoding = body.get("encoding_format") or "float"
     return json_response({
@@ -113,7 +114,7 @@ async def image_generations(request: Request) -> Response:
     body = await read_body(request, state.settings.max_body)
     model = model_for(state.app, body, "images")
     image, n = image_request(body, MAX_IMAGES)
-    jobs = await _submit_all(state, caller.owner, model, [image] * n, "prompt")
+    jobs = await _submit_all(state, caller, model, [image] * n, "prompt")
     data = []
     for result in await _results(state, caller.owner, jobs):
         ref = _artifact(result)

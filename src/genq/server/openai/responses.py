@@ -110,7 +110,7 @@ async def create_response(request: Request) -> Response:
     background = bool(body.get("background"))
     if background and body.get("store") is False:
         raise bad("store", "a background response is stored: 'store' cannot be false")
-    job = await submit(state, caller.owner, model, chat, param="input")
+    job = await submit(state, caller, model, chat, param="input")
     if body.get("stream"):
         return _stream(request, state, caller.owner, job, model.name, -1,
                        cancel_on_disconnect=not background)
