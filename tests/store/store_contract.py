@@ -791,6 +791,9 @@ class StoreContract(RoutingContract):
         assert shape(events) == [(1, "queued"), (2, "started"), (3, "retrying"),
                                  (4, "started")]
         assert events[2].data["reason"] == "worker shut down before the job finished"
+        # The event names the run it is about, and that the next run has its number.
+        assert (events[2].data["attempt"], events[2].data["next_attempt"]) == (1, 1)
+        assert events[2].data["counted"] is False
         assert events[3].data["attempt"] == 1
 
     # -- leases and fencing ----------------------------------------------------------
@@ -806,6 +809,9 @@ class StoreContract(RoutingContract):
         reclaimed = await store.get_job(job.id)
         assert reclaimed is not None and reclaimed.status is JobStatus.QUEUED
         assert reclaimed.attempts == 1 and reclaimed.lease_token != stale.lease_token
+        lapsed = (await store.read_events(job.id))[-1]
+        assert lapsed.type is EventType.RETRYING and lapsed.data["counted"] is True
+        assert (lapsed.data["attempt"], lapsed.data["next_attempt"]) == (1, 2)
         # The same worker claims it again: a new token, so the old run is still fenced off.
         fresh = await claim_one(store, worker="w1")
         assert fresh.id == job.id and fresh.attempts == 2

@@ -703,7 +703,7 @@ class RedisStore(StoreBase):
     async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
         return await self._back_to_queue(
             job_id, lease, 0.0, -1,
-            lambda job: rules.requeued_event(max(0, job.attempts - 1), reason)[1])
+            lambda job: rules.requeued_event(job.attempts, reason, counted=False)[1])
 
     async def _back_to_queue(self, job_id: str, lease: Lease, delay: float, delta: int,
                              payload: Callable[[Job], dict[str, Any]]) -> Job:

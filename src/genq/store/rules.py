@@ -28,23 +28,28 @@ def queued_event(position: int) -> NewEvent:
 
 
 def started_event(job: Job) -> NewEvent:
-    """``job`` as just claimed (attempts already counted). The Redis claim script builds
-    the same object in Lua (store/redis_lua.py); the contract suite checks both."""
+    """``job`` as just claimed (attempts already counted, so ``attempt`` is this run's
+    number from 1, as ``JobInfo.attempts`` says while it runs). The Redis claim script
+    builds the same object in Lua (store/redis_lua.py); the contract suite checks both."""
     return EventType.STARTED, {"attempt": job.attempts, "max_attempts": job.max_attempts,
                                "worker": job.worker_id}
 
 
 def retrying_event(job: Job, delay: float, error: dict[str, Any]) -> NewEvent:
-    """A failed attempt goes back to the queue after ``delay`` seconds."""
+    """A failed attempt goes back to the queue after ``delay`` seconds. ``job`` is still
+    as it ran: ``attempt`` names the failed run (from 1), ``next_attempt`` the next."""
     return EventType.RETRYING, {"attempt": job.attempts, "next_attempt": job.attempts + 1,
-                                "delay": round(delay, 3), "error": error}
+                                "delay": round(delay, 3), "error": error, "counted": True}
 
 
-def requeued_event(attempt: int, reason: str) -> NewEvent:
-    """Back to the queue at once, for ``reason`` (shutdown, lost worker); ``attempt`` is
-    the count of attempts used so far, after any that is given back."""
+def requeued_event(attempt: int, reason: str, *, counted: bool) -> NewEvent:
+    """Back to the queue at once, for ``reason``. ``attempt`` names the run that did not
+    finish (from 1, the number its ``started`` event gave). ``counted``: whether that run
+    used up an attempt: a lost worker's did (``next_attempt`` is one more), a graceful
+    shutdown's did not (the next run has the same number; docs/reliability.md)."""
     return EventType.RETRYING, {"reason": reason, "attempt": attempt,
-                                "next_attempt": attempt + 1, "delay": 0.0}
+                                "next_attempt": attempt + 1 if counted else attempt,
+                                "delay": 0.0, "counted": counted}
 
 
 def terminal_event(status: JobStatus, *, result: Any = None,
@@ -108,7 +113,7 @@ def orphan_transition(job: Job, reason: str = WORKER_LOST) -> Transition:
     if job.cancel_requested:
         return Transition(JobStatus.CANCELLED, cancelled_event(CANCELLED_WORKER_GONE))
     if job.attempts < job.max_attempts:
-        return Transition(JobStatus.QUEUED, requeued_event(job.attempts, reason))
+        return Transition(JobStatus.QUEUED, requeued_event(job.attempts, reason, counted=True))
     error = {"type": "WorkerLost",
              "message": "the worker running this job stopped (crash, kill or a lapsed "
                         "lease) and the job has no retries left"}

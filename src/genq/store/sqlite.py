@@ -1042,10 +1042,10 @@ class SQLiteStore(StoreBase):
         if job.cancel_requested:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
         undo = self._undo_to(job)
+        event = rules.requeued_event(job.attempts, reason, counted=False)
         job.attempts = max(0, job.attempts - 1)
         self._to_queue(job, 0.0)
-        await self._write(job, [rules.requeued_event(job.attempts, reason)], wait=True,
-                          undo=undo)
+        await self._write(job, [event], wait=True, undo=undo)
         return job.copy()
 
     async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
