@@ -19,7 +19,7 @@ import genq
 from genq import EventType, JobStatus
 from genq.engine import Engine
 from genq.models import Event
-from tests.support.store_fixtures import StoreMaker, shared_redis, stores  # noqa: F401
+from tests.support.store_fixtures import StoreMaker
 
 pytestmark = pytest.mark.anyio
 
