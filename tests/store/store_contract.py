@@ -968,6 +968,45 @@ class StoreContract(RoutingContract):
         await store.unregister_worker("b")
         assert await store.workers() == []
 
+    async def test_finished_stats_count_every_end_and_read_a_bounded_window(
+            self, store: Store) -> None:
+        cached = SubmitPolicy(cache_ttl=3600.0)
+        ok = await submit(store, policy=cached, owner="alice", cache_key="ck")
+        lease = (await claim_one(store)).lease
+        await store.finish(ok.id, JobStatus.SUCCEEDED, result="cat", lease=lease)
+        hit = await store.create_job(make_job(owner="alice", cache_key="ck"), cached)
+        assert hit.reason == "cached"  # a cache hit is a succeeded job too
+        failed = await submit(store, owner="bob")
+        lease = (await claim_one(store)).lease
+        await store.finish(failed.id, JobStatus.FAILED, lease=lease,
+                           error={"type": "E", "message": "x"})
+        cancelled = await submit(store, "caption", owner="bob")
+        await store.cancel(cancelled.id)
+        await store.cancel(cancelled.id)  # a second cancel ends nothing: not counted
+        await submit(store, owner="bob")  # queued: not finished
+
+        stats = await store.finished_stats(0.0, 100)
+        assert stats.totals == {("alice", "render", "succeeded"): 2,
+                                ("bob", "render", "failed"): 1,
+                                ("bob", "caption", "cancelled"): 1}
+        assert [f.finished_at for f in stats.recent] == sorted(
+            (f.finished_at for f in stats.recent), reverse=True)  # newest first
+        assert [(f.owner, f.function, f.status) for f in stats.recent][-1] == (
+            "alice", "render", JobStatus.SUCCEEDED)
+        assert len(stats.recent) == 4
+        first = stats.recent[-1]
+        assert first.started_at is not None and first.created_at <= first.started_at
+        assert first.started_at <= first.finished_at
+
+        newest = await store.finished_stats(0.0, 2)  # the window is bounded
+        assert newest.recent == stats.recent[:2] and newest.totals == stats.totals
+        later = await store.finished_stats(stats.recent[0].finished_at + 1, 100)
+        assert later.recent == []
+        # Totals outlive the jobs: retention deletes them, the counts stay.
+        assert await store.purge_finished(time.time() + 1, 100) == 4
+        after = await store.finished_stats(0.0, 100)
+        assert after.recent == [] and after.totals == stats.totals
+
     # -- cancellation ----------------------------------------------------------------
     async def test_cancel_of_a_queued_job_is_immediate(self, store: Store) -> None:
         doomed = await submit(store)

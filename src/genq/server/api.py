@@ -81,22 +81,24 @@ class ServerState:
     settings: ServerSettings
     metrics: Metrics
     engine: Engine
-    activity: Activity = field(default_factory=Activity)
     feed: JobFeed = field(default_factory=JobFeed)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     streams_by_owner: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.time)
+    activity: Activity = field(init=False)  # the dashboard's figures, read from the store
+
+    def __post_init__(self) -> None:
+        self.activity = Activity(self.store)
 
     @property
     def jobs(self) -> JobService:
         return self.engine.jobs
 
     def on_job_changed(self, job: Job) -> None:
-        """One feed of durable status changes serves the metrics, the dashboard's figures
-        and its live list, whoever ended the job (a worker, a cancel, an expiry)."""
+        """One feed of durable status changes serves the metrics and the dashboard's
+        live list, whoever ended the job (a worker, a cancel, an expiry)."""
         if job.status.terminal:
             self.metrics.job_done(job)
-        self.activity.observe(job)
         self.feed.publish(job)
 
 
@@ -504,12 +506,13 @@ async def stats(request: Request) -> Response:
     state, caller = authenticate(request)
     mine = None if caller.admin else caller.owner
     cluster = await state.engine.cluster()
+    activity = await state.activity.summaries(state.app.functions, owner=mine)
     functions = {}
     for name, spec in state.app.functions.items():
         functions[name] = {
             "queue_depth": cluster.queue_depths[name],
             "running": cluster.running.get(name, 0), "concurrency": spec.options.concurrency,
-            **state.activity.summary(name, owner=mine),
+            **activity[name],
         }
     workers = [{**w.to_dict(), "healthy": True} for w in cluster.workers]
     return _json({"functions": functions, "workers": workers,

@@ -86,6 +86,29 @@ class Submitted:
     reason: SubmitReason = SubmitReason.NEW
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A finished job as the dashboard's figures need it: no input, no result."""
+
+    owner: str
+    function: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedStats:
+    """What ``Store.finished_stats`` answers: read from the store, so every front end,
+    and a restarted server, shows the same figures."""
+
+    # (owner, function, status) -> jobs that ever reached that terminal status in this
+    # store (counted as each one ends, so retention does not lower them)
+    totals: dict[tuple[str, str, str], int]
+    recent: list[FinishedJob]  # the latest finished jobs, newest first
+
+
 class Store(Protocol):
     kind: str  # "sqlite" | "redis": for health checks and logs
     # Finished jobs older than this many seconds are deleted by ``housekeep``; None keeps
@@ -242,6 +265,12 @@ class Store(Protocol):
 
     async def running_counts(self) -> dict[str, int]:
         """Running jobs per function, across every worker."""
+
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        """Every owner's totals of finished jobs per function and status (kept by the
+        store as jobs end: a cache hit counts as succeeded), and the latest ``limit``
+        jobs that finished at ``since`` or later. Its cost is bounded by ``limit`` and
+        the number of (owner, function) pairs, not by the jobs stored."""
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(

@@ -76,6 +76,8 @@ from genq.store import redis_lua, routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
     CallbackT,
+    FinishedJob,
+    FinishedStats,
     NewEvent,
     StoreBase,
     SubmitPolicy,
@@ -828,6 +830,26 @@ class RedisStore(StoreBase):
     async def running_counts(self) -> dict[str, int]:
         counts = _bytes_hash(await self._r().hgetall(self._key("running")))
         return {k.decode(): int(v) for k, v in counts.items() if int(v) > 0}
+
+    @_retried
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        r = self._r()
+        totals: dict[tuple[str, str, str], int] = {}
+        for key, n in _bytes_hash(await r.hgetall(self._key("totals"))).items():
+            owner, function, status = key.decode().split("\n")
+            totals[(owner, function, status)] = int(n)
+        ids = _bytes_list(await r.zrevrangebyscore(self._key("finished"), "+inf", repr(since),
+                                                   start=0, num=limit))
+        fields = ["owner", "function", "status", "created_at", "started_at", "finished_at"]
+        async with r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self._key("job", job_id.decode()), fields)
+            rows = await pipe.execute()
+        recent = [FinishedJob(owner.decode(), function.decode(), JobStatus(status.decode()),
+                              float(created), _float(started), float(finished))
+                  for owner, function, status, created, started, finished in rows
+                  if owner is not None]  # purged between the two reads
+        return FinishedStats(totals, recent)
 
     # -- artifacts -------------------------------------------------------------------
     @_retried

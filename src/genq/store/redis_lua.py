@@ -22,7 +22,9 @@ Keys, under a prefix P (default ``genq``):
 ``P:lastclaim:<w>``     ``nonce:id`` of worker w's latest claim (a retried claim gets it back)
 ``P:art:<id>``          hash: an artifact's metadata and bytes
 ``P:arts:<job id>``     set of the job's artifact ids (deleted with the job)
-``P:finished``          sorted set of finished jobs by ``finished_at`` (retention)
+``P:finished``          sorted set of finished jobs by ``finished_at`` (retention, and the
+                        dashboard's recent jobs)
+``P:totals``            hash: ``owner\\nfunction\\nstatus`` -> jobs that ever ended so (dashboard)
 ``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
 ``P:workers:until``
 ``P:holders:<a>``       sorted set of the workers holding the model of affinity key ``a``
@@ -82,6 +84,10 @@ local function leave_running(id, fn)
   redis.call('ZREM', P .. ':leases', id)
 end
 
+local function count_finished(owner, fn, status)  -- Store.finished_stats' totals
+  redis.call('HINCRBY', P .. ':totals', owner .. '\n' .. fn .. '\n' .. status, 1)
+end
+
 local function end_job(id, status, data, result, err, now)
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'status', 'function', 'qm', 'owner', 'cache_key')
@@ -104,6 +110,7 @@ local function end_job(id, status, data, result, err, now)
     if status == 'succeeded' then redis.call('HSET', P .. ':cache', j[5], id) end
   end
   redis.call('ZADD', P .. ':finished', now, id)
+  count_finished(j[4], fn, status)
   announce(id)
 end
 
@@ -166,6 +173,7 @@ if ckey ~= '' then
         -- use outlives the retention of the job that first computed it
         redis.call('HSET', P .. ':cache', ckey, id)
         redis.call('ZADD', P .. ':finished', now, id)
+        count_finished(owner, fn, 'succeeded')
         announce(id)
         return {'cached', redis.call('HGETALL', k)}
       end

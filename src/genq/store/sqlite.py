@@ -75,6 +75,8 @@ from genq.models import (
 from genq.store import routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
+    FinishedJob,
+    FinishedStats,
     NewEvent,
     StoreBase,
     SubmitPolicy,
@@ -134,6 +136,15 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner_function_id ON jobs(owner, function, cr
 CREATE INDEX IF NOT EXISTS jobs_by_owner_status_id ON jobs(owner, status, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at)
     WHERE finished_at IS NOT NULL;
+-- Jobs that ever finished, per owner, function and terminal status: the dashboard's
+-- totals, counted in the transaction that ends each job (Store.finished_stats).
+CREATE TABLE IF NOT EXISTS finished_totals (
+    owner TEXT NOT NULL,
+    function TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (owner, function, status)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -160,6 +171,8 @@ _JOB_COLUMNS = (
     "attempts, max_attempts, not_before, expires_at, result, error, cache_key, "
     "idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity"
 )
+_COUNT_FINISHED = ("INSERT INTO finished_totals (owner, function, status, n) VALUES (?, ?, ?, 1) "
+                   "ON CONFLICT (owner, function, status) DO UPDATE SET n = n + 1")
 _INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _UPDATE_JOB = (
     "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
@@ -472,6 +485,9 @@ class SQLiteStore(StoreBase):
         if rows:
             statements.append((_INSERT_EVENT, rows, True))
         terminal = job.copy() if job.status.terminal else None
+        if terminal is not None:  # a job is written terminal once: when it ends
+            statements.append((_COUNT_FINISHED, (job.owner, job.function, job.status.value),
+                               False))
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
@@ -1111,6 +1127,18 @@ class SQLiteStore(StoreBase):
 
     async def running_counts(self) -> dict[str, int]:
         return dict(self._running_counts())
+
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        reader = self._require_reader()
+        totals = {(owner, function, status): n for owner, function, status, n
+                  in reader.execute("SELECT owner, function, status, n FROM finished_totals")}
+        recent = [FinishedJob(owner, function, JobStatus(status), created, started, finished)
+                  for owner, function, status, created, started, finished in reader.execute(
+                      # newest first along jobs_by_finished, at most ``limit`` rows
+                      "SELECT owner, function, status, created_at, started_at, finished_at "
+                      f"FROM jobs WHERE finished_at >= ? AND +status IN ({_TERMINAL_SQL}) "
+                      "ORDER BY finished_at DESC LIMIT ?", (since, limit))]
+        return FinishedStats(totals, recent)
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(self, job_id: str, name: str, content_type: str,
