@@ -38,6 +38,7 @@ from genq.errors import (
     TryLater,
     Unauthorized,
     UnknownFunction,
+    UnknownTicket,
 )
 from genq.media import File, Image
 from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
@@ -93,6 +94,7 @@ __all__ = [
     "TryLater",
     "Unauthorized",
     "UnknownFunction",
+    "UnknownTicket",
     "iterate_in_thread",
 ]
 __version__ = "0.1.0"

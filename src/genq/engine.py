@@ -23,7 +23,16 @@ from genq.app import App
 from genq.errors import InvalidInput, JobNotFound, NoResult
 from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
-from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
+from genq.models import (
+    ArtifactRef,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    OutputRef,
+    WorkerInfo,
+    new_job_id,
+)
 from genq.readiness import Readiness
 from genq.store.base import PAGE_BYTES, Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker, default_worker_id
@@ -57,6 +66,9 @@ class JobService:
                                    "type": "priority_range"}])
         job = self.app.new_job(function, inputs, owner=owner, priority=priority,
                                idempotency_key=idempotency_key)
+        # This submission's hold on the job it gets, new or joined (de-duplication):
+        # ``cancel(..., ticket=)`` lets go of it alone (Store.cancel).
+        job.ticket = new_job_id()
         return await self.store.create_job(job, self.submit_policy(function))
 
     def submit_policy(self, function: str) -> SubmitPolicy:
@@ -122,9 +134,11 @@ class JobService:
                 job = await self.store.wait_terminal(job_id)
         return job
 
-    async def cancel(self, owner: str, job_id: str) -> Job:
+    async def cancel(self, owner: str, job_id: str, ticket: str | None = None) -> Job:
+        """Cancel the job; with a submission's ``ticket``, only that submission lets go,
+        and the job is cancelled once no submission holds it (Store.cancel)."""
         await self.get(owner, job_id)
-        return await self.store.cancel(job_id)
+        return await self.store.cancel(job_id, ticket=ticket)
 
     async def result_value(self, owner: str, job_id: str) -> Any:
         """The whole result of a succeeded job (however large: a streamed job's large

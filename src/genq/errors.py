@@ -56,6 +56,13 @@ class PermanentError(Exception):
     the class raised (docs/api.md, "Retries")."""
 
 
+class UnknownTicket(GenqError):
+    """A cancel named a ticket the job never had (tickets: Store.cancel)."""
+
+    code = "unknown_ticket"
+    status = 404
+
+
 class UnknownFunction(GenqError):
     code = "unknown_function"
     status = 404

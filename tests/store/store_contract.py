@@ -29,7 +29,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from genq.errors import IdempotencyConflict, JobNotFound, LeaseLost, QueueFull, ResultTimeout
+from genq.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    QueueFull,
+    ResultTimeout,
+    UnknownTicket,
+)
 from genq.jsoncodec import compact_json
 from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new_job_id
 from genq.store import rules
@@ -353,6 +360,65 @@ class StoreContract(RoutingContract):
         await store.finish(live.id, JobStatus.FAILED, error={"type": "E", "message": "m"})
         after = await store.create_job(make_job(cache_key="same", owner="alice"), policy)
         assert after.created and after.job.id != live.id  # a finished job is not joined
+
+    async def test_each_submission_of_a_shared_job_lets_go_on_its_own(
+            self, store: Store) -> None:
+        """Dedupe tickets: a job is cancelled once every submission holding it has."""
+        policy = SubmitPolicy(dedupe=True)
+
+        def ticketed() -> Job:
+            return make_job(cache_key="same", ticket=new_job_id())
+
+        first = await store.create_job(ticketed(), policy)
+        second = await store.create_job(ticketed(), policy)
+        third = await store.create_job(ticketed(), policy)
+        tickets = [first.ticket, second.ticket, third.ticket]
+        assert None not in tickets and len(set(tickets)) == 3
+        assert {second.job.id, third.job.id} == {first.job.id}
+        job_id = first.job.id
+
+        # Queued: the first two let go (the second twice: a retried call), it stays.
+        for ticket in (tickets[0], tickets[1], tickets[1]):
+            left = await store.cancel(job_id, ticket=ticket)
+            assert left.status is JobStatus.QUEUED and not left.cancel_requested
+        with pytest.raises(UnknownTicket) as unknown:
+            await store.cancel(job_id, ticket=new_job_id())
+        assert unknown.value.status == 404 and job_id in str(unknown.value)
+        assert (await claim_one(store)).id == job_id  # still runs, for the third
+
+        # A fourth joins the running job; then the third and fourth let go: cancelled.
+        fourth = await store.create_job(ticketed(), policy)
+        assert fourth.job.id == job_id and fourth.reason == "deduplicated"
+        still = await store.cancel(job_id, ticket=third.ticket)
+        assert still.status is JobStatus.RUNNING and not still.cancel_requested
+        asked = await store.cancel(job_id, ticket=fourth.ticket)
+        assert asked.status is JobStatus.RUNNING and asked.cancel_requested
+        # Being cancelled, it takes no new submission with it.
+        fifth = await store.create_job(ticketed(), policy)
+        assert fifth.created and fifth.job.id != job_id and fifth.ticket is not None
+        ended = await store.finish(job_id, JobStatus.CANCELLED, lease=asked.lease)
+        assert ended.status is JobStatus.CANCELLED
+        # A ticket of a finished job: nothing to let go of; an unknown one still refused.
+        assert (await store.cancel(job_id, ticket=first.ticket)).status is JobStatus.CANCELLED
+        with pytest.raises(UnknownTicket):
+            await store.cancel(job_id, ticket=new_job_id())
+
+    async def test_a_cancel_without_a_ticket_ends_a_shared_job(self, store: Store) -> None:
+        policy = SubmitPolicy(dedupe=True)
+        first = await store.create_job(make_job(cache_key="k", ticket=new_job_id()), policy)
+        await store.create_job(make_job(cache_key="k", ticket=new_job_id()), policy)
+        cancelled = await store.cancel(first.job.id)  # the job page's Cancel button
+        assert cancelled.status is JobStatus.CANCELLED
+
+    async def test_an_idempotent_answer_gives_the_first_submissions_ticket(
+            self, store: Store) -> None:
+        first = await store.create_job(
+            make_job(idempotency_key="req-1", ticket=new_job_id()), OPEN)
+        again = await store.create_job(
+            make_job(idempotency_key="req-1", ticket=new_job_id()), OPEN)
+        assert again.reason == "idempotent" and again.ticket == first.ticket
+        assert (await store.cancel(first.job.id, ticket=again.ticket)).status \
+            is JobStatus.CANCELLED  # its only holder let go
 
     async def test_dedupe_never_hands_out_a_finished_job(self, store: Store) -> None:
         policy = SubmitPolicy(dedupe=True)

@@ -8,6 +8,7 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -58,6 +59,7 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before its wrong keys are answered 429:
 # ten, then one a minute. A valid key is always let in (its check comes first).
 READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
+_TICKET = re.compile(r"[0-9a-f]{32}")  # what JobService.submit gives a submission
 
 
 @dataclass
@@ -329,6 +331,7 @@ async def submit_job(request: Request) -> Response:
     if submitted.created:
         state.metrics.submitted.labels(function).inc()
     view = await _job_view(state, submitted.job)
+    view["ticket"] = submitted.ticket
     view["submitted"] = submitted.reason.value
     return _json(view, 201 if submitted.created else 200,
                  {"Location": f"/api/jobs/{submitted.job.id}"})
@@ -383,8 +386,15 @@ async def get_job(request: Request) -> Response:
 
 
 async def cancel_job(request: Request) -> Response:
+    """POST /api/jobs/{id}/cancel[?ticket=T]: with the ticket a submission answered, only
+    that submission lets go (the job is cancelled once none holds it); without, the job
+    is cancelled whoever submitted it (the job page's Cancel button)."""
     state, owner = _caller(request)
-    job = await state.jobs.cancel(owner, request.path_params["job_id"])
+    ticket = request.query_params.get("ticket")
+    if ticket is not None and not _TICKET.fullmatch(ticket):
+        raise BadRequest("query parameter 'ticket' must be the ticket a submission "
+                         "answered (32 hex digits)", field="ticket")
+    job = await state.jobs.cancel(owner, request.path_params["job_id"], ticket)
     return _json(await _job_view(state, job))
 
 

@@ -84,6 +84,10 @@ class Submitted:
     job: Job
     created: bool  # False when an idempotency key, the cache or de-duplication answered
     reason: SubmitReason = SubmitReason.NEW
+    # This submission's hold on ``job`` (Store.cancel's ``ticket``): the submitted job's
+    # own ticket when it was created or cached, or joined a live job; the first
+    # submission's when an idempotency key answered. None for a job from before tickets.
+    ticket: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +144,9 @@ class Store(Protocol):
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
         """Store ``job`` with its queued event, or answer from idempotency/cache/dedupe.
 
-        Raises QueueFull or IdempotencyConflict. Durable when it returns.
+        A de-duplicated submission joins the live job: ``job.ticket`` becomes one more
+        holder of it (``cancel``'s ``ticket``), counted in the store. Raises QueueFull or
+        IdempotencyConflict. Durable when it returns (a join included).
         """
 
     async def get_job(self, job_id: str) -> Job | None: ...
@@ -240,8 +246,16 @@ class Store(Protocol):
         """Back to the queue at once without using up an attempt (worker shutdown); or
         cancelled, if cancellation was requested meanwhile."""
 
-    async def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
-        """Cancel a queued job at once; ask the worker to stop a running one."""
+    async def cancel(self, job_id: str, reason: str = "cancelled by request", *,
+                     ticket: str | None = None) -> Job:
+        """Cancel a queued job at once; ask the worker to stop a running one.
+
+        With ``ticket`` (a submission's, ``Submitted.ticket``) only that submission lets
+        go: the job is cancelled when no submission holds it any more, else it goes on
+        for the others. A ticket already let go changes nothing (a retried call); one
+        the job never had raises UnknownTicket. Atomic: of two last holders cancelling
+        at once, exactly one cancels the job. Without a ticket, the job is cancelled
+        whoever holds it (the job page's Cancel, an admin)."""
 
     async def housekeep(self, now: float) -> None:
         """Expire queued jobs past their queue timeout; reclaim running jobs whose lease

@@ -146,6 +146,7 @@ def _job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         lease_until=_float(h.get(b"lease_until")), lease_token=int(h.get(b"lease_token") or 0),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         last_event_id=int(h.get(b"seq") or 0), affinity=_str(h.get(b"affinity")),
+        ticket=_str(h.get(b"ticket")),
     )
 
 
@@ -173,6 +174,7 @@ def _job_hash(job: Job) -> list[str]:
         "cache_key", opt(job.cache_key), "idempotency_key", opt(job.idempotency_key),
         "worker_id", "", "lease_until", "", "lease_token", "0", "cancel_requested", "0",
         "seq", "0", "qm", "", "affinity", opt(job.affinity),
+        "ticket", opt(job.ticket), "callers", "0" if job.ticket is None else "1",
     ]
 
 
@@ -407,8 +409,11 @@ class RedisStore(StoreBase):
                 idempotency_key=job.idempotency_key, job_id=reply[1].decode())
         stored = _job_from_flat(reply[1])
         if outcome == "new":
-            return Submitted(stored, created=True)
-        return Submitted(stored, created=False, reason=SubmitReason(outcome))
+            return Submitted(stored, created=True, ticket=job.ticket)
+        reason = SubmitReason(outcome)
+        # An idempotent answer is the first submission's: its ticket too.
+        ticket = stored.ticket if reason is SubmitReason.IDEMPOTENT else job.ticket
+        return Submitted(stored, created=False, reason=reason, ticket=ticket)
 
     @_retried
     async def get_job(self, job_id: str) -> Job | None:
@@ -753,11 +758,15 @@ class RedisStore(StoreBase):
         self._spawn(announce())
 
     @_retried
-    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
+    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST, *,
+                     ticket: str | None = None) -> Job:
         _, payload = rules.cancelled_event(reason)
-        reply = await self._run("CANCEL", job_id, repr(time.time()), compact_json(payload))
+        reply = await self._run("CANCEL", job_id, repr(time.time()), compact_json(payload),
+                                ticket or "")
         if reply[0] == b"missing":
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        if reply[0] == b"unknown":
+            raise rules.unknown_ticket(job_id)
         return _job_from_flat(reply[1])
 
     @_retried

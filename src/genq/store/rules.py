@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genq.errors import LeaseLost
+from genq.errors import LeaseLost, UnknownTicket
 from genq.models import EventType, Job, JobStatus, Lease, result_size
 from genq.store.base import NewEvent
 
@@ -90,6 +90,13 @@ def lease_lost(job_id: str, lease: Lease) -> LeaseLost:
     """The answer to a write under a lease that no longer holds the job (fencing)."""
     return LeaseLost(f"job {job_id} is no longer held by worker {lease.worker_id} "
                      f"(lease token {lease.token})", job_id=job_id, worker=lease.worker_id)
+
+
+def unknown_ticket(job_id: str) -> UnknownTicket:
+    """The answer to a cancel naming a ticket that no submission of the job was given."""
+    return UnknownTicket(f"job {job_id} has no such ticket: a ticket is what a submission "
+                         "of this job answered; cancel without one to cancel the job",
+                         job_id=job_id)
 
 
 def queue_timed_out(job: Job, now: float) -> bool:
