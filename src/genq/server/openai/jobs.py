@@ -36,6 +36,7 @@ async def submit(state: ServerState, owner: str, model: ExposedModel, request: A
     if submitted.created:
         state.metrics.submitted.labels(model.function).inc()
     job: Job = submitted.job
+    job.ticket = submitted.ticket  # a disconnect lets go of this request alone (dedupe)
     return job
 
 
