@@ -11,6 +11,7 @@ sees it, for health checks, metrics and the dashboard.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -68,7 +69,7 @@ class JobService:
                                idempotency_key=idempotency_key)
         # This submission's hold on the job it gets, new or joined (de-duplication):
         # ``cancel(..., ticket=)`` lets go of it alone (Store.cancel).
-        job.ticket = new_job_id()
+        job.ticket = submission_ticket(owner, idempotency_key)
         return await self.store.create_job(job, self.submit_policy(function))
 
     def submit_policy(self, function: str) -> SubmitPolicy:
@@ -201,6 +202,15 @@ class JobService:
         if found is None or job is None or job.owner != owner:
             raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
         return found
+
+
+def submission_ticket(owner: str, idempotency_key: str | None) -> str:
+    """A submission's ticket: random, or, with an idempotency key, derived from it, so a
+    retried submission that joins a job (its first answer lost) is the same holder, not
+    a second one that nobody would ever let go of."""
+    if idempotency_key is None:
+        return new_job_id()
+    return hashlib.sha256(f"ticket\n{owner}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
 async def _json_pieces(value: Any) -> AsyncIterator[bytes]:

@@ -131,7 +131,21 @@ def test_the_cancel_route_takes_a_ticket(tmp_path: Path) -> None:
             assert again.json()["status"] in ("queued", "running")
             assert http.get(f"/api/jobs/{job_id}").json()["ticket"] is None
 
-            last = http.post(url, params={"ticket": second["ticket"]}).json()
+            # A submission retried with its Idempotency-Key (its first answer lost) is
+            # the same holder, not one more that nobody would let go of.
+            def retried() -> dict:
+                response = http.post("/api/jobs", headers={"Idempotency-Key": "k-3"},
+                                     json={"function": "render", "input": {"prompt": "owl"}})
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            third, third_again = retried(), retried()
+            assert third["id"] == job_id and third["submitted"] == "deduplicated"
+            assert third_again["ticket"] == third["ticket"] != second["ticket"]
+            kept = http.post(url, params={"ticket": second["ticket"]}).json()
+            assert kept["status"] in ("queued", "running")
+
+            last = http.post(url, params={"ticket": third["ticket"]}).json()
             assert last["status"] in ("cancelled", "running")
 
             def cancelled() -> bool:

@@ -190,6 +190,25 @@ async def test_a_file_from_before_warm_routing_is_migrated(tmp_path: Path) -> No
 
 
 @pytest.mark.anyio
+async def test_a_file_from_before_the_dashboard_totals_counts_its_jobs(
+        tmp_path: Path) -> None:
+    path = tmp_path / "genq.sqlite3"
+    async with SQLiteStore(path) as store:
+        for _ in range(2):
+            await store.cancel((await store.create_job(make_job("render"),
+                                                       SubmitPolicy())).job.id)
+        await store.create_job(make_job("render"), SubmitPolicy())  # still queued
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older genq made it
+        db.execute("DROP TABLE finished_totals")
+        db.execute("DROP TABLE job_tickets")
+        db.commit()
+    async with SQLiteStore(path) as store:
+        stats = await store.finished_stats(0.0, 10)
+        assert stats.totals == {("local", "render", "cancelled"): 2}
+        assert len(stats.recent) == 2
+
+
+@pytest.mark.anyio
 async def test_jobs_left_running_are_recovered_on_open(tmp_path: Path) -> None:
     """Jobs a closed store had running (no worker settled them) are settled on open."""
     path = tmp_path / "genq.sqlite3"

@@ -341,7 +341,13 @@ class SQLiteStore(StoreBase):
         setup = sqlite3.connect(self.path, isolation_level=None)
         try:
             setup.execute("PRAGMA journal_mode=WAL")
+            counted = setup.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                    "name='finished_totals'").fetchone() is not None
             setup.executescript(_SCHEMA)
+            if not counted:  # a file from before the totals: count the jobs it holds
+                setup.execute("INSERT INTO finished_totals (owner, function, status, n) "
+                              "SELECT owner, function, status, count(*) FROM jobs WHERE "
+                              f"status IN ({_TERMINAL_SQL}) GROUP BY owner, function, status")
             columns = {row[1] for row in setup.execute("PRAGMA table_info(jobs)")}
             if "lease_token" not in columns:  # a file made before fencing existed
                 setup.execute("ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL "
