@@ -26,7 +26,7 @@ Keys, under a prefix P (default ``genq``):
                         dashboard's recent jobs)
 ``P:tickets:<id>``      hash: each submission's ticket on the job -> '1' held, '0' let go;
                         the job hash's ``callers`` counts those held (Store.cancel)
-``P:totals``            hash: ``owner\\nfunction\\nstatus`` -> jobs that ever ended so (dashboard)
+``P:totals``            hash: ``owner\\nfunction\\nstatus`` -> jobs ended so far (dashboard)
 ``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
 ``P:workers:until``
 ``P:holders:<a>``       sorted set of the workers holding the model of affinity key ``a``
