@@ -17,5 +17,8 @@ from tests.support.http_fixtures import (  # noqa: E402, F401
     server,
 )
 
+# -- tests on both stores: ``stores`` makes SQLite or Redis stores sharing their data ---
+from tests.support.store_fixtures import shared_redis, stores  # noqa: E402, F401
+
 # -- browser tests (tests/test_ui*.py): Playwright and Debian's Chromium ----------------
 from tests.support.ui_fixtures import browser, playwright  # noqa: E402, F401

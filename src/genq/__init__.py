@@ -24,6 +24,7 @@ from genq.errors import (
     OriginNotAllowed,
     OwnerQuota,
     PayloadTooLarge,
+    PermanentError,
     ProtocolError,
     QueueFull,
     RateLimited,
@@ -38,6 +39,7 @@ from genq.errors import (
     TryLater,
     Unauthorized,
     UnknownFunction,
+    UnknownTicket,
 )
 from genq.media import File, Image
 from genq.models import Event, EventType, JobInfo, JobStatus, SubmitReason
@@ -75,6 +77,7 @@ __all__ = [
     "OriginNotAllowed",
     "OwnerQuota",
     "PayloadTooLarge",
+    "PermanentError",
     "Progress",
     "ProtocolError",
     "QueueFull",
@@ -93,6 +96,7 @@ __all__ = [
     "TryLater",
     "Unauthorized",
     "UnknownFunction",
+    "UnknownTicket",
     "iterate_in_thread",
 ]
 __version__ = "0.1.0"

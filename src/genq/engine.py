@@ -12,6 +12,7 @@ is the whole cluster as the store sees it, for health checks, metrics and the da
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,16 @@ from genq.app import App
 from genq.errors import InvalidInput, JobNotFound, NoResult
 from genq.jsoncodec import compact_json
 from genq.loopwatch import Block
-from genq.models import ArtifactRef, Event, EventType, Job, JobStatus, OutputRef, WorkerInfo
+from genq.models import (
+    ArtifactRef,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    OutputRef,
+    WorkerInfo,
+    new_job_id,
+)
 from genq.readiness import Readiness
 from genq.store.base import PAGE_BYTES, Quota, Store, SubmitPolicy, Submitted
 from genq.worker import FunctionStats, Worker, default_worker_id
@@ -60,6 +70,9 @@ class JobService:
                                    "type": "priority_range"}])
         job = self.app.new_job(function, inputs, owner=owner, priority=priority,
                                idempotency_key=idempotency_key)
+        # This submission's hold on the job it gets, new or joined (de-duplication):
+        # ``cancel(..., ticket=)`` lets go of it alone (Store.cancel).
+        job.ticket = submission_ticket(owner, idempotency_key)
         policy = self.submit_policy(function)
         if quota is not None:
             job.owner_max_running = quota.max_running
@@ -129,9 +142,11 @@ class JobService:
                 job = await self.store.wait_terminal(job_id)
         return job
 
-    async def cancel(self, owner: str, job_id: str) -> Job:
+    async def cancel(self, owner: str, job_id: str, ticket: str | None = None) -> Job:
+        """Cancel the job; with a submission's ``ticket``, only that submission lets go,
+        and the job is cancelled once no submission holds it (Store.cancel)."""
         await self.get(owner, job_id)
-        return await self.store.cancel(job_id)
+        return await self.store.cancel(job_id, ticket=ticket)
 
     async def result_value(self, owner: str, job_id: str) -> Any:
         """The whole result of a succeeded job (however large: a streamed job's large
@@ -194,6 +209,15 @@ class JobService:
         if found is None or job is None or job.owner != owner:
             raise JobNotFound(f"no artifact {artifact_id}", artifact_id=artifact_id)
         return found
+
+
+def submission_ticket(owner: str, idempotency_key: str | None) -> str:
+    """A submission's ticket: random, or, with an idempotency key, derived from it, so a
+    retried submission that joins a job (its first answer lost) is the same holder, not
+    a second one that nobody would ever let go of."""
+    if idempotency_key is None:
+        return new_job_id()
+    return hashlib.sha256(f"ticket\n{owner}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
 async def _json_pieces(value: Any) -> AsyncIterator[bytes]:

@@ -42,6 +42,27 @@ class GenqError(Exception):
         return {"code": self.code, "message": self.message, **self.detail}
 
 
+class PermanentError(Exception):
+    """A job function's failure that running again cannot fix (a missing file, a refused
+    credential, input the model rejects): the job fails at once, with no retry, even when
+    the error is also one of the function's ``retry_on`` types.
+
+    Raise it (``raise genq.PermanentError("no such model") from exc``), or make it a base
+    of your own error class so the error keeps its type in the job's ``error``::
+
+        class ModelMissing(LookupError, genq.PermanentError): ...
+
+    Not a ``GenqError``: it never crosses the wire as itself; the job's ``error`` names
+    the class raised (docs/api.md, "Retries")."""
+
+
+class UnknownTicket(GenqError):
+    """A cancel named a ticket the job never had (tickets: Store.cancel)."""
+
+    code = "unknown_ticket"
+    status = 404
+
+
 class UnknownFunction(GenqError):
     code = "unknown_function"
     status = 404

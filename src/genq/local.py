@@ -45,7 +45,7 @@ class LocalTransport:
                              "does not send them", field="webhook")
         submitted = await self.jobs.submit(self.owner, function, inputs, priority=priority,
                                            idempotency_key=idempotency_key)
-        return JobInfo.from_job(submitted.job), submitted.reason
+        return JobInfo.from_job(submitted.job, ticket=submitted.ticket), submitted.reason
 
     async def get(self, job_id: str) -> JobInfo:
         job = await self.jobs.get(self.owner, job_id)
@@ -68,8 +68,8 @@ class LocalTransport:
     async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
         return JobInfo.from_job(await self.jobs.wait(self.owner, job_id, timeout))
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        return JobInfo.from_job(await self.jobs.cancel(self.owner, job_id))
+    async def cancel(self, job_id: str, *, ticket: str | None = None) -> JobInfo:
+        return JobInfo.from_job(await self.jobs.cancel(self.owner, job_id, ticket))
 
     async def result(self, job_id: str) -> Any:
         return await self.jobs.result_value(self.owner, job_id)

@@ -138,6 +138,10 @@ class Job:
     # The owner's running quota when it was submitted (its API key's ``max_running``):
     # claims pass over the job while its owner runs that many jobs, cluster-wide.
     owner_max_running: int | None = None
+    # The ticket of the submission that builds this job (JobService.submit): what the
+    # submission answers, whether it creates the job or joins another (dedupe). As
+    # stored, the ticket of the submission that created it (Store.cancel's ``ticket``).
+    ticket: str | None = None
 
     def held_by(self, lease: Lease) -> bool:
         """Running under exactly this lease: the only state in which its worker may write."""
@@ -192,16 +196,21 @@ class JobInfo:
     # for its function (genq.readiness): ``{"reason": loading|failed|no_worker,
     # "message", "since"}``. None otherwise, and when whoever built the view did not ask.
     waiting: dict[str, Any] | None = None
+    # Set in a submission's answer only: this submission's own hold on the job. Cancel
+    # with it to detach just this submission: a job that de-duplication shared between
+    # submissions is cancelled once every one of them has (docs/api.md, "Dedupe").
+    ticket: str | None = None
 
     @classmethod
     def from_job(cls, job: Job, queue_position: int | None = None,
-                 waiting: dict[str, Any] | None = None) -> JobInfo:
+                 waiting: dict[str, Any] | None = None,
+                 ticket: str | None = None) -> JobInfo:
         size = result_size(job.result)
         return cls(job.id, job.function, job.input, job.status, job.priority, job.created_at,
                    job.started_at, job.finished_at, job.attempts, job.max_attempts,
                    job.result if size is None else None, job.error, job.last_event_id,
                    queue_position, size,
-                   waiting if job.status is JobStatus.QUEUED else None)
+                   waiting if job.status is JobStatus.QUEUED else None, ticket)
 
     @property
     def result_url(self) -> str | None:
@@ -227,6 +236,7 @@ class JobInfo:
             "last_event_id": self.last_event_id,
             "queue_position": self.queue_position,
             "waiting": self.waiting,
+            "ticket": self.ticket,
         }
 
     @classmethod
@@ -240,7 +250,7 @@ class JobInfo:
             max_attempts=data.get("max_attempts", 1), result=data.get("result"),
             error=data.get("error"), last_event_id=data.get("last_event_id", 0),
             queue_position=data.get("queue_position"), result_size=data.get("result_size"),
-            waiting=data.get("waiting"),
+            waiting=data.get("waiting"), ticket=data.get("ticket"),
         )
 
 

@@ -41,7 +41,7 @@ from anyio.abc import TaskStatus
 
 from genq.backoff import backoff_delay
 from genq.encoding import NotSerializable, encode
-from genq.errors import Cancelled, LeaseLost, OutputTooLarge, StoreUnavailable
+from genq.errors import Cancelled, LeaseLost, OutputTooLarge, PermanentError, StoreUnavailable
 from genq.executor import GeneratorOutcome, ThreadWatch, execute
 from genq.functions import FunctionSpec
 from genq.joblog import JobLog
@@ -602,7 +602,8 @@ class Worker:
             assert failure is not None
             error = {"type": type(failure).__name__, "message": str(failure),
                      "traceback": "".join(traceback.format_exception(failure))}
-            retryable = isinstance(failure, spec.options.retry_on)
+            retryable = (isinstance(failure, spec.options.retry_on)
+                         and not isinstance(failure, PermanentError))
         if retryable and job.attempts < job.max_attempts:
             delay = backoff_delay(job.attempts - 1, spec.options.retry_backoff,
                                   spec.options.retry_backoff_max)

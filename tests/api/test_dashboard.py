@@ -1,43 +1,52 @@
-"""The dashboard's figures hold their memory however many jobs finish.
+"""The dashboard's figures come from the store: a restart does not reset them.
 
-The server's ``Activity`` sees every finished job; a long-running server must not keep
-something per job (a soak of 92,748 jobs grew the server by 0.24 MiB per 1,000, all of
-it here: bench/bench_soak.py). It still counts every job in its figures.
+``/api/stats``'s totals, throughput, failures and percentiles are read from the store
+(``Store.finished_stats``: totals counted as each job ends, and a bounded window of the
+latest finished jobs), so a server restarted on the same SQLite file, or on the same
+Redis, shows what it showed before; and the server keeps nothing per job in memory.
 """
 
 from __future__ import annotations
 
-import time
-import tracemalloc
+from pathlib import Path
 
-from genq.models import Job, JobStatus, new_job_id
-from genq.server.dashboard import RECENT, Activity
+import httpx
 
-
-def finish(activity: Activity, n: int) -> None:
-    now = time.time()
-    for i in range(n):
-        # Names as a request gives them: a new string per job, equal to the others.
-        function, owner = "".join(["ren", "der"]), "".join(["al", "ice"])
-        activity.observe(Job(id=new_job_id(), function=function, input={}, owner=owner,
-                             status=JobStatus.FAILED if i % 10 == 0 else JobStatus.SUCCEEDED,
-                             created_at=now - 0.3, started_at=now - 0.2, finished_at=now))
+from tests.apps.http_app import app as http_app
+from tests.support.http_fixtures import FAST, LiveServer, wait_until
+from tests.support.store_fixtures import StoreMaker
 
 
-def test_activity_does_not_grow_with_the_jobs_it_counts() -> None:
-    activity = Activity()
-    tracemalloc.start()
+def finished(http: httpx.Client, job_id: str) -> dict:
+    def done() -> dict | None:
+        view = http.get(f"/api/jobs/{job_id}").json()
+        return view if view["status"] not in ("queued", "running") else None
+
+    return wait_until(done, what=f"job {job_id} to finish")
+
+
+def test_stats_survive_a_restart_of_the_server(tmp_path: Path, stores: StoreMaker) -> None:
+    live = LiveServer(http_app, tmp_path / "unused.sqlite3", FAST, make_store=stores)
+    live.start()
     try:
-        finish(activity, RECENT)  # its sample of recent jobs is full
-        before = tracemalloc.get_traced_memory()[0]
-        finish(activity, 40_000)
-        grown = tracemalloc.get_traced_memory()[0] - before
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            for x in range(3):
+                job = http.post("/api/jobs", json={"function": "add", "input": {"x": x}}).json()
+                assert finished(http, job["id"])["status"] == "succeeded"
+            job = http.post("/api/jobs", json={"function": "fail", "input": {}}).json()
+            assert finished(http, job["id"])["status"] == "failed"
+            before = http.get("/api/stats").json()["functions"]
+        live.restart()
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            after = http.get("/api/stats").json()["functions"]
     finally:
-        tracemalloc.stop()
-    assert grown < 256 << 10, f"grew {grown / 1024:.0f} KiB over 40,000 jobs"
-    figures = activity.summary("render")
-    assert figures["throughput_per_min"] == RECENT + 40_000
-    assert figures["failed_recent"] == (RECENT + 40_000) // 10
-    assert figures["totals"] == {"succeeded": 45_000, "failed": 5_000}
-    assert figures["run_p50"] is not None and figures["latency_p95"] is not None
-    assert activity.summary("render", owner="bob")["throughput_per_min"] == 0
+        live.stop()
+    for figures in (before, after):
+        assert figures["add"]["totals"] == {"succeeded": 3}
+        assert figures["fail"]["totals"] == {"failed": 1}
+        assert figures["fail"]["failed_recent"] == 1
+        assert figures["add"]["throughput_per_min"] == 3
+        assert figures["add"]["run_p50"] is not None
+        assert figures["add"]["latency_p95"] is not None
+        assert figures["tokens"]["totals"] == {} and figures["tokens"]["run_p50"] is None
+    assert after["add"]["run_p95"] == before["add"]["run_p95"]

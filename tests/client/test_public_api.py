@@ -27,12 +27,12 @@ PUBLIC = [
     "Cancelled", "Client", "ConnectionLost", "Event", "EventType", "File", "Forbidden",
     "GenqError", "HostNotAllowed", "IdempotencyConflict", "Image", "InvalidInput", "Job",
     "JobCancelled", "JobExpired", "JobFailed", "JobInfo", "JobNotFound", "JobStatus",
-    "Model", "NotReady", "OriginNotAllowed", "OwnerQuota", "PayloadTooLarge", "Progress",
-    "ProtocolError", "QueueFull",
+    "Model", "NotReady", "OriginNotAllowed", "OwnerQuota", "PayloadTooLarge", "PermanentError",
+    "Progress", "ProtocolError", "QueueFull",
     "RateLimited", "RemoteError", "RequestTimeout", "Restart", "ResultTimeout",
     "StorageFull", "StoreLocked", "StoreLost", "StoreUnavailable", "SubmitReason",
     "TooManyConnections", "Transport", "TryLater", "Unauthorized",
-    "UnknownFunction", "iterate_in_thread",
+    "UnknownFunction", "UnknownTicket", "iterate_in_thread",
 ]
 TRANSPORT_CALLS = ["submit", "get", "list_jobs", "follow", "wait", "cancel", "artifact",
                    "functions", "aclose"]
@@ -62,8 +62,8 @@ def test_submit_reasons_keep_their_wire_values() -> None:
 
 def test_job_info_is_the_storage_view_without_private_fields() -> None:
     """The JSON view has the keys of the wire contract, in that order (docs/api.md;
-    result_size, result_url and waiting are the newest), none of the record's private fields,
-    and reads back as itself."""
+    result_size, result_url, waiting and ticket are the newest), none of the record's
+    private fields, and reads back as itself."""
     job = Job(id="j1", function="add", input={"x": 1}, owner="alice",
               status=JobStatus.RUNNING, priority=3, created_at=10.5, started_at=11.0,
               attempts=1, max_attempts=2, cache_key="k", idempotency_key="i",
@@ -73,7 +73,7 @@ def test_job_info_is_the_storage_view_without_private_fields() -> None:
     assert list(view) == ["id", "function", "input", "status", "priority", "created_at",
                           "started_at", "finished_at", "attempts", "max_attempts", "result",
                           "result_size", "result_url", "error", "last_event_id",
-                          "queue_position", "waiting"]
+                          "queue_position", "waiting", "ticket"]
     assert view["status"] == "running" and view["input"] == {"x": 1}
     assert view["attempts"] == 1 and view["last_event_id"] == 4
     assert JobInfo.from_dict({**view, "submitted": "new"}) == info

@@ -221,6 +221,20 @@ def test_demo_job_fails_at_once_on_a_private_address_unless_allowed(
     assert (folder / "m.bin").read_bytes() == BLOB
 
 
+def test_demo_job_fails_at_once_when_the_file_is_not_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """download_model retries DownloadErrors five times, but not a 404 (issue 17)."""
+    monkeypatch.setenv("GENQ_DOWNLOADS", str(tmp_path / "downloads"))
+    monkeypatch.setenv("GENQ_DOWNLOAD_ALLOW_PRIVATE", "1")
+    with serve_files(FlakyFiles({})) as url, downloads_only(tmp_path) as client:
+        job = client.submit("download_model", url=f"{url}/missing.bin")
+        with pytest.raises(genq.JobFailed, match=rf"PermanentDownloadError: HTTP 404 Not "
+                                                 rf"Found for {url}/missing\.bin"):
+            job.result(timeout=30)
+        assert job.info().attempts == 1
+        assert not [e for e in job.events() if e.type is genq.EventType.RETRYING]
+
+
 @pytest.mark.parametrize(("address", "reason"), [
     ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
     ("169.254.169.254", "link-local"), ("100.64.0.1", "not globally routable"),

@@ -128,3 +128,48 @@ def test_cancelling_a_download_job_stops_it_and_keeps_the_part(
     part = tmp_path / "m.bin.part"
     assert part.exists() and 0 < part.stat().st_size < SIZE
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_a_missing_file_fails_the_job_at_once_with_its_status(tmp_path: Path) -> None:
+    """404 cannot turn into the file by asking again: no retry, though the function
+    retries DownloadErrors (PermanentDownloadError is both)."""
+    app = genq.App()
+    files = FlakyFiles({})
+
+    @app.function(retries=5, retry_on=(DownloadError,), retry_backoff=5.0)
+    def fetch(url: str) -> dict:
+        return download(url, tmp_path / "m.bin").to_dict()
+
+    with serve_files(files) as url, app.local(tmp_path / "db.sqlite3") as client:
+        job = client.submit("fetch", url=f"{url}/gone.bin")
+        with pytest.raises(genq.JobFailed) as failed:
+            job.result(timeout=30)
+        info = job.info()
+        types = [e.type for e in job.events()]
+    assert f"HTTP 404 Not Found for {url}/gone.bin" in str(failed.value)
+    assert info.error is not None and info.error["type"] == "PermanentDownloadError"
+    assert info.attempts == 1 and genq.EventType.RETRYING not in types
+    assert not (tmp_path / "m.bin.part").exists()
+
+
+def test_a_function_marks_an_error_permanent(tmp_path: Path) -> None:
+    """An error of a ``retry_on`` type that is also a genq.PermanentError is not retried;
+    the same type without it is."""
+    app = genq.App()
+
+    class Missing(ConnectionError, genq.PermanentError):
+        pass
+
+    @app.function(retries=2, retry_on=(ConnectionError,), retry_backoff=0.01)
+    def flaky(permanent: bool) -> str:
+        raise (Missing if permanent else ConnectionError)("no such model")
+
+    with app.local(tmp_path / "db.sqlite3") as client:
+        permanent = client.submit("flaky", permanent=True)
+        with pytest.raises(genq.JobFailed, match="no such model"):
+            permanent.result(timeout=30)
+        transient = client.submit("flaky", permanent=False)
+        with pytest.raises(genq.JobFailed, match="no such model"):
+            transient.result(timeout=30)
+        assert permanent.info().attempts == 1
+        assert transient.info().attempts == 3

@@ -29,7 +29,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from genq.errors import IdempotencyConflict, JobNotFound, LeaseLost, QueueFull, ResultTimeout
+from genq.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    QueueFull,
+    ResultTimeout,
+    UnknownTicket,
+)
 from genq.jsoncodec import compact_json
 from genq.models import Event, EventType, Job, JobStatus, Lease, WorkerInfo, new_job_id
 from genq.store import rules
@@ -355,6 +362,65 @@ class StoreContract(RoutingContract, SharingContract):
         await store.finish(live.id, JobStatus.FAILED, error={"type": "E", "message": "m"})
         after = await store.create_job(make_job(cache_key="same", owner="alice"), policy)
         assert after.created and after.job.id != live.id  # a finished job is not joined
+
+    async def test_each_submission_of_a_shared_job_lets_go_on_its_own(
+            self, store: Store) -> None:
+        """Dedupe tickets: a job is cancelled once every submission holding it has."""
+        policy = SubmitPolicy(dedupe=True)
+
+        def ticketed() -> Job:
+            return make_job(cache_key="same", ticket=new_job_id())
+
+        first = await store.create_job(ticketed(), policy)
+        second = await store.create_job(ticketed(), policy)
+        third = await store.create_job(ticketed(), policy)
+        tickets = [first.ticket, second.ticket, third.ticket]
+        assert None not in tickets and len(set(tickets)) == 3
+        assert {second.job.id, third.job.id} == {first.job.id}
+        job_id = first.job.id
+
+        # Queued: the first two let go (the second twice: a retried call), it stays.
+        for ticket in (tickets[0], tickets[1], tickets[1]):
+            left = await store.cancel(job_id, ticket=ticket)
+            assert left.status is JobStatus.QUEUED and not left.cancel_requested
+        with pytest.raises(UnknownTicket) as unknown:
+            await store.cancel(job_id, ticket=new_job_id())
+        assert unknown.value.status == 404 and job_id in str(unknown.value)
+        assert (await claim_one(store)).id == job_id  # still runs, for the third
+
+        # A fourth joins the running job; then the third and fourth let go: cancelled.
+        fourth = await store.create_job(ticketed(), policy)
+        assert fourth.job.id == job_id and fourth.reason == "deduplicated"
+        still = await store.cancel(job_id, ticket=third.ticket)
+        assert still.status is JobStatus.RUNNING and not still.cancel_requested
+        asked = await store.cancel(job_id, ticket=fourth.ticket)
+        assert asked.status is JobStatus.RUNNING and asked.cancel_requested
+        # Being cancelled, it takes no new submission with it.
+        fifth = await store.create_job(ticketed(), policy)
+        assert fifth.created and fifth.job.id != job_id and fifth.ticket is not None
+        ended = await store.finish(job_id, JobStatus.CANCELLED, lease=asked.lease)
+        assert ended.status is JobStatus.CANCELLED
+        # A ticket of a finished job: nothing to let go of; an unknown one still refused.
+        assert (await store.cancel(job_id, ticket=first.ticket)).status is JobStatus.CANCELLED
+        with pytest.raises(UnknownTicket):
+            await store.cancel(job_id, ticket=new_job_id())
+
+    async def test_a_cancel_without_a_ticket_ends_a_shared_job(self, store: Store) -> None:
+        policy = SubmitPolicy(dedupe=True)
+        first = await store.create_job(make_job(cache_key="k", ticket=new_job_id()), policy)
+        await store.create_job(make_job(cache_key="k", ticket=new_job_id()), policy)
+        cancelled = await store.cancel(first.job.id)  # the job page's Cancel button
+        assert cancelled.status is JobStatus.CANCELLED
+
+    async def test_an_idempotent_answer_gives_the_first_submissions_ticket(
+            self, store: Store) -> None:
+        first = await store.create_job(
+            make_job(idempotency_key="req-1", ticket=new_job_id()), OPEN)
+        again = await store.create_job(
+            make_job(idempotency_key="req-1", ticket=new_job_id()), OPEN)
+        assert again.reason == "idempotent" and again.ticket == first.ticket
+        assert (await store.cancel(first.job.id, ticket=again.ticket)).status \
+            is JobStatus.CANCELLED  # its only holder let go
 
     async def test_dedupe_never_hands_out_a_finished_job(self, store: Store) -> None:
         policy = SubmitPolicy(dedupe=True)
@@ -793,6 +859,9 @@ class StoreContract(RoutingContract, SharingContract):
         assert shape(events) == [(1, "queued"), (2, "started"), (3, "retrying"),
                                  (4, "started")]
         assert events[2].data["reason"] == "worker shut down before the job finished"
+        # The event names the run it is about, and that the next run has its number.
+        assert (events[2].data["attempt"], events[2].data["next_attempt"]) == (1, 1)
+        assert events[2].data["counted"] is False
         assert events[3].data["attempt"] == 1
 
     # -- leases and fencing ----------------------------------------------------------
@@ -808,6 +877,9 @@ class StoreContract(RoutingContract, SharingContract):
         reclaimed = await store.get_job(job.id)
         assert reclaimed is not None and reclaimed.status is JobStatus.QUEUED
         assert reclaimed.attempts == 1 and reclaimed.lease_token != stale.lease_token
+        lapsed = (await store.read_events(job.id))[-1]
+        assert lapsed.type is EventType.RETRYING and lapsed.data["counted"] is True
+        assert (lapsed.data["attempt"], lapsed.data["next_attempt"]) == (1, 2)
         # The same worker claims it again: a new token, so the old run is still fenced off.
         fresh = await claim_one(store, worker="w1")
         assert fresh.id == job.id and fresh.attempts == 2
@@ -963,6 +1035,45 @@ class StoreContract(RoutingContract, SharingContract):
         assert await store.workers() == [b]  # a stopped reporting
         await store.unregister_worker("b")
         assert await store.workers() == []
+
+    async def test_finished_stats_count_every_end_and_read_a_bounded_window(
+            self, store: Store) -> None:
+        cached = SubmitPolicy(cache_ttl=3600.0)
+        ok = await submit(store, policy=cached, owner="alice", cache_key="ck")
+        lease = (await claim_one(store)).lease
+        await store.finish(ok.id, JobStatus.SUCCEEDED, result="cat", lease=lease)
+        hit = await store.create_job(make_job(owner="alice", cache_key="ck"), cached)
+        assert hit.reason == "cached"  # a cache hit is a succeeded job too
+        failed = await submit(store, owner="bob")
+        lease = (await claim_one(store)).lease
+        await store.finish(failed.id, JobStatus.FAILED, lease=lease,
+                           error={"type": "E", "message": "x"})
+        cancelled = await submit(store, "caption", owner="bob")
+        await store.cancel(cancelled.id)
+        await store.cancel(cancelled.id)  # a second cancel ends nothing: not counted
+        await submit(store, owner="bob")  # queued: not finished
+
+        stats = await store.finished_stats(0.0, 100)
+        assert stats.totals == {("alice", "render", "succeeded"): 2,
+                                ("bob", "render", "failed"): 1,
+                                ("bob", "caption", "cancelled"): 1}
+        assert [f.finished_at for f in stats.recent] == sorted(
+            (f.finished_at for f in stats.recent), reverse=True)  # newest first
+        assert [(f.owner, f.function, f.status) for f in stats.recent][-1] == (
+            "alice", "render", JobStatus.SUCCEEDED)
+        assert len(stats.recent) == 4
+        first = stats.recent[-1]
+        assert first.started_at is not None and first.created_at <= first.started_at
+        assert first.started_at <= first.finished_at
+
+        newest = await store.finished_stats(0.0, 2)  # the window is bounded
+        assert newest.recent == stats.recent[:2] and newest.totals == stats.totals
+        later = await store.finished_stats(stats.recent[0].finished_at + 1, 100)
+        assert later.recent == []
+        # Totals outlive the jobs: retention deletes them, the counts stay.
+        assert await store.purge_finished(time.time() + 1, 100) == 4
+        after = await store.finished_stats(0.0, 100)
+        assert after.recent == [] and after.totals == stats.totals
 
     # -- cancellation ----------------------------------------------------------------
     async def test_cancel_of_a_queued_job_is_immediate(self, store: Store) -> None:

@@ -152,6 +152,27 @@ async def test_reopening_keeps_jobs_events_and_artifacts(tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
+async def test_the_holders_of_a_shared_job_survive_a_restart(tmp_path: Path) -> None:
+    """Dedupe tickets are stored with the job: after a restart, one of two submissions
+    letting go still leaves the job to the other."""
+    path = tmp_path / "genq.sqlite3"
+    policy = SubmitPolicy(dedupe=True)
+    async with SQLiteStore(path) as store:
+        first = await store.create_job(make_job(cache_key="k", ticket="a" * 32), policy)
+        second = await store.create_job(make_job(cache_key="k", ticket="b" * 32), policy)
+        assert second.job.id == first.job.id
+    async with SQLiteStore(path) as store:
+        kept = await store.cancel(first.job.id, ticket="a" * 32)
+        assert kept.status is JobStatus.QUEUED
+        again = await store.create_job(make_job(cache_key="k", ticket="c" * 32), policy)
+        assert again.job.id == first.job.id  # still live, still joined
+    async with SQLiteStore(path) as store:
+        assert (await store.cancel(first.job.id, ticket="b" * 32)).status is JobStatus.QUEUED
+        ended = await store.cancel(first.job.id, ticket="c" * 32)
+        assert ended.status is JobStatus.CANCELLED
+
+
+@pytest.mark.anyio
 async def test_a_file_from_before_warm_routing_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "genq.sqlite3"
     async with SQLiteStore(path) as store:
@@ -166,6 +187,25 @@ async def test_a_file_from_before_warm_routing_is_migrated(tmp_path: Path) -> No
         second = await store.claim(["render"], "w1", LEASE)
         assert first is not None and (first.id, first.affinity) == (old.id, None)
         assert second is not None and (second.id, second.affinity) == (new.id, "ckpt:a")
+
+
+@pytest.mark.anyio
+async def test_a_file_from_before_the_dashboard_totals_counts_its_jobs(
+        tmp_path: Path) -> None:
+    path = tmp_path / "genq.sqlite3"
+    async with SQLiteStore(path) as store:
+        for _ in range(2):
+            await store.cancel((await store.create_job(make_job("render"),
+                                                       SubmitPolicy())).job.id)
+        await store.create_job(make_job("render"), SubmitPolicy())  # still queued
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older genq made it
+        db.execute("DROP TABLE finished_totals")
+        db.execute("DROP TABLE job_tickets")
+        db.commit()
+    async with SQLiteStore(path) as store:
+        stats = await store.finished_stats(0.0, 10)
+        assert stats.totals == {("local", "render", "cancelled"): 2}
+        assert len(stats.recent) == 2
 
 
 @pytest.mark.anyio

@@ -33,7 +33,7 @@ from genq.models import Job, new_job_id
 from genq.server import ApiKeys, ServerSettings, create_server
 from genq.server.api import ServerState
 from genq.server.connections import GuardedConfig
-from genq.store.base import SubmitPolicy
+from genq.store.base import Store, SubmitPolicy
 from genq.store.sqlite import SQLiteStore
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -91,6 +91,7 @@ class LiveServer:
     db: Path
     settings: ServerSettings
     port: int = 0
+    make_store: Callable[[], Store] | None = None  # default: SQLiteStore(db)
     asgi: Starlette | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -110,7 +111,8 @@ class LiveServer:
         assert self._thread is None, "already running"
         sock = _listening_socket(self.port)
         self.port = sock.getsockname()[1]
-        self.asgi = create_server(self.app, SQLiteStore(self.db), self.settings)
+        store = SQLiteStore(self.db) if self.make_store is None else self.make_store()
+        self.asgi = create_server(self.app, store, self.settings)
         config = GuardedConfig(self.asgi, self.settings.limits, host="127.0.0.1",
                                port=self.port, log_level="warning", lifespan="on", ws="none",
                                timeout_graceful_shutdown=1)

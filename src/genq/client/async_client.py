@@ -56,6 +56,10 @@ class AsyncJob:
     ``reason`` says why a submission answered with this job (``SubmitReason``;
     ``EXISTING`` for a handle made by ``client.job(id)``), and ``submitted`` is the job
     as that answer showed it (None for ``client.job(id)``, which makes no request).
+    ``ticket`` is that submission's hold on the job (``submitted.ticket``): ``cancel``
+    passes it, so a job that de-duplication shared with other submissions goes on for
+    them (docs/api.md, "Dedupe"); a handle from ``client.job(id)`` has none, and its
+    ``cancel`` cancels the job.
     """
 
     def __init__(self, client: AsyncClient, job_id: str, function: str = "",
@@ -66,6 +70,7 @@ class AsyncJob:
         self.function = function
         self.reason = reason
         self.submitted = submitted
+        self.ticket = None if submitted is None else submitted.ticket
 
     def __repr__(self) -> str:
         return f"<AsyncJob {self.function} {self.id}>"
@@ -104,7 +109,8 @@ class AsyncJob:
         return await self._client._outcome(await self._client.transport.wait(self.id, timeout))
 
     async def cancel(self) -> JobInfo:
-        return await self._client.cancel(self.id)
+        """Let go of the job: cancelled unless other submissions joined it (``ticket``)."""
+        return await self._client.cancel(self.id, ticket=self.ticket)
 
 
 class AsyncClient:
@@ -168,8 +174,12 @@ class AsyncClient:
         """The job's current state; raises JobNotFound."""
         return await self.transport.get(job_id)
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        return await self.transport.cancel(job_id)
+    async def cancel(self, job_id: str, *, ticket: str | None = None) -> JobInfo:
+        """Cancel the job; with a submission's ``ticket``, only that submission lets go
+        (the job is cancelled once none holds it). A job handle passes its own."""
+        if ticket is None:  # (a Transport written before tickets still works)
+            return await self.transport.cancel(job_id)
+        return await self.transport.cancel(job_id, ticket=ticket)
 
     async def list_jobs(self, *, function: str | None = None,
                         status: str | JobStatus | None = None, limit: int = 50,
@@ -213,8 +223,8 @@ class AsyncClient:
         """``stream`` in batches of chunks (what the blocking client drives)."""
         data = {**(inputs or {}), **kwargs}
 
-        async def submit() -> str:
-            return (await self.submit(function, data)).id
+        async def submit() -> AsyncJob:
+            return await self.submit(function, data)
 
         return self._output_batches(submit, cancel_if_left=True)
 
@@ -264,7 +274,7 @@ class AsyncClient:
         return value
 
     # -- shared machinery ------------------------------------------------------------
-    async def _output_batches(self, job: str | Callable[[], Awaitable[str]], *,
+    async def _output_batches(self, job: str | Callable[[], Awaitable[AsyncJob]], *,
                               cancel_if_left: bool) -> AsyncIterator[list[Any]]:
         """Decoded output chunks of ``job`` (an id, or a submission still to make), one
         list per batch of events, and a ``Restart`` where a new run replaces the chunks
@@ -274,7 +284,8 @@ class AsyncClient:
         when its consumer closes it, and an inner generator would only be closed
         whenever it is finalized.
         """
-        job_id = job if isinstance(job, str) else await job()
+        handle = self.job(job) if isinstance(job, str) else await job()
+        job_id = handle.id
         finished = False
         attempts = AttemptWatch()
         try:
@@ -302,7 +313,7 @@ class AsyncClient:
                 # shut down, the server unreachable) has nobody to report to, and raising
                 # from a closing generator only ends up as noise when it is finalized.
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self.transport.cancel(job_id)
+                    await handle.cancel()  # its submission's ticket: others' go on
 
     async def _outcome(self, job: JobInfo) -> Any:
         """The decoded result of a terminal job, or the matching exception."""

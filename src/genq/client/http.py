@@ -252,8 +252,9 @@ class HttpTransport:
         response = await self._request("GET", f"/api/jobs/{job_id}")
         return _read(response, JobInfo.from_dict, "a job")
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        response = await self._request("POST", f"/api/jobs/{job_id}/cancel")
+    async def cancel(self, job_id: str, *, ticket: str | None = None) -> JobInfo:
+        response = await self._request("POST", f"/api/jobs/{job_id}/cancel",
+                                       params=None if ticket is None else {"ticket": ticket})
         return _read(response, JobInfo.from_dict, "a job")
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import (
@@ -208,6 +209,7 @@ class Job:
         self.function = job.function
         self.reason = job.reason
         self.submitted = job.submitted
+        self.ticket = job.ticket
 
     def __repr__(self) -> str:
         return f"<Job {self.function} {self.id}>"
@@ -319,8 +321,9 @@ class Client:
     def get(self, job_id: str) -> JobInfo:
         return self._call(self.aio.get, job_id)
 
-    def cancel(self, job_id: str) -> JobInfo:
-        return self._call(self.aio.cancel, job_id)
+    def cancel(self, job_id: str, *, ticket: str | None = None) -> JobInfo:
+        """Cancel the job; with a submission's ``ticket``, only that submission lets go."""
+        return self._call(functools.partial(self.aio.cancel, job_id, ticket=ticket))
 
     def list_jobs(self, *, function: str | None = None, status: str | JobStatus | None = None,
                   limit: int = 50, before: Before = None) -> list[JobInfo]:

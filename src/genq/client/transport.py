@@ -34,7 +34,8 @@ class Transport(Protocol):
         """Queue a call; raises UnknownFunction, InvalidInput, QueueFull,
         IdempotencyConflict. An idempotency key already used answers its job.
         ``webhook``: a URL the server posts the job's events to (``webhook_events``:
-        started, progress, output; completed always), BadRequest if it cannot."""
+        started, progress, output; completed always), BadRequest if it cannot.
+        The JobInfo carries this submission's ``ticket``."""
         ...
 
     async def get(self, job_id: str) -> JobInfo:
@@ -62,8 +63,11 @@ class Transport(Protocol):
         (``result_size`` set); raises NoResult if it has not succeeded."""
         ...
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        """Cancel a queued job, or ask a running one to stop."""
+    async def cancel(self, job_id: str, *, ticket: str | None = None) -> JobInfo:
+        """Cancel a queued job, or ask a running one to stop. With ``ticket`` (a
+        submission's, ``JobInfo.ticket`` of its answer), only that submission lets go:
+        the job is cancelled once no submission holds it; raises UnknownTicket for a
+        ticket the job never had."""
         ...
 
     async def artifact(self, artifact_id: str) -> bytes:

@@ -137,7 +137,8 @@ def _name(value: str | None) -> str | None:
 
 
 # Refusals (DownloadRefused: a bad name or URL, a non-public address, over the size
-# limit) are not DownloadErrors, so the job fails at once instead of retrying.
+# limit) are not DownloadErrors, and a 401/403/404/410 answer is a PermanentError
+# (PermanentDownloadError), so the job fails at once instead of retrying.
 @app.function(concurrency=2, retries=5, retry_on=(DownloadError,), retry_backoff=2.0)
 def download_model(url: Annotated[str, Field(pattern=r"^https?://"), AfterValidator(_url)],
                    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None,

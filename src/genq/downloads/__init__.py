@@ -14,7 +14,13 @@ from genq.downloads.policy import (
     name_from_url,
     safe_destination,
 )
-from genq.downloads.transfer import ChecksumMismatch, DownloadError, DownloadResult, download
+from genq.downloads.transfer import (
+    ChecksumMismatch,
+    DownloadError,
+    DownloadResult,
+    PermanentDownloadError,
+    download,
+)
 
 __all__ = [
     "ChecksumMismatch",
@@ -23,6 +29,7 @@ __all__ = [
     "DownloadRefused",
     "DownloadResult",
     "DownloadTooLarge",
+    "PermanentDownloadError",
     "check_name",
     "check_url",
     "download",

@@ -22,6 +22,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import httpx
 
 from genq.backoff import backoff_delay
 from genq.downloads.policy import DownloadPolicy, DownloadRefused, DownloadTooLarge, check_url
+from genq.errors import PermanentError
 from genq.progress import Progress
 
 CHUNK = 1 << 20
@@ -36,6 +38,25 @@ CHUNK = 1 << 20
 
 class DownloadError(Exception):
     """The download could not be completed (after its retries)."""
+
+
+class PermanentDownloadError(DownloadError, PermanentError):
+    """The server answered that the file cannot be had (401, 403, 404, 410): asking again
+    cannot help, so it is not retried, here or by a job whose ``retry_on`` names
+    ``DownloadError`` (``genq.PermanentError``). ``status``: the HTTP status."""
+
+    def __init__(self, status: int, url: str) -> None:
+        try:
+            phrase = f" {HTTPStatus(status).phrase}"
+        except ValueError:
+            phrase = ""
+        super().__init__(f"HTTP {status}{phrase} for {url}")
+        self.status = status
+        self.url = url
+
+
+# Answers that running again cannot change: the file is not there, or not for us.
+PERMANENT_STATUSES = frozenset({401, 403, 404, 410})
 
 
 class ChecksumMismatch(DownloadError):
@@ -195,6 +216,8 @@ def _fetch(http: httpx.Client, part: _Part, meta: dict[str, Any], attempt: _Atte
                 return
             if status >= 500 or status == 429:
                 raise _Retryable(f"HTTP {status}")
+            if status in PERMANENT_STATUSES:
+                raise PermanentDownloadError(status, part.url)
             if status not in (200, 206):
                 raise DownloadError(f"HTTP {status} for {part.url}")
             attempt.resumed = status == 206

@@ -8,6 +8,7 @@ Every error a caller can cause is answered with JSON ``{"error": {"code", "messa
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -61,6 +62,7 @@ MAX_EVENT_ID = (1 << 63) - 1  # event ids are SQLite INTEGERs and Redis stream i
 # Wrong API keys a client address may present before its wrong keys are answered 429:
 # ten, then one a minute. A valid key is always let in (its check comes first).
 READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
+_TICKET = re.compile(r"[0-9a-f]{32}")  # what JobService.submit gives a submission
 
 
 @dataclass
@@ -88,11 +90,14 @@ class ServerState:
     metrics: Metrics
     engine: Engine
     sender: WebhookSender
-    activity: Activity = field(default_factory=Activity)
     feed: JobFeed = field(default_factory=JobFeed)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     streams_by_owner: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.time)
+    activity: Activity = field(init=False)  # the dashboard's figures, read from the store
+
+    def __post_init__(self) -> None:
+        self.activity = Activity(self.store)
 
     @property
     def jobs(self) -> JobService:
@@ -104,11 +109,10 @@ class ServerState:
         return caller.quota.over(self.settings.quota)
 
     def on_job_changed(self, job: Job) -> None:
-        """One feed of durable status changes serves the metrics, the dashboard's figures
-        and its live list, whoever ended the job (a worker, a cancel, an expiry)."""
+        """One feed of durable status changes serves the metrics and the dashboard's
+        live list, whoever ended the job (a worker, a cancel, an expiry)."""
         if job.status.terminal:
             self.metrics.job_done(job)
-        self.activity.observe(job)
         self.feed.publish(job)
 
 
@@ -362,6 +366,7 @@ async def submit_job(request: Request) -> Response:
     if target is not None:
         await state.sender.subscribe(submitted.job, target, secret)
     view = await _job_view(state, submitted.job)
+    view["ticket"] = submitted.ticket
     view["submitted"] = submitted.reason.value
     return _json(view, 201 if submitted.created else 200,
                  {"Location": f"/api/jobs/{submitted.job.id}"})
@@ -416,8 +421,15 @@ async def get_job(request: Request) -> Response:
 
 
 async def cancel_job(request: Request) -> Response:
+    """POST /api/jobs/{id}/cancel[?ticket=T]: with the ticket a submission answered, only
+    that submission lets go (the job is cancelled once none holds it); without, the job
+    is cancelled whoever submitted it (the job page's Cancel button)."""
     state, owner = _caller(request)
-    job = await state.jobs.cancel(owner, request.path_params["job_id"])
+    ticket = request.query_params.get("ticket")
+    if ticket is not None and not _TICKET.fullmatch(ticket):
+        raise BadRequest("query parameter 'ticket' must be the ticket a submission "
+                         "answered (32 hex digits)", field="ticket")
+    job = await state.jobs.cancel(owner, request.path_params["job_id"], ticket)
     return _json(await _job_view(state, job))
 
 
@@ -547,12 +559,13 @@ async def stats(request: Request) -> Response:
     state, caller = authenticate(request)
     mine = None if caller.admin else caller.owner
     cluster = await state.engine.cluster()
+    activity = await state.activity.summaries(state.app.functions, owner=mine)
     functions = {}
     for name, spec in state.app.functions.items():
         functions[name] = {
             "queue_depth": cluster.queue_depths[name],
             "running": cluster.running.get(name, 0), "concurrency": spec.options.concurrency,
-            **state.activity.summary(name, owner=mine),
+            **activity[name],
         }
     workers = [{**w.to_dict(), "healthy": True} for w in cluster.workers]
     return _json({"functions": functions, "workers": workers,

@@ -82,12 +82,17 @@ _SCHEMAS: dict[str, Any] = {
             "error": {"type": ["object", "null"]},
             "last_event_id": {"type": "integer", "minimum": 0},
             "queue_position": {"type": ["integer", "null"], "minimum": 1},
+            "ticket": {"type": ["string", "null"],
+                       "description": "In a submission's answer: its own hold on the job; "
+                                      "POST /cancel?ticket= lets go of it alone. Null in "
+                                      "other views"},
         },
     },
     "SubmittedJob": {"allOf": [_JOB, {
-        "type": "object", "required": ["submitted"],
+        "type": "object", "required": ["submitted", "ticket"],
         "properties": {"submitted": {"enum": [r.value for r in SubmitReason
-                                              if r is not SubmitReason.EXISTING]}}}]},
+                                              if r is not SubmitReason.EXISTING]},
+                       "ticket": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}}]},
     "Event": {
         "type": "object", "required": ["job_id", "id", "type", "data", "ts"],
         "properties": {"job_id": {"type": "string"}, "id": {"type": "integer", "minimum": 1},
@@ -196,10 +201,16 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
             "parameters": [job_id],
             "responses": {"200": _json_response("Webhook and attempts", _WEBHOOKS),
                           **_NO_JOB, **_CALLER_ERRORS}}},
-        "/api/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a job",
-                                               "parameters": [job_id],
-                                               "responses": {"200": job, **_NO_JOB,
-                                                             **_CALLER_ERRORS}}},
+        "/api/jobs/{job_id}/cancel": {"post": {
+            "summary": "Cancel a job; with ?ticket=, let go of that submission only (the "
+                       "job is cancelled once no submission holds it)",
+            "parameters": [job_id, _query("ticket", {"type": "string",
+                                                     "pattern": "^[0-9a-f]{32}$"},
+                                          "The ticket a submission answered")],
+            "responses": {"200": job, **_BAD_QUERY,
+                          "404": _error_response("No such job (or another owner's), or "
+                                                 "no such ticket of it (unknown_ticket)"),
+                          **_CALLER_ERRORS}}},
         "/api/jobs/{job_id}/result": {"get": {
             "summary": "Wait up to ?wait= seconds for the job to finish",
             "parameters": [job_id, _query("wait", {"type": "number"},

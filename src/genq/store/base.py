@@ -104,6 +104,33 @@ class Submitted:
     job: Job
     created: bool  # False when an idempotency key, the cache or de-duplication answered
     reason: SubmitReason = SubmitReason.NEW
+    # This submission's hold on ``job`` (Store.cancel's ``ticket``): the submitted job's
+    # own ticket when it was created or cached, or joined a live job; the first
+    # submission's when an idempotency key answered. None for a job from before tickets.
+    ticket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A finished job as the dashboard's figures need it: no input, no result."""
+
+    owner: str
+    function: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedStats:
+    """What ``Store.finished_stats`` answers: read from the store, so every front end,
+    and a restarted server, shows the same figures."""
+
+    # (owner, function, status) -> jobs that ever reached that terminal status in this
+    # store (counted as each one ends, so retention does not lower them)
+    totals: dict[tuple[str, str, str], int]
+    recent: list[FinishedJob]  # the latest finished jobs, newest first
 
 
 class Store(Protocol):
@@ -137,7 +164,9 @@ class Store(Protocol):
     async def create_job(self, job: Job, policy: SubmitPolicy) -> Submitted:
         """Store ``job`` with its queued event, or answer from idempotency/cache/dedupe.
 
-        Raises QueueFull or IdempotencyConflict. Durable when it returns.
+        A de-duplicated submission joins the live job: ``job.ticket`` becomes one more
+        holder of it (``cancel``'s ``ticket``), counted in the store. Raises QueueFull or
+        IdempotencyConflict. Durable when it returns (a join included).
         """
 
     async def get_job(self, job_id: str) -> Job | None: ...
@@ -237,8 +266,16 @@ class Store(Protocol):
         """Back to the queue at once without using up an attempt (worker shutdown); or
         cancelled, if cancellation was requested meanwhile."""
 
-    async def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
-        """Cancel a queued job at once; ask the worker to stop a running one."""
+    async def cancel(self, job_id: str, reason: str = "cancelled by request", *,
+                     ticket: str | None = None) -> Job:
+        """Cancel a queued job at once; ask the worker to stop a running one.
+
+        With ``ticket`` (a submission's, ``Submitted.ticket``) only that submission lets
+        go: the job is cancelled when no submission holds it any more, else it goes on
+        for the others. A ticket already let go changes nothing (a retried call); one
+        the job never had raises UnknownTicket. Atomic: of two last holders cancelling
+        at once, exactly one cancels the job. Without a ticket, the job is cancelled
+        whoever holds it (the job page's Cancel, an admin)."""
 
     async def housekeep(self, now: float) -> None:
         """Expire queued jobs past their queue timeout; reclaim running jobs whose lease
@@ -262,6 +299,12 @@ class Store(Protocol):
 
     async def running_counts(self) -> dict[str, int]:
         """Running jobs per function, across every worker."""
+
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        """Every owner's totals of finished jobs per function and status (kept by the
+        store as jobs end: a cache hit counts as succeeded), and the latest ``limit``
+        jobs that finished at ``since`` or later. Its cost is bounded by ``limit`` and
+        the number of (owner, function) pairs, not by the jobs stored."""
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(

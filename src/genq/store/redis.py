@@ -79,6 +79,8 @@ from genq.store import redis_lua, routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
     CallbackT,
+    FinishedJob,
+    FinishedStats,
     NewEvent,
     StoreBase,
     SubmitPolicy,
@@ -151,6 +153,7 @@ def _job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         last_event_id=int(h.get(b"seq") or 0), affinity=_str(h.get(b"affinity")),
         owner_max_running=int(h[b"owner_max_running"]) if h.get(b"owner_max_running")
         else None,
+        ticket=_str(h.get(b"ticket")),
     )
 
 
@@ -179,6 +182,7 @@ def _job_hash(job: Job) -> list[str]:
         "worker_id", "", "lease_until", "", "lease_token", "0", "cancel_requested", "0",
         "seq", "0", "qm", "", "affinity", opt(job.affinity),
         "owner_max_running", opt(job.owner_max_running),
+        "ticket", opt(job.ticket), "callers", "0" if job.ticket is None else "1",
     ]
 
 
@@ -423,8 +427,11 @@ class RedisStore(StoreBase):
                 idempotency_key=job.idempotency_key, job_id=reply[1].decode())
         stored = _job_from_flat(reply[1])
         if outcome == "new":
-            return Submitted(stored, created=True)
-        return Submitted(stored, created=False, reason=SubmitReason(outcome))
+            return Submitted(stored, created=True, ticket=job.ticket)
+        reason = SubmitReason(outcome)
+        # An idempotent answer is the first submission's: its ticket too.
+        ticket = stored.ticket if reason is SubmitReason.IDEMPOTENT else job.ticket
+        return Submitted(stored, created=False, reason=reason, ticket=ticket)
 
     @_retried
     async def get_job(self, job_id: str) -> Job | None:
@@ -722,7 +729,7 @@ class RedisStore(StoreBase):
     async def requeue(self, job_id: str, reason: str, lease: Lease) -> Job:
         return await self._back_to_queue(
             job_id, lease, 0.0, -1,
-            lambda job: rules.requeued_event(max(0, job.attempts - 1), reason)[1])
+            lambda job: rules.requeued_event(job.attempts, reason, counted=False)[1])
 
     async def _back_to_queue(self, job_id: str, lease: Lease, delay: float, delta: int,
                              payload: Callable[[Job], dict[str, Any]]) -> Job:
@@ -770,11 +777,15 @@ class RedisStore(StoreBase):
         self._spawn(announce())
 
     @_retried
-    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
+    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST, *,
+                     ticket: str | None = None) -> Job:
         _, payload = rules.cancelled_event(reason)
-        reply = await self._run("CANCEL", job_id, repr(time.time()), compact_json(payload))
+        reply = await self._run("CANCEL", job_id, repr(time.time()), compact_json(payload),
+                                ticket or "")
         if reply[0] == b"missing":
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        if reply[0] == b"unknown":
+            raise rules.unknown_ticket(job_id)
         return _job_from_flat(reply[1])
 
     @_retried
@@ -854,6 +865,26 @@ class RedisStore(StoreBase):
     def webhooks(self) -> RedisWebhooks:
         """The jobs' webhook records (store/redis_webhooks.py), beside the jobs."""
         return RedisWebhooks(self._r, self.retrying, self.prefix)
+
+    @_retried
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        r = self._r()
+        totals: dict[tuple[str, str, str], int] = {}
+        for key, n in _bytes_hash(await r.hgetall(self._key("totals"))).items():
+            owner, function, status = key.decode().split("\n")
+            totals[(owner, function, status)] = int(n)
+        ids = _bytes_list(await r.zrevrangebyscore(self._key("finished"), "+inf", repr(since),
+                                                   start=0, num=limit))
+        fields = ["owner", "function", "status", "created_at", "started_at", "finished_at"]
+        async with r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self._key("job", job_id.decode()), fields)
+            rows = await pipe.execute()
+        recent = [FinishedJob(owner.decode(), function.decode(), JobStatus(status.decode()),
+                              float(created), _float(started), float(finished))
+                  for owner, function, status, created, started, finished in rows
+                  if owner is not None]  # purged between the two reads
+        return FinishedStats(totals, recent)
 
     # -- artifacts -------------------------------------------------------------------
     @_retried

@@ -29,7 +29,11 @@ Keys, under a prefix P (default ``genq``):
 ``P:lastclaim:<w>``     ``nonce:id`` of worker w's latest claim (a retried claim gets it back)
 ``P:art:<id>``          hash: an artifact's metadata and bytes
 ``P:arts:<job id>``     set of the job's artifact ids (deleted with the job)
-``P:finished``          sorted set of finished jobs by ``finished_at`` (retention)
+``P:finished``          sorted set of finished jobs by ``finished_at`` (retention, and the
+                        dashboard's recent jobs)
+``P:tickets:<id>``      hash: each submission's ticket on the job -> '1' held, '0' let go;
+                        the job hash's ``callers`` counts those held (Store.cancel)
+``P:totals``            hash: ``owner\\nfunction\\nstatus`` -> jobs ended so far (dashboard)
 ``P:workers``,          hash of worker reports (JSON) and a sorted set of when each expires
 ``P:workers:until``
 ``P:holders:<a>``       sorted set of the workers holding the model of affinity key ``a``
@@ -134,6 +138,10 @@ local function leave_running(id, fn)
   redis.call('ZREM', P .. ':leases', id)
 end
 
+local function count_finished(owner, fn, status)  -- Store.finished_stats' totals
+  redis.call('HINCRBY', P .. ':totals', owner .. '\n' .. fn .. '\n' .. status, 1)
+end
+
 local function end_job(id, status, data, result, err, now)
   local k = job_key(id)
   local j = redis.call('HMGET', k, 'status', 'function', 'qm', 'owner', 'cache_key',
@@ -156,6 +164,7 @@ local function end_job(id, status, data, result, err, now)
     if status == 'succeeded' then redis.call('HSET', P .. ':cache', j[5], id) end
   end
   redis.call('ZADD', P .. ':finished', now, id)
+  count_finished(j[4], fn, status)
   announce(id)
 end
 
@@ -189,8 +198,16 @@ if idem ~= '' then
   end
 end
 
+-- this submission's ticket, among the job hash's pairs (Store.cancel's ``ticket``)
+local function submitted_ticket()
+  for i = 17, #ARGV, 2 do if ARGV[i] == 'ticket' then return ARGV[i + 1] end end
+  return ''
+end
+
 local function store_job()
-  redis.call('HSET', k, unpack(ARGV, 17))
+  redis.call('HSET', k, unpack(ARGV, 17))  -- callers: 1 with a ticket
+  local ticket = submitted_ticket()
+  if ticket ~= '' then redis.call('HSET', P .. ':tickets:' .. id, ticket, '1') end
   redis.call('ZADD', P .. ':idx:all', created, id)
   redis.call('ZADD', P .. ':idx:owner:' .. owner, created, id)
   if idem ~= '' then redis.call('HSET', P .. ':idem', owner .. '\n' .. idem, id) end
@@ -199,7 +216,13 @@ end
 if ckey ~= '' then
   if dedupe == '1' then
     local live = redis.call('HGET', P .. ':inflight', owner .. '\n' .. ckey)
-    if live and is_live(redis.call('HGET', job_key(live), 'status')) then
+    local l = live and redis.call('HMGET', job_key(live), 'status', 'cancel_requested')
+    -- not a job being cancelled: it must not take new submissions with it
+    if live and is_live(l[1]) and l[2] ~= '1' then
+      local ticket = submitted_ticket()  -- one more holder (once, if run twice)
+      if ticket ~= '' and redis.call('HSETNX', P .. ':tickets:' .. live, ticket, '1') == 1 then
+        redis.call('HINCRBY', job_key(live), 'callers', 1)
+      end
       return {'deduplicated', redis.call('HGETALL', job_key(live))}
     end
   end
@@ -219,6 +242,7 @@ if ckey ~= '' then
         -- use outlives the retention of the job that first computed it
         redis.call('HSET', P .. ':cache', ckey, id)
         redis.call('ZADD', P .. ':finished', now, id)
+        count_finished(owner, fn, 'succeeded')
         announce(id)
         return {'cached', redis.call('HGETALL', k)}
       end
@@ -496,14 +520,26 @@ announce(id)
 return {'ok', redis.call('HGETALL', k)}
 """
 
-# ARGV: P, id, now, cancelled event data. A queued job ends at once; a running one gets
-# cancel_requested and its worker, wherever it runs, is told on P:cancel.
-# Returns {'ok', hash} | {'missing'}.
+# ARGV: P, id, now, cancelled event data, ticket ('' = cancel whoever holds it). A
+# queued job ends at once; a running one gets cancel_requested and its worker, wherever
+# it runs, is told on P:cancel. With a ticket, that holder lets go, and the job is
+# cancelled only when no holder is left (callers reaches 0).
+# Returns {'ok', hash} | {'missing'} | {'unknown'} (no such ticket).
 CANCEL = _PRELUDE + r"""
-local id, now = ARGV[2], ARGV[3]
+local id, now, ticket = ARGV[2], ARGV[3], ARGV[5] or ''
 local k = job_key(id)
 local j = redis.call('HMGET', k, 'status', 'cancel_requested')
 if not j[1] then return {'missing'} end
+if ticket ~= '' then
+  local tickets = P .. ':tickets:' .. id
+  local held = redis.call('HGET', tickets, ticket)
+  if not held then return {'unknown'} end
+  if held == '0' or not is_live(j[1]) then return {'ok', redis.call('HGETALL', k)} end
+  redis.call('HSET', tickets, ticket, '0')
+  if redis.call('HINCRBY', k, 'callers', -1) > 0 then  -- others hold it: it goes on
+    return {'ok', redis.call('HGETALL', k)}
+  end
+end
 if j[1] == 'queued' then
   end_job(id, 'cancelled', ARGV[4], 'null', '', now)
 elseif j[1] == 'running' and j[2] ~= '1' then
@@ -589,7 +625,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. before,
       for _, art in ipairs(redis.call('SMEMBERS', P .. ':arts:' .. id)) do
         redis.call('UNLINK', P .. ':art:' .. art)
       end
-      redis.call('UNLINK', k, P .. ':ev:' .. id, P .. ':arts:' .. id)
+      redis.call('UNLINK', k, P .. ':ev:' .. id, P .. ':arts:' .. id, P .. ':tickets:' .. id)
       deleted = deleted + 1
     end
   end

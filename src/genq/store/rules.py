@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genq.errors import LeaseLost, OwnerQuota
+from genq.errors import LeaseLost, OwnerQuota, UnknownTicket
 from genq.models import EventType, Job, JobStatus, Lease, result_size
 from genq.store.base import NewEvent, SubmitPolicy
 
@@ -38,23 +38,28 @@ def queued_event(position: int) -> NewEvent:
 
 
 def started_event(job: Job) -> NewEvent:
-    """``job`` as just claimed (attempts already counted). The Redis claim script builds
-    the same object in Lua (store/redis_lua.py); the contract suite checks both."""
+    """``job`` as just claimed (attempts already counted, so ``attempt`` is this run's
+    number from 1, as ``JobInfo.attempts`` says while it runs). The Redis claim script
+    builds the same object in Lua (store/redis_lua.py); the contract suite checks both."""
     return EventType.STARTED, {"attempt": job.attempts, "max_attempts": job.max_attempts,
                                "worker": job.worker_id}
 
 
 def retrying_event(job: Job, delay: float, error: dict[str, Any]) -> NewEvent:
-    """A failed attempt goes back to the queue after ``delay`` seconds."""
+    """A failed attempt goes back to the queue after ``delay`` seconds. ``job`` is still
+    as it ran: ``attempt`` names the failed run (from 1), ``next_attempt`` the next."""
     return EventType.RETRYING, {"attempt": job.attempts, "next_attempt": job.attempts + 1,
-                                "delay": round(delay, 3), "error": error}
+                                "delay": round(delay, 3), "error": error, "counted": True}
 
 
-def requeued_event(attempt: int, reason: str) -> NewEvent:
-    """Back to the queue at once, for ``reason`` (shutdown, lost worker); ``attempt`` is
-    the count of attempts used so far, after any that is given back."""
+def requeued_event(attempt: int, reason: str, *, counted: bool) -> NewEvent:
+    """Back to the queue at once, for ``reason``. ``attempt`` names the run that did not
+    finish (from 1, the number its ``started`` event gave). ``counted``: whether that run
+    used up an attempt: a lost worker's did (``next_attempt`` is one more), a graceful
+    shutdown's did not (the next run has the same number; docs/reliability.md)."""
     return EventType.RETRYING, {"reason": reason, "attempt": attempt,
-                                "next_attempt": attempt + 1, "delay": 0.0}
+                                "next_attempt": attempt + 1 if counted else attempt,
+                                "delay": 0.0, "counted": counted}
 
 
 def terminal_event(status: JobStatus, *, result: Any = None,
@@ -97,6 +102,13 @@ def lease_lost(job_id: str, lease: Lease) -> LeaseLost:
                      f"(lease token {lease.token})", job_id=job_id, worker=lease.worker_id)
 
 
+def unknown_ticket(job_id: str) -> UnknownTicket:
+    """The answer to a cancel naming a ticket that no submission of the job was given."""
+    return UnknownTicket(f"job {job_id} has no such ticket: a ticket is what a submission "
+                         "of this job answered; cancel without one to cancel the job",
+                         job_id=job_id)
+
+
 def queue_timed_out(job: Job, now: float) -> bool:
     """Past its queue timeout. Only a job that never started can expire: a retry, or a
     job re-queued by a shutdown or a crash, has already waited its turn."""
@@ -118,7 +130,7 @@ def orphan_transition(job: Job, reason: str = WORKER_LOST) -> Transition:
     if job.cancel_requested:
         return Transition(JobStatus.CANCELLED, cancelled_event(CANCELLED_WORKER_GONE))
     if job.attempts < job.max_attempts:
-        return Transition(JobStatus.QUEUED, requeued_event(job.attempts, reason))
+        return Transition(JobStatus.QUEUED, requeued_event(job.attempts, reason, counted=True))
     error = {"type": "WorkerLost",
              "message": "the worker running this job stopped (crash, kill or a lapsed "
                         "lease) and the job has no retries left"}

@@ -75,6 +75,8 @@ from genq.models import (
 from genq.store import routing, rules, urls
 from genq.store.base import (
     PAGE_BYTES,
+    FinishedJob,
+    FinishedStats,
     NewEvent,
     StoreBase,
     SubmitPolicy,
@@ -137,6 +139,24 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner_function_id ON jobs(owner, function, cr
 CREATE INDEX IF NOT EXISTS jobs_by_owner_status_id ON jobs(owner, status, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at)
     WHERE finished_at IS NOT NULL;
+-- Each submission's hold on a job (Store.cancel's ``ticket``): seq 0 for the one that
+-- created it, then one per de-duplicated submission that joined it, in order.
+CREATE TABLE IF NOT EXISTS job_tickets (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ticket TEXT NOT NULL,
+    attached INTEGER NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+-- Jobs that ever finished, per owner, function and terminal status: the dashboard's
+-- totals, counted in the transaction that ends each job (Store.finished_stats).
+CREATE TABLE IF NOT EXISTS finished_totals (
+    owner TEXT NOT NULL,
+    function TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (owner, function, status)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -164,6 +184,10 @@ _JOB_COLUMNS = (
     "idempotency_key, worker_id, lease_until, cancel_requested, lease_token, affinity, "
     "owner_max_running"
 )
+_COUNT_FINISHED = ("INSERT INTO finished_totals (owner, function, status, n) VALUES (?, ?, ?, 1) "
+                   "ON CONFLICT (owner, function, status) DO UPDATE SET n = n + 1")
+_INSERT_TICKET = "INSERT INTO job_tickets (job_id, seq, ticket, attached) VALUES (?, ?, ?, 1)"
+_DETACH_TICKET = "UPDATE job_tickets SET attached=0 WHERE job_id=? AND seq=?"
 _INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 _UPDATE_JOB = (
     "UPDATE jobs SET status=?, started_at=?, finished_at=?, attempts=?, not_before=?, "
@@ -288,6 +312,8 @@ class SQLiteStore(StoreBase):
         self._queues = JobQueues(fair=fair_share)
         self._inflight: dict[tuple[str, str], str] = {}  # (owner, cache_key) -> live job id
         self._idempotent: dict[tuple[str, str], str] = {}  # (owner, key) -> live job id
+        # live job id -> its tickets in join order (the creator's first) -> still held
+        self._tickets: dict[str, dict[str, bool]] = {}
         # live followers, fed each commit's events
         self._feeds = FeedHub(follow_buffer, follow_buffer_bytes)
         self._terminal_waiters: dict[str, asyncio.Future[Job]] = {}
@@ -323,7 +349,13 @@ class SQLiteStore(StoreBase):
         setup = sqlite3.connect(self.path, isolation_level=None)
         try:
             setup.execute("PRAGMA journal_mode=WAL")
+            counted = setup.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                    "name='finished_totals'").fetchone() is not None
             setup.executescript(_SCHEMA)
+            if not counted:  # a file from before the totals: count the jobs it holds
+                setup.execute("INSERT INTO finished_totals (owner, function, status, n) "
+                              "SELECT owner, function, status, count(*) FROM jobs WHERE "
+                              f"status IN ({_TERMINAL_SQL}) GROUP BY owner, function, status")
             setup.executescript(WEBHOOKS_SCHEMA)
             columns = {row[1] for row in setup.execute("PRAGMA table_info(jobs)")}
             if "lease_token" not in columns:  # a file made before fencing existed
@@ -393,6 +425,11 @@ class SQLiteStore(StoreBase):
             "SELECT e.job_id, max(e.id) FROM events e JOIN jobs j ON j.id = e.job_id "
             "WHERE j.status IN ('queued', 'running') GROUP BY e.job_id"
         ).fetchall())
+        for job_id, ticket, attached in reader.execute(
+                "SELECT t.job_id, t.ticket, t.attached FROM job_tickets t JOIN jobs j "
+                "ON j.id = t.job_id WHERE j.status IN ('queued', 'running') "
+                "ORDER BY t.job_id, t.seq"):
+            self._tickets.setdefault(job_id, {})[ticket] = bool(attached)
         orphans: list[Job] = []
         for row in rows:
             job = _row_to_job(row)
@@ -459,6 +496,7 @@ class SQLiteStore(StoreBase):
         live = self._live.get(job.id)
         if live is not None and live.status.terminal:
             del self._live[job.id]
+            self._tickets.pop(job.id, None)
             self._unindex_live(live)
         waiter = self._terminal_waiters.pop(job.id, None)
         if waiter is not None and not waiter.done():
@@ -466,10 +504,12 @@ class SQLiteStore(StoreBase):
 
     async def _write(self, job: Job, events: Sequence[NewEvent], *, wait: bool,
                      insert: bool = False, update: bool = True,
-                     undo: Callable[[], None] | None = None) -> None:
+                     undo: Callable[[], None] | None = None,
+                     also: Sequence[tuple[str, Any, bool]] = ()) -> None:
         """Persist ``job`` (insert or update) and append ``events`` to its log. ``wait``:
         durable when it returns; if the commit fails, ``undo`` has put back what the
-        caller changed in memory, and it raises (StorageFull for a full disk)."""
+        caller changed in memory, and it raises (StorageFull for a full disk). ``also``:
+        statements of the same transaction (the job's tickets)."""
         now = time.time()
         rows = []
         for etype, data in events:
@@ -482,7 +522,11 @@ class SQLiteStore(StoreBase):
             statements.append((_UPDATE_JOB, _update_params(job), False))
         if rows:
             statements.append((_INSERT_EVENT, rows, True))
+        statements.extend(also)
         terminal = job.copy() if job.status.terminal else None
+        if terminal is not None:  # a job is written terminal once: when it ends
+            statements.append((_COUNT_FINISHED, (job.owner, job.function, job.status.value),
+                               False))
         announce = None
         if self._job_callbacks and any(t in _STATUS_EVENTS for t, _ in events):
             announce = terminal or job.copy()
@@ -582,6 +626,7 @@ class SQLiteStore(StoreBase):
     def _forget(self, job: Job) -> None:
         """Undo a submission: the job was never stored."""
         self._live.pop(job.id, None)
+        self._tickets.pop(job.id, None)
         self._unindex_live(job)
         self._queues.remove(job.id)
 
@@ -624,8 +669,8 @@ class SQLiteStore(StoreBase):
 
     # -- in-memory queue bookkeeping -------------------------------------------------
     def _index_live(self, job: Job) -> None:
-        if job.cache_key is not None:
-            self._inflight.setdefault((job.owner, job.cache_key), job.id)
+        if job.cache_key is not None:  # the newest live job answers, as on Redis
+            self._inflight[(job.owner, job.cache_key)] = job.id
         if job.idempotency_key is not None:
             self._idempotent[(job.owner, job.idempotency_key)] = job.id
 
@@ -666,18 +711,20 @@ class SQLiteStore(StoreBase):
                         "different function or input",
                         idempotency_key=job.idempotency_key, job_id=existing.id,
                     )
-                return Submitted(existing, created=False, reason=SubmitReason.IDEMPOTENT)
+                return Submitted(existing, created=False, reason=SubmitReason.IDEMPOTENT,
+                                 ticket=self._first_ticket(existing.id))
         if job.cache_key is not None:
             if policy.dedupe:
                 live_id = self._inflight.get((job.owner, job.cache_key))
                 live = None if live_id is None else self._live.get(live_id)
-                if live is not None and not live.status.terminal:
-                    return Submitted(live.copy(), False, SubmitReason.DEDUPLICATED)
+                # (not one being cancelled: it must not take new submissions with it)
+                if live is not None and not live.status.terminal and not live.cancel_requested:
+                    return await self._join(live, job.ticket)
             if policy.cache_ttl is not None:
                 cached = self._find_cached(job.cache_key, policy.cache_ttl)
                 if cached is not None:
                     return Submitted(await self._create_cached(job, cached), False,
-                                     SubmitReason.CACHED)
+                                     SubmitReason.CACHED, job.ticket)
         queued = self._queues.owner_depth(job.owner)
         if policy.owner_max_queued is not None and queued >= policy.owner_max_queued:
             raise rules.owner_quota_refusal(job.owner, queued, policy)
@@ -693,9 +740,37 @@ class SQLiteStore(StoreBase):
         self._index_live(job)
         self._enqueue(job)  # claimed once the insert is settled (it wakes the workers)
         position = self._queues.position(job.id) or 1
+        also = []
+        if job.ticket is not None:
+            self._tickets[job.id] = {job.ticket: True}
+            also.append((_INSERT_TICKET, (job.id, 0, job.ticket), False))
         await self._write(job, [rules.queued_event(position)], wait=True, insert=True,
-                          undo=functools.partial(self._forget, job))
-        return Submitted(job.copy(), created=True)
+                          undo=functools.partial(self._forget, job), also=also)
+        return Submitted(job.copy(), created=True, ticket=job.ticket)
+
+    async def _join(self, live: Job, ticket: str | None) -> Submitted:
+        """A de-duplicated submission holds ``live`` too, with its own ticket."""
+        if ticket is not None:
+            tickets = self._tickets.setdefault(live.id, {})
+            if ticket not in tickets:  # (a retried submission is one holder)
+                seq = len(tickets)
+                tickets[ticket] = True
+                try:
+                    await self._commit(self._op([(_INSERT_TICKET, (live.id, seq, ticket),
+                                                  False)]))
+                except BaseException:
+                    tickets.pop(ticket, None)
+                    raise
+        return Submitted(live.copy(), False, SubmitReason.DEDUPLICATED, ticket)
+
+    def _first_ticket(self, job_id: str) -> str | None:
+        """The ticket of the submission that created the job (an idempotent answer)."""
+        tickets = self._tickets.get(job_id)
+        if tickets:
+            return next(iter(tickets))
+        row = self._require_reader().execute(
+            "SELECT ticket FROM job_tickets WHERE job_id=? AND seq=0", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     async def _settle_duplicates(self, job: Job) -> None:
         """Wait for the submissions in flight that ``job``'s idempotency key or cache key
@@ -727,8 +802,10 @@ class SQLiteStore(StoreBase):
         job.status = JobStatus.SUCCEEDED
         job.started_at = job.finished_at = now
         job.result = cached.result
+        also = ([] if job.ticket is None
+                else [(_INSERT_TICKET, (job.id, 0, job.ticket), False)])
         await self._write(job, [rules.cached_event(cached.result, cached.id)],
-                          wait=True, insert=True)
+                          wait=True, insert=True, also=also)
         return job.copy()
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -1047,7 +1124,8 @@ class SQLiteStore(StoreBase):
 
     async def _end(self, job: Job, status: JobStatus, event: NewEvent, *, result: Any = None,
                    error: dict[str, Any] | None = None,
-                   undo: Callable[[], None] | None = None) -> Job:
+                   undo: Callable[[], None] | None = None,
+                   also: Sequence[tuple[str, Any, bool]] = ()) -> Job:
         """Make a live job terminal with ``event``; durable when it returns. ``undo``:
         the caller's, when it changed the job before."""
         undo = undo or self._undo_to(job)
@@ -1057,7 +1135,7 @@ class SQLiteStore(StoreBase):
         job.result = result
         job.error = error
         job.lease_until = None
-        await self._write(job, [event], wait=True, undo=undo)
+        await self._write(job, [event], wait=True, undo=undo, also=also)
         return job.copy()
 
     async def retry(self, job_id: str, delay: float, error: dict[str, Any],
@@ -1078,26 +1156,63 @@ class SQLiteStore(StoreBase):
         if job.cancel_requested:
             return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event())
         undo = self._undo_to(job)
+        event = rules.requeued_event(job.attempts, reason, counted=False)
         job.attempts = max(0, job.attempts - 1)
         self._to_queue(job, 0.0)
-        await self._write(job, [rules.requeued_event(job.attempts, reason)], wait=True,
-                          undo=undo)
+        await self._write(job, [event], wait=True, undo=undo)
         return job.copy()
 
-    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST) -> Job:
+    async def cancel(self, job_id: str, reason: str = rules.CANCELLED_BY_REQUEST, *,
+                     ticket: str | None = None) -> Job:
         await self._settled(job_id)
         job = self._live.get(job_id)
         if job is None or job.status.terminal:
-            return await self._as_stored(job_id)
+            stored = await self._as_stored(job_id)
+            if ticket is not None and not self._had_ticket(job_id, ticket):
+                raise rules.unknown_ticket(job_id)
+            return stored
+        if ticket is not None:
+            tickets = self._tickets.get(job_id, {})
+            if ticket not in tickets:
+                raise rules.unknown_ticket(job_id)
+            if not tickets[ticket]:
+                return job.copy()  # let go already: a retried call
+            tickets[ticket] = False
+            try:
+                return await self._detach(job, list(tickets).index(ticket), reason,
+                                          any(tickets.values()))
+            except BaseException:
+                tickets[ticket] = True  # not written: still held
+                raise
+        return await self._cancel_now(job, reason)
+
+    async def _detach(self, job: Job, seq: int, reason: str, held: bool) -> Job:
+        """Record that ticket ``seq`` let go of ``job``; cancel it if no one ``held`` it."""
+        also = [(_DETACH_TICKET, (job.id, seq), False)]
+        if held:  # others still hold it: it goes on for them
+            await self._commit(self._op(also))
+            return job.copy()
+        return await self._cancel_now(job, reason, also)
+
+    async def _cancel_now(self, job: Job, reason: str,
+                          also: Sequence[tuple[str, Any, bool]] = ()) -> Job:
         if job.status is JobStatus.QUEUED:
-            return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason))
-        if not job.cancel_requested:
+            return await self._end(job, JobStatus.CANCELLED, rules.cancelled_event(reason),
+                                   also=also)
+        asked = job.cancel_requested
+        if not asked or also:
             job.cancel_requested = True
             # Only the flag: the job's events go on meanwhile, their ids are not undone.
-            await self._write(job, [], wait=True,
-                              undo=functools.partial(setattr, job, "cancel_requested", False))
-            self._notify_cancel(job_id)
+            await self._write(job, [], wait=True, also=also,
+                              undo=functools.partial(setattr, job, "cancel_requested", asked))
+            if not asked:
+                self._notify_cancel(job.id)
         return job.copy()
+
+    def _had_ticket(self, job_id: str, ticket: str) -> bool:
+        return self._require_reader().execute(
+            "SELECT 1 FROM job_tickets WHERE job_id=? AND ticket=?", (job_id, ticket)
+        ).fetchone() is not None
 
     async def _expire_queued(self, now: float) -> None:
         while (job_id := self._queues.pop_expired(now)) is not None:
@@ -1131,6 +1246,7 @@ class SQLiteStore(StoreBase):
             await self._commit(self._op([
                 ("DELETE FROM events WHERE job_id=?", ids, True),
                 ("DELETE FROM artifacts WHERE job_id=?", ids, True),
+                ("DELETE FROM job_tickets WHERE job_id=?", ids, True),
                 ("DELETE FROM jobs WHERE id=?", ids, True)]))
             return len(ids)
 
@@ -1156,6 +1272,18 @@ class SQLiteStore(StoreBase):
             await self._commit(self._op(statements))
 
         return SQLiteWebhooks(commit, self._require_reader)
+
+    async def finished_stats(self, since: float, limit: int) -> FinishedStats:
+        reader = self._require_reader()
+        totals = {(owner, function, status): n for owner, function, status, n
+                  in reader.execute("SELECT owner, function, status, n FROM finished_totals")}
+        recent = [FinishedJob(owner, function, JobStatus(status), created, started, finished)
+                  for owner, function, status, created, started, finished in reader.execute(
+                      # newest first along jobs_by_finished, at most ``limit`` rows
+                      "SELECT owner, function, status, created_at, started_at, finished_at "
+                      f"FROM jobs WHERE finished_at >= ? AND +status IN ({_TERMINAL_SQL}) "
+                      "ORDER BY finished_at DESC LIMIT ?", (since, limit))]
+        return FinishedStats(totals, recent)
 
     # -- artifacts -------------------------------------------------------------------
     async def put_artifact(self, job_id: str, name: str, content_type: str,

@@ -121,7 +121,7 @@ class ChatRun:
     async def cancel(self) -> None:
         """Stop the job (a stop sequence was met, or the client left)."""
         with anyio.CancelScope(shield=True):
-            await self.state.jobs.cancel(self.owner, self.job.id)
+            await self.state.jobs.cancel(self.owner, self.job.id, self.job.ticket)
 
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": 0, "completion_tokens": self.fold.chunks,

@@ -38,6 +38,7 @@ async def submit(state: ServerState, caller: Caller, model: ExposedModel, reques
     if submitted.created:
         state.metrics.submitted.labels(model.function).inc()
     job: Job = submitted.job
+    job.ticket = submitted.ticket  # a disconnect lets go of this request alone (dedupe)
     return job
 
 

@@ -96,7 +96,7 @@ def _stream(request: Request, state: ServerState, owner: str, job: Job, model: s
         finally:
             if cancel_on_disconnect and not ended:
                 with anyio.CancelScope(shield=True):
-                    await state.jobs.cancel(owner, job.id)
+                    await state.jobs.cancel(owner, job.id, job.ticket)
 
     return counted_stream(request, owner, frames(), headers={JOB_HEADER: job.id})
 
