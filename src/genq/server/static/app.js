@@ -2193,7 +2193,7 @@
         tile("Running", formatNumber(sum("running")), "running", `of ${formatNumber(sum("concurrency"))} slots`),
         tile("Throughput", formatNumber(sum("throughput_per_min")), "throughput", "jobs finished / min"),
         tile("Failures", formatNumber(sum("failed_recent")), "failures", "last 15 min"),
-        tile("Completed", formatNumber(totals.succeeded), "completed", "since start"),
+        tile("Completed", formatNumber(totals.succeeded), "completed", "all time"),
         tile("Clients", formatNumber(stats.streams || 0), "streams", "connected event streams"),
         tile("Workers", `${healthy}/${workers.length}`, "workers", "healthy"),
         tile("Uptime", formatDuration(stats.uptime), "uptime"));
