@@ -232,8 +232,9 @@ def test_chat_interface_over_http_with_async_client(tmp_path: Path) -> None:
                 with gradio_client_for(url, cookie="v2") as client:
                     outputs, _ = follow_gradio_job(client.submit("hello", api_name="/chat"))
                     client.predict("x", api_name="/probe")
-                    # A reload of the chat page: the conversation comes back.
-                    restored = client.predict(api_name="/chat_resume")
+                    # A reload of the chat page: the conversation comes back (with the
+                    # textbox, which shows the stop button while the reply streams).
+                    restored, _textbox = client.predict(api_name="/chat_resume")
             finally:
                 if loops:
                     asyncio.run_coroutine_threadsafe(remote.aclose(), loops[0]).result(10)
