@@ -206,9 +206,16 @@ def remember_visitors(blocks: gr.Blocks) -> gr.Blocks:
     cookie (set on page load by JS), so ``fn.resume`` and ``fn.cancel`` find a visitor's
     job after a reload; and a page that goes away (Gradio's ``unload``) ends the calls it
     made, so they free their slots in Gradio's queue. Returns ``blocks``."""
+    import gradio as gr
+
     if blocks in _INSTALLED:
         return blocks
-    with blocks:
+    # Gradio passes the request to a parameter annotated with the class itself.
+    _page_closed.__annotations__ = {"request": gr.Request, "return": None}
+    # Entered only when not being built already: entering a Blocks inside its own
+    # ``with`` renders its children a second time.
+    building = _current_blocks() is blocks
+    with contextlib.nullcontext() if building else blocks:
         blocks.load(None, None, None, js=SESSION_JS)
         blocks.unload(_page_closed)
     _INSTALLED.add(blocks)
@@ -561,7 +568,7 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
             # Someone pressed Stop: what was streamed stays on screen, and the page says
             # why it ends here.
             raise gr.Error(f"The {function} job was cancelled.", title="Cancelled",
-                           print_exception=False) from None
+                           duration=None, print_exception=False) from None
         except (JobFailed, JobExpired) as exc:
             raise gr.Error(exc.message) from None
         if not streamed or (not isinstance(result, list) and result != last):
