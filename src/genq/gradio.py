@@ -187,9 +187,6 @@ class _Pages:
         for gone in self._gone.get(session or "", ()):
             gone.set()
 
-    def __len__(self) -> int:
-        return sum(len(watchers) for watchers in self._gone.values())
-
 
 _PAGES = _Pages()
 _INSTALLED: weakref.WeakSet[Any] = weakref.WeakSet()

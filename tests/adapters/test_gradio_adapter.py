@@ -6,7 +6,8 @@ produces them (growing text, several updates before the last); genq progress is
 relayed into ``gr.Progress``; a reset Gradio connection leaves the job running and a
 returning visitor (same cookie) picks it up with ``resume``; the explicit cancel hook
 cancels it; and ``iterate_in_thread`` streams a blocking generator while Gradio's own
-event loop stays free.
+event loop stays free. Reloads, Stop and closed pages in a real browser:
+test_gradio_browser.py.
 """
 
 from __future__ import annotations

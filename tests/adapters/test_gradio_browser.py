@@ -138,16 +138,28 @@ def test_readme_snippet_survives_a_reload_and_stop_cancels(
         client, countdown = names["client"], names["countdown"]
         page = context.new_page()
         page.goto(url)
-        field(page, "Seconds").fill("40")
+        # A reload mid-job: the progress comes back, then the output.
+        field(page, "Seconds").fill("6")
         page.get_by_role("button", name="Run").click()
         page.get_by_text(re.compile(r"\d+ s left")).first.wait_for()
+        short = visitor_job(context, countdown)
+        page.reload()
+        page.get_by_text(re.compile(r"\d+ s left · job age \d+ s")).first.wait_for()
+        expect(field(page, "Result")).to_have_value("counted 6 seconds", timeout=TIMEOUT_MS)
+        assert client.get(short).status is genq.JobStatus.SUCCEEDED
+
+        field(page, "Seconds").fill("40")
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text(re.compile(r"\b3[0-7] s left")).first.wait_for()  # 3+ s counted
         first = visitor_job(context, countdown)
-        wait_status(client, first, genq.JobStatus.RUNNING)
 
         page.reload()
-        # The progress comes back, with the job's age (not the time since the reload).
+        # The progress comes back, with the job's age: the 3+ seconds it counted before
+        # the reload at least, not the time since the reload.
         aged = page.get_by_text(re.compile(r"\d+ s left · job age \d+ s")).first
         aged.wait_for()
+        age = re.search(r"job age (\d+) s", aged.text_content() or "")
+        assert age and int(age.group(1)) >= 3, aged.text_content()
         assert client.get(first).status is genq.JobStatus.RUNNING  # the reload left it
 
         page.get_by_role("button", name="Stop").click()
