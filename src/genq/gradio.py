@@ -596,9 +596,13 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
     async def cancel(gradio_request: gr.Request) -> None:
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
-        if entry is not None:
-            with contextlib.suppress(Exception):
-                await backend.cancel(entry.job_id)
+        if visitor is None or entry is None:
+            return
+        # Forgotten too: a later reload has nothing to resume (rather than the cancelled
+        # job's "Cancelled" again).
+        jobs.forget(visitor, function)
+        with contextlib.suppress(Exception):
+            await backend.cancel(entry.job_id)
 
     async def resume(gradio_request: gr.Request,
                      gradio_progress: gr.Progress = gr.Progress()) -> AsyncIterator[Any]:

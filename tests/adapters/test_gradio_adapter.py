@@ -308,7 +308,11 @@ def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
         with contextlib.suppress(Exception):
             job.result(30)
         final = local.get(entry.job_id)
+        # A reload after Stop has nothing to resume: the cancelled job is forgotten.
+        resumed = client.predict(api_name="/chat_resume")
     assert final.status is genq.JobStatus.CANCELLED
+    assert memory.get("cookie:v4", "chat") is None
+    assert resumed == (None, None)  # no conversation, and the textbox left as it is
 
 
 def test_accumulated_text_starts_over_with_a_new_run(tmp_path: Path) -> None:
