@@ -25,8 +25,9 @@ What happens, each tested in a real browser (tests/adapters/test_gradio_browser.
   from the page load. The job itself never noticed the reload.
 * **Stop**: ``fn.cancel`` (wire it to a Stop button; ``chat_interface`` wires the
   chat's own stop button, shown while a resumed reply streams too) cancels the
-  visitor's remembered job, also from a reloaded page. The page following the job then
-  ends with a ``gr.Error`` titled "Cancelled" (what was streamed stays on screen).
+  visitor's remembered job, also from a reloaded page, and forgets it (a later reload
+  has nothing to resume). The page following the job then ends with a ``gr.Error``
+  titled "Cancelled", shown until closed (what was streamed stays on screen).
 * **A page that goes away** (closed tab, reload, navigation) does **not** cancel its
   job: it runs on, its event log keeps everything. The Gradio call that page made stops
   following at once (Gradio's ``unload`` event tells the adapter), so it gives back its
@@ -610,6 +611,9 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
         if entry is None:
+            # Outputs left as they are: a generator that yields nothing empties them,
+            # and the page may have been used already (a message typed, say).
+            yield gr.skip()
             return
         async with _closing(follow(entry.job_id, gradio_progress, gradio_request,
                                    resumed=True)) as values:
@@ -624,6 +628,7 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
         if entry is None:
+            yield gr.skip(), gr.skip()  # left as they are, as in ``resume``
             return
         before: list[dict[str, Any]] = []
         for user, bot in entry.inputs.get("history") or []:
@@ -701,6 +706,9 @@ def chat_interface(client: AsyncClient | Client | str, function: str = "chat", *
         try:
             async with _closing(fn.resume_chat(gradio_request, gradio_progress)) as values:
                 async for chatbot, state in values:
+                    if last is None and chatbot == gr.skip():  # nothing to resume
+                        yield gr.skip()
+                        return
                     update = gr.skip() if last is not None else gr.update(**streaming)
                     last = chatbot, state
                     yield chatbot, state, update

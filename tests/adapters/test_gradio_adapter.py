@@ -312,7 +312,8 @@ def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
         resumed = client.predict(api_name="/chat_resume")
     assert final.status is genq.JobStatus.CANCELLED
     assert memory.get("cookie:v4", "chat") is None
-    assert resumed == (None, None)  # no conversation, and the textbox left as it is
+    # Nothing to resume: the chat and its textbox are left as they are (not emptied).
+    assert resumed == ({"__type__": "update"}, {"__type__": "update"})
 
 
 def test_accumulated_text_starts_over_with_a_new_run(tmp_path: Path) -> None:
