@@ -118,6 +118,14 @@ def visitor_job(context: Any, fn: Any) -> str:
     return entry.job_id
 
 
+def ready(page: Any) -> Any:
+    """Wait until the page is up and has run its load events (the one setting the
+    visitor's cookie among them), so what the test types is not typed into a page that
+    is still being built. Returns ``page``."""
+    page.wait_for_function(f"document.cookie.includes('{SESSION_COOKIE}=')")
+    return page
+
+
 def field(page: Any, label: str) -> Any:
     """The visible input labelled ``label`` (Gradio keeps hidden copies of some)."""
     return page.get_by_label(label, exact=True).filter(visible=True).first
@@ -138,6 +146,7 @@ def test_readme_snippet_survives_a_reload_and_stop_cancels(
         client, countdown = names["client"], names["countdown"]
         page = context.new_page()
         page.goto(url)
+        ready(page)
         # A reload mid-job: the progress comes back, then the output.
         field(page, "Seconds").fill("6")
         page.get_by_role("button", name="Run").click()
@@ -209,6 +218,7 @@ def test_chat_reply_resumes_after_reload_and_stop_cancels(context: Any, tmp_path
         with launched(demo) as url:
             page = context.new_page()
             page.goto(url)
+            ready(page)
             box = page.get_by_role("textbox").first
             box.fill("hello")
             box.press("Enter")
