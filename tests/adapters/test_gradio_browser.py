@@ -193,8 +193,23 @@ def test_readme_snippet_survives_a_reload_and_stop_cancels(
         expect(field(page, "Result")).to_have_value("counted 2 seconds", timeout=TIMEOUT_MS)
         assert visitor_job(context, countdown) != orphaned
         assert client.get(orphaned).status is genq.JobStatus.RUNNING
-        client.cancel(orphaned)
-        wait_status(client, orphaned, genq.JobStatus.CANCELLED)
+
+        # The same when the tab is closed: a new tab's Run is not stuck behind its call.
+        field(page, "Seconds").fill("600")
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text(re.compile(r"\d+ s left")).first.wait_for()
+        closed = visitor_job(context, countdown)
+        page.close()
+        page = context.new_page()
+        page.goto(url)
+        ready(page)
+        field(page, "Seconds").fill("3")
+        page.get_by_role("button", name="Run").click()
+        expect(field(page, "Result")).to_have_value("counted 3 seconds", timeout=TIMEOUT_MS)
+        assert client.get(closed).status is genq.JobStatus.RUNNING
+        for job in (orphaned, closed):
+            client.cancel(job)
+            wait_status(client, job, genq.JobStatus.CANCELLED)
 
 
 # -- chat_interface ------------------------------------------------------------------------
