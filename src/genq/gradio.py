@@ -16,22 +16,35 @@ mount Gradio into), or a server URL.
 
 The job belongs to genq, not to the Gradio connection
 ------------------------------------------------------
-When the browser's connection resets, the tab sleeps or the page is reloaded, Gradio
-closes the event's generator. That does **not** cancel the job: it runs on, and its
-event log keeps everything it produced. The adapter remembers the latest job of each
-*visitor* (``memory``, in this process) so that a new page can pick it up with
-``fn.resume`` (wire it to ``demo.load``): it follows the job's log from the start,
-replaying what was missed, then streams live to the end. Cancelling is explicit:
-``fn.cancel`` (wire it to a Stop button; ``chat_interface`` wires the chat's own stop
-button) cancels the visitor's remembered job.
+What happens, each tested in a real browser (tests/adapters/test_gradio_browser.py):
 
+* **Reload** (or a tab that comes back): the new page's ``fn.resume`` (wire it to
+  ``demo.load``) finds the visitor's job and follows its log from the start, replaying
+  what was missed, then streams live to the end. Its progress text says how old the
+  job is (``· job age 42 s``, refreshed every second), since Gradio's own timer counts
+  from the page load. The job itself never noticed the reload.
+* **Stop**: ``fn.cancel`` (wire it to a Stop button; ``chat_interface`` wires the
+  chat's own stop button, shown while a resumed reply streams too) cancels the
+  visitor's remembered job, also from a reloaded page, and forgets it (a later reload
+  has nothing to resume). The page following the job then ends with a ``gr.Error``
+  titled "Cancelled", shown until closed (what was streamed stays on screen).
+* **A page that goes away** (closed tab, reload, navigation) does **not** cancel its
+  job: it runs on, its event log keeps everything. The Gradio call that page made stops
+  following at once (Gradio's ``unload`` event tells the adapter), so it gives back its
+  slot in Gradio's queue: a new Run is not held up behind a call nobody watches.
+
+The adapter remembers the latest job of each *visitor* (``memory``, in this process).
 Who is a visitor, i.e. the key jobs are remembered under (``key=`` overrides it):
 
 1. the logged-in user (``request.username``), when the app uses auth;
-2. else the ``genq_session`` cookie, which ``remember_visitors(blocks)`` (or the JS in
-   ``SESSION_JS`` run on page load) sets once per browser; a reload keeps it;
+2. else the ``genq_session`` cookie, set once per browser by a little JS run on page
+   load; a reload keeps it;
 3. else Gradio's ``session_hash``, which lasts one page load: a dropped connection is
    still survived by the job, but a reload cannot find it again.
+
+Nothing to set up for this: ``as_gradio`` called inside ``with gr.Blocks() as demo:``
+(and ``chat_interface``) adds the cookie JS and the ``unload`` watch to ``demo``
+itself, once. An adapter made outside any Blocks needs ``remember_visitors(demo)``.
 
 ``iterate_in_thread`` is re-exported here for people who only want the streaming fix:
 ``async for piece in iterate_in_thread(blocking_generator())`` inside an ``async def``
@@ -40,15 +53,19 @@ Gradio function streams each item as it is produced while the event loop stays f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import tempfile
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -72,7 +89,7 @@ __all__ = ["SESSION_COOKIE", "SESSION_JS", "GradioFunction", "JobMemory", "as_gr
            "chat_interface", "history_pairs", "iterate_in_thread", "remember_visitors"]
 
 SESSION_COOKIE = "genq_session"
-# Run on page load (``gr.Blocks(js=SESSION_JS)`` or ``remember_visitors``): gives this
+# Run on page load (installed by ``remember_visitors``): gives this
 # browser a random id in a cookie, sent with every request Gradio makes, reloads included.
 SESSION_JS = """() => {
   const name = "genq_session";
@@ -84,6 +101,8 @@ SESSION_JS = """() => {
 }"""
 
 T = TypeVar("T")
+_PROGRESS_EVENTS = frozenset({EventType.QUEUED, EventType.STARTED, EventType.RETRYING,
+                              EventType.PROGRESS})
 Stream = Literal["auto", "accumulate", "latest"]
 KeyFn = Callable[[Any], "str | None"]
 
@@ -141,12 +160,71 @@ def default_key(request: Any) -> str | None:
     return f"session:{session}" if session else None
 
 
+class _Pages:
+    """Gradio pages (session hashes) following a job, and a way to stop them: set when
+    Gradio's ``unload`` event says the page went away. One per process: session hashes
+    are unique, and a Blocks may hold several adapters."""
+
+    def __init__(self) -> None:
+        self._gone: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def watching(self, session: str | None) -> Iterator[asyncio.Event]:
+        gone = asyncio.Event()
+        if session is None:
+            yield gone
+            return
+        self._gone.setdefault(session, set()).add(gone)
+        try:
+            yield gone
+        finally:
+            watchers = self._gone.get(session)
+            if watchers is not None:
+                watchers.discard(gone)
+                if not watchers:
+                    del self._gone[session]
+
+    def closed(self, session: str | None) -> None:
+        for gone in self._gone.get(session or "", ()):
+            gone.set()
+
+
+_PAGES = _Pages()
+_INSTALLED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+async def _page_closed(request: gr.Request) -> None:
+    """Gradio's ``unload`` event: the page's calls stop following (their jobs run on)."""
+    _PAGES.closed(getattr(request, "session_hash", None))
+
+
 def remember_visitors(blocks: gr.Blocks) -> gr.Blocks:
-    """Give each browser a lasting ``genq_session`` cookie (set on page load by JS), so
-    ``fn.resume`` finds a visitor's job after a reload. Returns ``blocks``."""
-    with blocks:
+    """Set ``blocks`` up for the adapters in it (once; ``as_gradio`` inside a Blocks and
+    ``chat_interface`` do it themselves): each browser gets a lasting ``genq_session``
+    cookie (set on page load by JS), so ``fn.resume`` and ``fn.cancel`` find a visitor's
+    job after a reload; and a page that goes away (Gradio's ``unload``) ends the calls it
+    made, so they free their slots in Gradio's queue. Returns ``blocks``."""
+    import gradio as gr
+
+    if blocks in _INSTALLED:
+        return blocks
+    # Gradio passes the request to a parameter annotated with the class itself.
+    _page_closed.__annotations__ = {"request": gr.Request, "return": None}
+    # Entered only when not being built already: entering a Blocks inside its own
+    # ``with`` renders its children a second time.
+    building = _current_blocks() is blocks
+    with contextlib.nullcontext() if building else blocks:
         blocks.load(None, None, None, js=SESSION_JS)
+        blocks.unload(_page_closed)
+    _INSTALLED.add(blocks)
     return blocks
+
+
+def _current_blocks() -> gr.Blocks | None:
+    """The Blocks being built (``with gr.Blocks() as demo:``), if any."""
+    from gradio.context import Context
+
+    return Context.root_block
 
 
 @contextlib.asynccontextmanager
@@ -159,6 +237,56 @@ async def _closing(iterator: AsyncIterator[T]) -> AsyncGenerator[AsyncIterator[T
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+_TICK = object()  # ``_until_gone`` waited ``tick`` seconds without an event
+
+
+async def _until_gone(events: AsyncIterator[T], gone: asyncio.Event,
+                      tick: float | None = None) -> AsyncIterator[T | object]:
+    """``events`` until the page goes away (``gone``), and ``_TICK`` every ``tick`` s
+    without one. ``events`` is iterated in a task of its own, start to end, so waiting
+    for the next one can be abandoned the moment the page goes: a Gradio generator
+    otherwise only learns that at its next yield, which may be minutes away."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(maxsize=256)
+
+    async def pump() -> None:
+        try:
+            async with _closing(events) as source:
+                async for event in source:
+                    await queue.put((True, event))
+        except Exception as exc:  # re-raised on the consuming side
+            await queue.put((False, exc))
+        else:
+            await queue.put((False, None))
+
+    producer = asyncio.ensure_future(pump())
+    page_gone: asyncio.Future[Any] = asyncio.ensure_future(gone.wait())
+    getter: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if getter is None:
+                getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, page_gone}, timeout=tick,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                more, value = getter.result()
+                getter = None
+                if not more:
+                    if value is not None:
+                        raise value
+                    return
+                yield value
+            elif page_gone in done:
+                return
+            else:
+                yield _TICK
+    finally:
+        for task in (getter, page_gone, producer):
+            if task is not None:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
 
 
 # -- the transports -----------------------------------------------------------------------
@@ -294,25 +422,44 @@ def _to_gradio(value: Any) -> Any:
     return value
 
 
-def _relay_progress(progress: Any, event: Event) -> None:
-    """One genq event into ``gr.Progress`` (a no-op outside a Gradio event)."""
+def _relay_progress(progress: Any, event: Event, note: str | None = None) -> None:
+    """One genq event into ``gr.Progress`` (a no-op outside a Gradio event), its
+    description followed by ``note`` if given."""
     if progress is None:
         return
     data = event.data
+    desc: str | None = None
+    value: Any = 0.0
+    unit = "steps"
     if event.type is EventType.QUEUED:
         position = data.get("position")
-        progress(0.0, desc="queued" if position is None else f"queued (position {position})")
+        desc = "queued" if position is None else f"queued (position {position})"
     elif event.type is EventType.STARTED:
-        progress(0.0, desc="started")
+        desc = "started"
     elif event.type is EventType.RETRYING:
-        progress(0.0, desc=f"retrying (attempt {data.get('next_attempt')})")
+        desc = f"retrying (attempt {data.get('next_attempt')})"
     elif event.type is EventType.PROGRESS:
         desc = data.get("description")
         current, total = data.get("current"), data.get("total")
         if current is not None and total:
-            progress((int(current), int(total)), desc=desc, unit=data.get("unit") or "steps")
+            value, unit = (int(current), int(total)), data.get("unit") or "steps"
         else:
-            progress(data.get("fraction"), desc=desc)
+            value = data.get("fraction")
+    else:
+        return
+    if note:
+        desc = f"{desc} · {note}" if desc else note
+    if isinstance(value, tuple):
+        progress(value, desc=desc, unit=unit)
+    else:
+        progress(value, desc=desc)
+
+
+def _age_note(since: float | None) -> str | None:
+    """How old the job is, for a page that picked it up after it started."""
+    if since is None:
+        return None
+    return f"job age {max(0, round(time.time() - since))} s"
 
 
 # -- the adapter --------------------------------------------------------------------------
@@ -346,7 +493,8 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
     "auto" accumulates text chunks and passes others through. ``transform`` maps every
     value before Gradio sees it (e.g. to fill several outputs). ``key`` and ``memory``:
     see the module docs. The returned function has ``cancel``, ``resume`` and
-    ``resume_chat`` hooks for Stop buttons and ``demo.load``.
+    ``resume_chat`` hooks for Stop buttons and ``demo.load``. Called inside ``with
+    gr.Blocks() as demo:``, it sets ``demo`` up with ``remember_visitors``.
     """
     import gradio as gr
 
@@ -357,44 +505,68 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"inputs must be distinct parameter names, got {names}")
     finish = transform or (lambda value: value)
+    blocks = _current_blocks()
+    if blocks is not None:  # made inside ``with gr.Blocks()``: set that Blocks up
+        remember_visitors(blocks)
 
-    async def follow(job_id: str, progress: Any) -> AsyncIterator[Any]:
+    async def follow(job_id: str, progress: Any, request: Any, *,
+                     resumed: bool = False) -> AsyncIterator[Any]:
         """Outputs of one job: partial values as chunks arrive, then the result. When the
         job starts over after output, the accumulated text starts over too (shown
         empty at once), as the web UI does: it is never the lost run's text plus the
-        new run's."""
+        new run's. Ends early, quietly, when the page goes away (the job runs on); a
+        resumed page's progress notes the job's age, refreshed every second."""
         text: list[str] = []
         streamed = False
         last: Any = None
+        shown: Event | None = None  # the last event relayed to the progress bar
+        since: float | None = None  # the job's first event: when it was submitted
         attempts = AttemptWatch()
-        async with _closing(backend.events(job_id, 0)) as events:
-            async for event in events:
-                restart = attempts.see(event)
-                if restart is not None:
-                    if progress is not None:
-                        progress(0.0, desc=restart.notice)
-                    if text:
-                        text.clear()
-                        last = ""
+        session = getattr(request, "session_hash", None)
+        with _PAGES.watching(session) as gone:
+            async with _closing(_until_gone(backend.events(job_id, 0), gone,
+                                            tick=1.0 if resumed else None)) as events:
+                async for item in events:
+                    if not isinstance(item, Event):  # a tick: the job is a second older
+                        if shown is not None:
+                            _relay_progress(progress, shown, _age_note(since))
+                        continue
+                    event = item
+                    if since is None and resumed:
+                        since = event.ts
+                    restart = attempts.see(event)
+                    if restart is not None:
+                        if progress is not None:
+                            progress(0.0, desc=restart.notice)
+                        if text:
+                            text.clear()
+                            last = ""
+                            yield finish(last)
+                    elif event.type is EventType.OUTPUT:
+                        chunk = event.data.get("chunk")
+                        if stream == "accumulate" or (stream == "auto"
+                                                      and isinstance(chunk, str)):
+                            text.append(chunk if isinstance(chunk, str) else str(chunk))
+                            last = "".join(text)
+                        else:
+                            last = _to_gradio(await _decode(backend, chunk))
+                        streamed = True
                         yield finish(last)
-                elif event.type is EventType.OUTPUT:
-                    chunk = event.data.get("chunk")
-                    if stream == "accumulate" or (stream == "auto"
-                                                  and isinstance(chunk, str)):
-                        text.append(chunk if isinstance(chunk, str) else str(chunk))
-                        last = "".join(text)
-                    else:
-                        last = _to_gradio(await _decode(backend, chunk))
-                    streamed = True
-                    yield finish(last)
+                    elif event.type in _PROGRESS_EVENTS:
+                        shown = event
+                        _relay_progress(progress, event, _age_note(since))
+                    if event.terminal:
+                        break
                 else:
-                    _relay_progress(progress, event)
-                if event.terminal:
-                    break
+                    if gone.is_set():
+                        return  # the page went away: its job runs on
         try:
             result = await backend.outcome(job_id)
         except JobCancelled:
-            return  # someone pressed Stop: what was streamed stays on screen
+            # Someone pressed Stop: what was streamed stays on screen, and the page says
+            # why it ends here.
+            raise gr.Error(f"The {function} job was cancelled.", title="Cancelled",
+                           duration=None, print_exception=False) from None
         except (JobFailed, JobExpired) as exc:
             raise gr.Error(exc.message) from None
         if not streamed or (not isinstance(result, list) and result != last):
@@ -416,17 +588,22 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         if visitor is not None:
             jobs.remember(visitor, Remembered(job_id, function, data))
         # No cancel on the way out: if Gradio closes this generator (connection reset,
-        # reload, its own cancel), the job runs on and ``resume`` can pick it up.
-        async with _closing(follow(job_id, progress)) as outputs:
+        # reload, its own cancel) or the page goes away, the job runs on and ``resume``
+        # can pick it up.
+        async with _closing(follow(job_id, progress, request)) as outputs:
             async for value in outputs:
                 yield value
 
     async def cancel(gradio_request: gr.Request) -> None:
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
-        if entry is not None:
-            with contextlib.suppress(Exception):
-                await backend.cancel(entry.job_id)
+        if visitor is None or entry is None:
+            return
+        # Forgotten too: a later reload has nothing to resume (rather than the cancelled
+        # job's "Cancelled" again).
+        jobs.forget(visitor, function)
+        with contextlib.suppress(Exception):
+            await backend.cancel(entry.job_id)
 
     async def resume(gradio_request: gr.Request,
                      gradio_progress: gr.Progress = gr.Progress()) -> AsyncIterator[Any]:
@@ -434,8 +611,12 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
         if entry is None:
+            # Outputs left as they are: a generator that yields nothing empties them,
+            # and the page may have been used already (a message typed, say).
+            yield gr.skip()
             return
-        async with _closing(follow(entry.job_id, gradio_progress)) as values:
+        async with _closing(follow(entry.job_id, gradio_progress, gradio_request,
+                                   resumed=True)) as values:
             async for value in values:
                 yield value
 
@@ -447,6 +628,7 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         visitor = key_of(gradio_request)
         entry = jobs.get(visitor, function) if visitor is not None else None
         if entry is None:
+            yield gr.skip(), gr.skip()  # left as they are, as in ``resume``
             return
         before: list[dict[str, Any]] = []
         for user, bot in entry.inputs.get("history") or []:
@@ -455,7 +637,8 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
             if bot:
                 before.append({"role": "assistant", "content": bot})
         before.append({"role": "user", "content": str(entry.inputs.get("message", ""))})
-        async with _closing(follow(entry.job_id, gradio_progress)) as values:
+        async with _closing(follow(entry.job_id, gradio_progress, gradio_request,
+                                   resumed=True)) as values:
             async for value in values:
                 conversation = [*before, {"role": "assistant", "content": value}]
                 yield conversation, conversation
@@ -502,16 +685,44 @@ def chat_interface(client: AsyncClient | Client | str, function: str = "chat", *
 
     Its stop button cancels the job; the reply survives dropped connections; a reload
     (with auth or the ``genq_session`` cookie set up here) shows the conversation and
-    its reply, still streaming if it is. ``chat_options`` go to ``gr.ChatInterface``.
+    its reply, still streaming if it is, with the stop button shown until it ends.
+    ``chat_options`` go to ``gr.ChatInterface``.
     """
     import gradio as gr
 
     fn = as_gradio(client, function, inputs=inputs, chat=True, key=key, memory=memory)
     chat_options.setdefault("api_name", function)
     demo = gr.ChatInterface(fn, **chat_options)
+    textbox = demo.textbox
+    # What ChatInterface shows while its own reply streams, and after it.
+    streaming: dict[str, Any] = {"submit_btn": False, "stop_btn": demo.original_stop_btn}
+    idle: dict[str, Any] = {"submit_btn": textbox.submit_btn, "stop_btn": False}
+
+    async def resume_chat(gradio_request: gr.Request,
+                          gradio_progress: gr.Progress = gr.Progress()
+                          ) -> AsyncIterator[Any]:
+        """``fn.resume_chat``, with the stop button shown while the reply streams."""
+        last: tuple[Any, Any] | None = None
+        try:
+            async with _closing(fn.resume_chat(gradio_request, gradio_progress)) as values:
+                async for chatbot, state in values:
+                    if last is None and chatbot == gr.skip():  # nothing to resume
+                        yield gr.skip()
+                        return
+                    update = gr.skip() if last is not None else gr.update(**streaming)
+                    last = chatbot, state
+                    yield chatbot, state, update
+        except gr.Error:  # cancelled or failed: the send button comes back, then the error
+            if last is not None:
+                yield *last, gr.update(**idle)
+            raise
+        if last is not None:
+            yield *last, gr.update(**idle)
+
+    resume_chat.__annotations__ = {"gradio_request": gr.Request}
     with demo:
-        demo.textbox.stop(fn.cancel, None, None, api_name=f"{function}_cancel")
-        demo.load(fn.resume_chat, None, [demo.chatbot, demo.chatbot_state],
+        textbox.stop(fn.cancel, None, None, api_name=f"{function}_cancel")
+        demo.load(resume_chat, None, [demo.chatbot, demo.chatbot_state, textbox],
                   api_name=f"{function}_resume")
     demo.genq_function = fn  # type: ignore[attr-defined,unused-ignore]
     remember_visitors(demo)

@@ -6,7 +6,8 @@ produces them (growing text, several updates before the last); genq progress is
 relayed into ``gr.Progress``; a reset Gradio connection leaves the job running and a
 returning visitor (same cookie) picks it up with ``resume``; the explicit cancel hook
 cancels it; and ``iterate_in_thread`` streams a blocking generator while Gradio's own
-event loop stays free.
+event loop stays free. Reloads, Stop and closed pages in a real browser:
+test_gradio_browser.py.
 """
 
 from __future__ import annotations
@@ -232,8 +233,9 @@ def test_chat_interface_over_http_with_async_client(tmp_path: Path) -> None:
                 with gradio_client_for(url, cookie="v2") as client:
                     outputs, _ = follow_gradio_job(client.submit("hello", api_name="/chat"))
                     client.predict("x", api_name="/probe")
-                    # A reload of the chat page: the conversation comes back.
-                    restored = client.predict(api_name="/chat_resume")
+                    # A reload of the chat page: the conversation comes back (with the
+                    # textbox, which shows the stop button while the reply streams).
+                    restored, _textbox = client.predict(api_name="/chat_resume")
             finally:
                 if loops:
                     asyncio.run_coroutine_threadsafe(remote.aclose(), loops[0]).result(10)
@@ -306,7 +308,12 @@ def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
         with contextlib.suppress(Exception):
             job.result(30)
         final = local.get(entry.job_id)
+        # A reload after Stop has nothing to resume: the cancelled job is forgotten.
+        resumed = client.predict(api_name="/chat_resume")
     assert final.status is genq.JobStatus.CANCELLED
+    assert memory.get("cookie:v4", "chat") is None
+    # Nothing to resume: the chat and its textbox are left as they are (not emptied).
+    assert resumed == ({"__type__": "update"}, {"__type__": "update"})
 
 
 def test_accumulated_text_starts_over_with_a_new_run(tmp_path: Path) -> None:
