@@ -115,6 +115,9 @@ class Remembered:
     job_id: str
     function: str
     inputs: dict[str, Any] = field(default_factory=dict)
+    # this submission's own hold on the job: Stop lets go of it alone, so a visitor whose
+    # identical submission joined another's job (dedupe) never cancels theirs
+    ticket: str | None = None
 
 
 class JobMemory:
@@ -291,13 +294,14 @@ async def _until_gone(events: AsyncIterator[T], gone: asyncio.Event,
 
 # -- the transports -----------------------------------------------------------------------
 class _Backend(Protocol):
-    async def submit(self, function: str, data: dict[str, Any]) -> str: ...
+    async def submit(self, function: str, data: dict[str, Any]) -> tuple[str, str | None]:
+        """The new job's id and this submission's ticket."""
 
     def events(self, job_id: str, after: int) -> AsyncIterator[Event]: ...
 
     async def outcome(self, job_id: str) -> Any: ...
 
-    async def cancel(self, job_id: str) -> None: ...
+    async def cancel(self, job_id: str, ticket: str | None) -> None: ...
 
 
 class _AsyncBackend:
@@ -306,8 +310,9 @@ class _AsyncBackend:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
 
-    async def submit(self, function: str, data: dict[str, Any]) -> str:
-        return (await self.client.submit(function, data)).id
+    async def submit(self, function: str, data: dict[str, Any]) -> tuple[str, str | None]:
+        job = await self.client.submit(function, data)
+        return job.id, job.ticket
 
     def events(self, job_id: str, after: int) -> AsyncIterator[Event]:
         return self.client.job(job_id).events(after)
@@ -315,8 +320,8 @@ class _AsyncBackend:
     async def outcome(self, job_id: str) -> Any:
         return await self.client.result(job_id)
 
-    async def cancel(self, job_id: str) -> None:
-        await self.client.cancel(job_id)
+    async def cancel(self, job_id: str, ticket: str | None) -> None:
+        await self.client.cancel(job_id, ticket=ticket)
 
 
 class _ThreadBackend:
@@ -334,9 +339,9 @@ class _ThreadBackend:
             self._client = self._make()
         return self._client
 
-    async def submit(self, function: str, data: dict[str, Any]) -> str:
+    async def submit(self, function: str, data: dict[str, Any]) -> tuple[str, str | None]:
         job = await anyio.to_thread.run_sync(lambda: self.client.submit(function, data))
-        return job.id
+        return job.id, job.ticket
 
     async def events(self, job_id: str, after: int) -> AsyncIterator[Event]:
         client = await anyio.to_thread.run_sync(lambda: self.client)
@@ -348,8 +353,8 @@ class _ThreadBackend:
     async def outcome(self, job_id: str) -> Any:
         return await anyio.to_thread.run_sync(self.client.result, job_id)
 
-    async def cancel(self, job_id: str) -> None:
-        await anyio.to_thread.run_sync(self.client.cancel, job_id)
+    async def cancel(self, job_id: str, ticket: str | None) -> None:
+        await anyio.to_thread.run_sync(lambda: self.client.cancel(job_id, ticket=ticket))
 
 
 def _backend(client: AsyncClient | Client | str) -> _Backend:
@@ -581,12 +586,12 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         if chat:
             data["history"] = history_pairs(data.get("history"))
         try:
-            job_id = await backend.submit(function, data)
+            job_id, ticket = await backend.submit(function, data)
         except GenqError as exc:  # invalid input, queue full...: shown in the UI
             raise gr.Error(exc.message) from None
         visitor = key_of(request)
         if visitor is not None:
-            jobs.remember(visitor, Remembered(job_id, function, data))
+            jobs.remember(visitor, Remembered(job_id, function, data, ticket))
         # No cancel on the way out: if Gradio closes this generator (connection reset,
         # reload, its own cancel) or the page goes away, the job runs on and ``resume``
         # can pick it up.
@@ -603,7 +608,7 @@ def as_gradio(client: AsyncClient | Client | str, function: str, *,
         # job's "Cancelled" again).
         jobs.forget(visitor, function)
         with contextlib.suppress(Exception):
-            await backend.cancel(entry.job_id)
+            await backend.cancel(entry.job_id, entry.ticket)
 
     async def resume(gradio_request: gr.Request,
                      gradio_progress: gr.Progress = gr.Progress()) -> AsyncIterator[Any]:

@@ -83,6 +83,14 @@ def chat(message: str, history: list[tuple[str, str]] = [],  # noqa: B006
         yield word + " "
 
 
+@app.function(concurrency=4, dedupe=True)
+def shared_words(text: str, n: int = 8, delay: float = 0.15) -> Iterator[str]:
+    """``words`` for identical submissions to share (dedupe)."""
+    for i in range(n):
+        time.sleep(delay)
+        yield f"{text}{i} "
+
+
 @pytest.fixture(autouse=True)
 def _close_gradio_loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Gradio makes a fresh event loop (and sets it as this thread's) each time it builds
@@ -314,6 +322,39 @@ def test_stop_hook_cancels_the_job(local: genq.Client) -> None:
     assert memory.get("cookie:v4", "chat") is None
     # Nothing to resume: the chat and its textbox are left as they are (not emptied).
     assert resumed == ({"__type__": "update"}, {"__type__": "update"})
+
+
+def test_stop_lets_go_of_a_shared_job_only_for_the_visitor_who_pressed_it(
+        local: genq.Client) -> None:
+    """Two visitors submit the same input to a dedupe function: one job serves both.
+    One presses Stop: the job goes on and the other visitor gets the whole output."""
+    memory = JobMemory()
+    with gr.Blocks() as demo:
+        fn = as_gradio(local, "shared_words", inputs=["text"], memory=memory)
+        text, out = gr.Textbox(), gr.Textbox()
+        # (no concurrency limit: Gradio's default of 1 would run the second call after
+        # the first, when there is no live job left to share)
+        gr.Button().click(fn, text, out, api_name="words", concurrency_limit=None)
+        gr.Button().click(fn.cancel, None, None, api_name="stop")
+    with launched(demo) as url, gradio_client_for(url, cookie="a") as alice, \
+            gradio_client_for(url, cookie="b") as bob:
+        alice_job = alice.submit("same", api_name="/words")
+        bob_job = bob.submit("same", api_name="/words")
+        deadline = time.monotonic() + 30
+        while (memory.get("cookie:a", "shared_words") is None
+               or memory.get("cookie:b", "shared_words") is None) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        a, b = memory.get("cookie:a", "shared_words"), memory.get("cookie:b", "shared_words")
+        assert a is not None and b is not None
+        assert a.job_id == b.job_id and a.ticket != b.ticket  # one job, two holders
+        alice.predict(api_name="/stop")
+        with contextlib.suppress(Exception):
+            alice_job.result(30)
+        outputs, _ = follow_gradio_job(bob_job)
+        final = local.get(a.job_id)
+    assert final.status is genq.JobStatus.SUCCEEDED
+    assert outputs[-1][1] == "".join(f"same{i} " for i in range(8))
 
 
 def test_accumulated_text_starts_over_with_a_new_run(tmp_path: Path) -> None:
