@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,33 @@ err = Console(stderr=True)
 StoreOption = Annotated[str | None, typer.Option(
     "--store", envvar="GENQ_STORE", help="Store URL: sqlite:///path or redis://host:port/db "
                                          "(default: --db, $GENQ_DB or .genq/genq.sqlite3).")]
+
+
+class Terminal:
+    """A job's text on stdout and notes on stderr, which start a line of their own: a
+    note said while the text is mid-line (both streams on one screen) starts a new one.
+    Thread-safe, since the client's loop thread says ``reconnecting…``."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            out.file.write(text)
+            out.file.flush()
+            if text:
+                self.mid_line = not text.endswith("\n")
+
+    def note(self, markup: str) -> None:
+        with self._lock:
+            if self.mid_line:
+                err.print()
+                self.mid_line = False
+            err.print(markup, highlight=False)
+
+
+terminal = Terminal()
 
 
 def load_app(target: str) -> App:

@@ -22,14 +22,12 @@ from genq.cli_common import (
     EXIT_OK,
     err,
     out,
+    terminal,
 )
 from genq.cli_waiting import WaitNotes
 from genq.client import Artifact, Client, Job
 from genq.client.attempts import AttemptWatch
 from genq.models import Event, EventType, JobStatus
-
-# Events ``_render`` notes on stderr with a line of their own.
-_NOTED = frozenset({EventType.QUEUED, EventType.STARTED, EventType.LOG, EventType.RETRYING})
 
 
 def follow(client: Client, job: Job, output: Path | None, *, owned: bool) -> int:
@@ -39,45 +37,39 @@ def follow(client: Client, job: Job, output: Path | None, *, owned: bool) -> int
                    TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                    console=err, transient=True)
     task: TaskID | None = None
-    streamed = mid_line = False
+    streamed = False
     attempts = AttemptWatch()
     # Why it is still queued (a model loading...), until it starts.
-    notes = WaitNotes(job, lambda m: err.print(f"[yellow]{m}[/yellow]", highlight=False))
+    notes = WaitNotes(job, lambda m: terminal.note(f"[yellow]{m}[/yellow]"))
     try:
         with bar:
             notes.start()
             for event in job.events():
                 if event.type is EventType.STARTED or event.terminal:
                     notes.stop()
-                if mid_line and event.type in _NOTED:
-                    err.print()  # a note on stderr starts a line, not after the text
-                    mid_line = False
                 if (restart := attempts.see(event)) is not None:
                     # stdout cannot take back the lost run's text: say where it ends
-                    err.print(f"[yellow]{restart.notice}[/yellow]", highlight=False)
+                    terminal.note(f"[yellow]{restart.notice}[/yellow]")
                 task, wrote = _render(event, bar, task)
-                if wrote:
-                    streamed, mid_line = True, not event.data["chunk"].endswith("\n")
+                streamed = streamed or wrote
         notes.stop()
         if streamed:
-            out.print()
+            terminal.write("\n")
         return print_result(job, output, None, quiet=streamed)
     except KeyboardInterrupt:
         notes.stop()
-        if mid_line:
-            out.print()
         if owned:
             _cancel(client, job)
         else:
-            err.print(f"[yellow]stopped watching; job {job.id} keeps running "
-                      f"(to cancel it: genq cancel {job.id})[/yellow]", highlight=False)
+            terminal.note(f"[yellow]stopped watching; job {job.id} keeps running "
+                          f"(to cancel it: genq cancel {job.id})[/yellow]")
         return EXIT_INTERRUPTED
     finally:
         notes.stop()  # also when the stream raised (a lost server)
 
 
 def _cancel(client: Client, job: Job) -> None:
-    err.print(f"\n[yellow]interrupted: cancelling job {job.id}[/yellow]", highlight=False)
+    terminal.note(f"[yellow]interrupted: cancelling job {job.id}[/yellow]")
     try:
         info = client.cancel(job.id)
     except errors.GenqError as exc:
@@ -85,18 +77,17 @@ def _cancel(client: Client, job: Job) -> None:
                   highlight=False)
         return
     if info.status is JobStatus.RUNNING:  # it stops at its next progress or output
-        err.print(f"[yellow]cancelled job {job.id} (it stops at its next step)[/yellow]",
-                  highlight=False)
+        terminal.note(f"[yellow]cancelled job {job.id} (it stops at its next step)[/yellow]")
     else:
-        err.print(f"[yellow]cancelled job {job.id}[/yellow]", highlight=False)
+        terminal.note(f"[yellow]cancelled job {job.id}[/yellow]")
 
 
 def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | None, bool]:
     data = event.data
     if event.type is EventType.QUEUED:
-        err.print(f"[dim]queued, position {data.get('position')}[/dim]")
+        terminal.note(f"[dim]queued, position {data.get('position')}[/dim]")
     elif event.type is EventType.STARTED:
-        err.print(f"[dim]started (attempt {data.get('attempt')})[/dim]")
+        terminal.note(f"[dim]started (attempt {data.get('attempt')})[/dim]")
     elif event.type is EventType.PROGRESS:
         total = data.get("total") or 1.0
         done = data.get("current") if data.get("total") else (data.get("fraction") or 0.0)
@@ -107,16 +98,15 @@ def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | 
     elif event.type is EventType.OUTPUT:
         chunk = data.get("chunk")
         if isinstance(chunk, str):
-            out.file.write(chunk)
-            out.file.flush()
+            terminal.write(chunk)
             return task, True
         out.print_json(json.dumps(chunk))
     elif event.type is EventType.LOG:
-        err.print(f"[dim]{data.get('level', 'info')}: {data.get('message')}[/dim]")
+        terminal.note(f"[dim]{data.get('level', 'info')}: {data.get('message')}[/dim]")
     elif event.type is EventType.RETRYING:
         reason = data.get("reason") or (data.get("error") or {}).get("message", "")
-        err.print(f"[yellow]retrying (attempt {data.get('next_attempt')}) in "
-                  f"{data.get('delay')} s: {reason}[/yellow]")
+        terminal.note(f"[yellow]retrying (attempt {data.get('next_attempt')}) in "
+                      f"{data.get('delay')} s: {reason}[/yellow]")
     return task, False
 
 

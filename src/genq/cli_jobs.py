@@ -33,6 +33,7 @@ from genq.cli_common import (
     load_app,
     out,
     store_locked,
+    terminal,
 )
 from genq.cli_connection import ServerClient
 from genq.cli_follow import follow, print_result
@@ -63,7 +64,7 @@ def _server(server: str, old_url: str | None) -> str:
 
 
 def _say(message: str) -> None:
-    err.print(f"[yellow]{message}[/yellow]", highlight=False)
+    terminal.note(f"[yellow]{message}[/yellow]")
 
 
 def parse_inputs(function: str, args: list[str], schema: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 from tests.apps import http_app, model_app, retry_app
+from tests.cli.support import genq, serving
 from tests.support.http_fixtures import (
     GENQ_BIN,
     LiveServer,
@@ -27,57 +26,11 @@ from tests.support.http_fixtures import (
     cli_env,
     finished,
     free_port,
-    serves,
     submit,
     wait_until,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(GENQ_BIN), *args], capture_output=True, text=True,
-                          timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL)
-
-
-@dataclass
-class Served:
-    """A ``genq serve`` subprocess answering /readyz; ``stderr`` once it has stopped."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    http: httpx.Client
-    stderr: str = ""
-
-
-@contextlib.contextmanager
-def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """Run ``genq serve ARGS`` (which must listen on ``port``) until the block ends, then
-    stop it with SIGTERM as a service manager would."""
-    proc = subprocess.Popen([str(GENQ_BIN), "serve", *args], env=env or cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    served = Served(proc, url, httpx.Client(base_url=url, timeout=5))
-    try:
-        def healthy() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                return serves(served.http.get("/readyz"))
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, 30, what="genq serve to answer")
-        yield served
-    finally:
-        served.http.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, served.stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
 
 
 def test_run_streams_text_to_stdout(server: LiveServer) -> None:
