@@ -19,6 +19,7 @@ import typer
 from genq import cli_jobs, errors
 from genq.app import App
 from genq.cli_common import (
+    EXIT_CODES,
     EXIT_STORE_LOCKED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -36,7 +37,7 @@ from genq.store.sqlite import SQLiteStore, lock_owner
 from genq.store.urls import UNSET
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="genq: durable jobs for generative-AI apps.")
+                  help="genq: durable jobs for generative-AI apps.", epilog=EXIT_CODES)
 
 DbOption = Annotated[Path | None, typer.Option(help="SQLite file; the same as "
                                                     "--store sqlite:///FILE.")]

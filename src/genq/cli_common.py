@@ -27,6 +27,10 @@ from genq.store import store_url
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL = 4, 5, 6, 7
 EXIT_STORE_LOCKED, EXIT_INTERRUPTED = 8, 130
+EXIT_CODES = ("Exit codes: 0 success, 1 the job failed, 2 bad usage or invalid input, "
+              "3 unknown job or function, 4 cancelled, 5 expired in the queue, 6 server "
+              "unreachable or not genq, 7 queue full, 8 store locked by another process, "
+              "130 interrupted.")
 
 out = Console()
 err = Console(stderr=True)
