@@ -1,5 +1,6 @@
-"""What the ``genq`` command's modules share: the consoles, the exit codes, the app
-loader and the store options.
+"""What the ``genq`` command's modules share: the consoles (and ``terminal``, which
+keeps stderr's notes on lines of their own), the exit codes, the app loader and the
+store options.
 
 Exit codes, for scripts (docs/api.md, "CLI exit codes"): 0 success; 1 the job failed;
 2 bad usage or invalid input; 3 unknown job or function; 4 the job was cancelled; 5 the
