@@ -82,7 +82,13 @@ def load_app(target: str) -> App:
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name.partition(".")[0] and exc.name != module_name:
+                raise  # the app's own import failed: its traceback is the help
+            raise typer.BadParameter(f"no module named {module_name!r} (APP is "
+                                     "module:app or path/to/file.py:app)") from None
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         raise typer.BadParameter(f"{target} is not a genq.App")

@@ -1,12 +1,14 @@
 """How the ``genq`` job commands reach a server: the client they use, a visible note
 while its connection is down, and one line for a server that is not genq.
 
-The commands use ``genq.Client`` with its own resume window (``retry_for``, 120 s), so
+A server that does not answer at all when a command starts is reported after
+``FIRST_CONTACT`` (10) s: a wrong address should not keep anyone waiting. Once it has
+answered, the commands use the Python client's resume window (``retry_for``, 120 s), so
 ``genq run`` and ``genq watch`` ride out a server restart (a graceful stop alone takes
 longer than 10 s) and carry on from the last event they printed: the client resumes the
 event stream with ``Last-Event-ID``. The client retries silently; ``WatchedTransport``,
-the httpx transport under it, sees each failed attempt and says
-``reconnecting…`` once per outage on stderr, then ``reconnected``.
+the httpx transport under it, sees each failed attempt and says ``reconnecting…`` once
+per outage on stderr, then ``reconnected``.
 
 It also remembers the last answer that was not genq's (neither JSON nor an event
 stream), so that an address that points at some other web server is reported as one
@@ -15,17 +17,21 @@ line naming the status and content type, not a dumped HTML page.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
 from genq import errors
-from genq.client import Client
+from genq.client import Client, HttpTransport
 
 # What genq's answers are made of; anything else came from another program.
 _GENQ_CONTENT_TYPES = ("application/json", "text/event-stream")
 _UNAVAILABLE = {502, 503, 504}
+FIRST_CONTACT = 10.0  # seconds a server that never answered is retried
+# The Python client's own window (client/http.py), whatever it becomes.
+RESUME_WINDOW: float = inspect.signature(HttpTransport).parameters["retry_for"].default
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,12 @@ class ForeignAnswer:
 class WatchedTransport(httpx.AsyncBaseTransport):
     """httpx's transport, noting outages (``say``) and answers that are not genq's."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, say: Callable[[str], None],
+                 answered: Callable[[], None] = lambda: None) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self._say = say
+        self._answered = answered  # called at the server's first answer
+        self.reached = False
         self._down = False
         self.foreign: ForeignAnswer | None = None
 
@@ -52,6 +61,9 @@ class WatchedTransport(httpx.AsyncBaseTransport):
         if response.status_code in _UNAVAILABLE:
             self._lost(f"HTTP {response.status_code}")
         else:
+            if not self.reached:
+                self.reached = True
+                self._answered()
             if self._down:
                 self._down = False
                 self._say("reconnected")
@@ -65,7 +77,8 @@ class WatchedTransport(httpx.AsyncBaseTransport):
     def _lost(self, why: str) -> None:
         if not self._down:
             self._down = True
-            self._say(f"connection lost ({why}); reconnecting…")
+            self._say(f"connection lost ({why}); reconnecting…" if self.reached else
+                      f"no answer ({why}); trying for {FIRST_CONTACT:.0f} s…")
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -76,8 +89,14 @@ class ServerClient(Client):
 
     def __init__(self, server: str, api_key: str | None, say: Callable[[str], None]) -> None:
         self.server = server.rstrip("/")
-        self.watched = WatchedTransport(say)
-        super().__init__(server, api_key=api_key, transport=self.watched)
+        self.watched = WatchedTransport(say, self._answered)
+        super().__init__(server, api_key=api_key, transport=self.watched,
+                         retry_for=FIRST_CONTACT)
+
+    def _answered(self) -> None:
+        """The server is there: from now on, outages are ridden out for minutes."""
+        if isinstance(self.transport, HttpTransport):
+            self.transport.retry_for = RESUME_WINDOW
 
     def __enter__(self) -> ServerClient:
         return self

@@ -66,7 +66,28 @@ def test_an_option_after_the_function_name_is_refused_naming_where_it_goes(
         assert http.get("/api/jobs").json()["jobs"] == []
 
 
-# -- a server that is not genq ------------------------------------------------------------
+def test_the_old_url_after_the_function_name_says_where_the_server_goes(
+        server: LiveServer) -> None:
+    old = genq("run", "add", "--url", server.url, "--x", "1", GENQ_URL=server.url)
+    assert old.returncode == 2
+    assert "--url is not an input of add" in old.stderr
+    assert "options go before the function name" in old.stderr
+    # A word after the function name that is no input: not taken for an app to import.
+    stray = genq("run", "--server", server.url, "add", "5")
+    assert stray.returncode == 2 and "no module named 'add'" in stray.stderr
+    assert "Traceback" not in stray.stderr
+
+
+# -- a server that is not there, or not genq ----------------------------------------------
+def test_a_server_that_never_answers_is_reported_unreachable() -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    done = genq("run", "--server", nobody, "add", "--x", "1")
+    assert done.returncode == 6
+    assert "no answer (ConnectError)" in done.stderr
+    assert "server unreachable" in done.stderr and nobody in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 class _NotGenq(BaseHTTPRequestHandler):
     """Some other web server: 404 pages (``/api``) or a 200 HTML page (``/ok``)."""
 
@@ -210,13 +231,15 @@ def test_run_and_watch_ride_out_a_server_restart(tmp_path: Path) -> None:
                              what="the job")[0]
             watch = subprocess.Popen([str(GENQ_BIN), "watch", job["id"], "--server", url],
                                      **popen)
-            wait_until(lambda: http.get(f"/api/jobs/{job['id']}").json()["status"]
-                       == "running", 30, what="the job to run")
+        # Both follow the running job before the server stops.
+        seen = {"run": _until_started(run), "watch": _until_started(watch)}
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
         second = _serve(port, db)
-        outputs = {name: proc.communicate(timeout=120)
-                   for name, proc in (("run", run), ("watch", watch))}
+        outputs = {}
+        for name, proc in (("run", run), ("watch", watch)):
+            stdout, stderr = proc.communicate(timeout=120)
+            outputs[name] = stdout, seen[name] + stderr
         for name, proc in (("run", run), ("watch", watch)):
             stdout, stderr = outputs[name]
             assert proc.returncode == 0, (name, stderr)
