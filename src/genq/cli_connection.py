@@ -50,7 +50,8 @@ class WatchedTransport(httpx.AsyncBaseTransport):
         self._answered = answered  # called at the server's first answer
         self.reached = False
         self._down = False
-        self.foreign: ForeignAnswer | None = None
+        self.foreign: ForeignAnswer | None = None  # the last answer not of genq's types
+        self.refused: ForeignAnswer | None = None  # the last JSON error answer
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -68,10 +69,13 @@ class WatchedTransport(httpx.AsyncBaseTransport):
                 self._down = False
                 self._say("reconnected")
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
+            answer = ForeignAnswer(response.status_code, content_type or "no type")
             artifact = "/api/artifacts/" in request.url.path  # served as its own type
             if content_type not in _GENQ_CONTENT_TYPES and (
                     response.status_code >= 400 or not artifact):
-                self.foreign = ForeignAnswer(response.status_code, content_type or "no type")
+                self.foreign = answer
+            elif response.status_code >= 400:
+                self.refused = answer  # genq's error, or JSON of another program
         return response
 
     def _lost(self, why: str) -> None:
@@ -102,9 +106,15 @@ class ServerClient(Client):
         return self
 
     def not_genq(self, exc: errors.GenqError) -> str | None:
-        """One line for an error caused by an answer that was not genq's, else None."""
-        foreign = self.watched.foreign
-        if foreign is None or not isinstance(exc, (errors.RemoteError, errors.ProtocolError)):
+        """One line for an error caused by an answer that was not genq's, else None:
+        a page (HTML, text), or an error in JSON without genq's ``error`` object (another
+        web API), which the client raises as a RemoteError without a code."""
+        answer = self.watched.foreign
+        if isinstance(exc, errors.RemoteError) and exc.code == errors.GenqError.code:
+            answer = answer or self.watched.refused
+        elif not isinstance(exc, errors.RemoteError | errors.ProtocolError):
             return None
-        return (f"{self.server} answered {foreign.status} with {foreign.content_type}: "
+        if answer is None:
+            return None
+        return (f"{self.server} answered {answer.status} with {answer.content_type}: "
                 "not a genq server? (check --server)")

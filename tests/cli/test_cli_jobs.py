@@ -89,10 +89,18 @@ def test_a_server_that_never_answers_is_reported_unreachable() -> None:
 
 
 class _NotGenq(BaseHTTPRequestHandler):
-    """Some other web server: 404 pages (``/api``) or a 200 HTML page (``/ok``)."""
+    """Some other web server: 404 pages (``/api``), a 200 HTML page (``/ok``), or another
+    web API's JSON 404 (``/json``, as FastAPI answers)."""
 
     def _answer(self) -> None:
-        if self.path.startswith("/ok/"):
+        if self.path.startswith("/json/"):
+            body = b'{"detail": "Not Found"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/ok/"):
             body = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -134,6 +142,10 @@ def test_a_server_that_is_not_genq_is_one_line(not_genq: str) -> None:
     assert done.returncode == 6
     assert done.stderr.strip() == (f"{not_genq}/ok answered 200 with text/html: not a "
                                    "genq server? (check --server)")
+    done = genq("run", "--server", f"{not_genq}/json", "add", "--x", "1")
+    assert done.returncode == 6
+    assert done.stderr.strip() == (f"{not_genq}/json answered 404 with application/json: "
+                                   "not a genq server? (check --server)")
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------
