@@ -251,7 +251,6 @@ class _JobOp(Op):
         return sum(len(row[4]) for row in self.rows or ())
 
 
-
 def lock_owner(path: str | os.PathLike[str]) -> str | None:
     """The pid of the process that holds the SQLite store at ``path`` open, or None when
     none does: what ``genq serve`` checks before starting, so that a second server on
