@@ -52,7 +52,7 @@ OutputOption = Annotated[Path | None, typer.Option("--output", "-o",
 
 # ``genq run``'s own options, named in the answer to one given after the function name.
 _RUN_OPTIONS = {"server", "url", "api_key", "store", "db", "output", "priority", "input"}
-_RUN_USAGE = "genq run [OPTIONS] [APP] FUNCTION [--input value]..."
+_RUN_USAGE = "genq run [OPTIONS] [APP] FUNCTION [--NAME VALUE]..."
 
 
 def _server(server: str, old_url: str | None) -> str:
