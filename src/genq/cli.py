@@ -1,62 +1,44 @@
 """The ``genq`` command: serve an app, run and watch jobs from a terminal.
 
-Exit codes, for scripts: 0 success; 1 the job failed; 2 bad usage or invalid input;
-3 unknown job or function; 4 the job was cancelled; 5 the job expired in the queue;
-6 the server could not be reached; 7 the queue is full; 130 interrupted (Ctrl-C, after
-asking the server to cancel the job).
+This module holds the commands that run an app (``serve``, ``worker``, ``demo``);
+the job commands are in ``cli_jobs``, showing a job in ``cli_follow``, and the exit
+codes, documented for scripts, in ``cli_common``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
-import importlib.util
-import json
 import logging
-import os
 import signal
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import anyio
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from genq import errors
+from genq import cli_jobs, errors
 from genq.app import App
-from genq.cli_waiting import WaitNotes
-from genq.client import Artifact, Client, Job
-from genq.client.attempts import AttemptWatch
+from genq.cli_common import (
+    EXIT_CODES,
+    EXIT_STORE_LOCKED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    StoreOption,
+    chosen_store,
+    err,
+    load_app,
+    store_locked,
+)
 from genq.engine import Engine
-from genq.models import Event, EventType
 from genq.serving.devices import DeviceUnavailable, check_available, parse_devices
-from genq.store import Store, store_from_url, store_url
+from genq.store import Store, store_from_url
 from genq.store.retention import describe_retain, parse_retain
+from genq.store.sqlite import SQLiteStore, lock_owner
 from genq.store.urls import UNSET
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
-EXIT_CANCELLED, EXIT_EXPIRED, EXIT_UNREACHABLE, EXIT_QUEUE_FULL, EXIT_INTERRUPTED = (
-    4, 5, 6, 7, 130)
-DEFAULT_URL = "http://127.0.0.1:7860"
-
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="genq: durable jobs for generative-AI apps.")
-out = Console()
-err = Console(stderr=True)
+                  help="genq: durable jobs for generative-AI apps.", epilog=EXIT_CODES)
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="GENQ_URL",
-                                        help="Server to talk to.")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="GENQ_API_KEY",
-                                               help="API key for the server.")]
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", envvar="GENQ_STORE", help="Store URL: sqlite:///path or redis://host:port/db "
-                                         "(default: --db, $GENQ_DB or .genq/genq.sqlite3).")]
 DbOption = Annotated[Path | None, typer.Option(help="SQLite file; the same as "
                                                     "--store sqlite:///FILE.")]
 DevicesOption = Annotated[str | None, typer.Option(
@@ -81,27 +63,6 @@ AllowedOriginsOption = Annotated[str | None, typer.Option(
     help="Web pages (scheme://host[:port], comma-separated, or *) that may submit, cancel "
          "or change anything besides the server's own; requests from other pages get 403 "
          "origin_not_allowed. Requests without an Origin (curl, genq's clients) pass.")]
-
-
-def load_app(target: str) -> App:
-    """``module:attr`` or ``path/to/file.py:attr`` (attr defaults to ``app``)."""
-    module_name, _, attr = target.partition(":")
-    attr = attr or "app"
-    sys.path.insert(0, os.getcwd())
-    if module_name.endswith(".py"):
-        path = Path(module_name).resolve()
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise typer.BadParameter(f"cannot load {module_name}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise typer.BadParameter(f"{target} is not a genq.App")
-    return app
 
 
 SERVE_HELP = (
@@ -175,7 +136,7 @@ def serve(
              "(docs/webhooks.md).")] = None,
 ) -> None:
     """Serve the API (and workers) for an app."""
-    run_server(load_app(app_target), host=host, port=port, store=_store_url(store, db),
+    run_server(load_app(app_target), host=host, port=port, store=chosen_store(store, db),
                api_keys_file=api_keys_file, insecure_public=insecure_public,
                workers=workers, heartbeat=heartbeat, log_level=log_level, retain=retain,
                rate_limit=rate_limit, forwarded_allow_ips=forwarded_allow_ips,
@@ -202,7 +163,7 @@ def demo(
         err.print(f"[red]the demo needs {exc.name}[/red]: pip install 'genq[demo]'")
         raise typer.Exit(EXIT_USAGE) from None
 
-    run_server(app, host=host, port=port, store=_store_url(store, db), api_keys_file=None,
+    run_server(app, host=host, port=port, store=chosen_store(store, db), api_keys_file=None,
                insecure_public=False, workers=True, heartbeat=15.0, log_level="info",
                allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
 
@@ -217,11 +178,6 @@ def _devices(devices: str | None, replicas: int) -> list[str]:
     return chosen
 
 
-def _store_url(store: str | None, db: Path | None) -> str:
-    """--db (a SQLite file) if given, else --store / $GENQ_STORE, else the default."""
-    return store_url(db or store)
-
-
 def _open_store(url: str, retain: str | None = None) -> Store:
     """The store of ``url``; ``retain`` (--retain) overrides the URL's own window."""
     try:
@@ -229,9 +185,19 @@ def _open_store(url: str, retain: str | None = None) -> Store:
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--retain") from None
     try:
-        return store_from_url(url, retain=window)
+        opened = store_from_url(url, retain=window)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
+    # One process owns a SQLite file: a second one says so before it starts (its store
+    # opens later, inside the server's start-up or the worker's loop).
+    if isinstance(opened, SQLiteStore) and (pid := lock_owner(opened.path)) is not None:
+        _exit_store_locked(pid)
+    return opened
+
+
+def _exit_store_locked(pid: object) -> None:
+    err.print(f"[red]{store_locked(pid)}[/red]", highlight=False)
+    raise typer.Exit(EXIT_STORE_LOCKED)
 
 
 @cli.command()
@@ -264,7 +230,7 @@ def worker(
                                      f"{', '.join(sorted(app.functions))})",
                                      param_hint="--functions")
     replica_devices = _devices(devices, replicas)
-    url = _store_url(store, db)
+    url = chosen_store(store, db)
     opened = _open_store(url, retain)
     engine = Engine(app, opened, functions=names, concurrency=concurrency,
                     lease=lease, shutdown_grace=shutdown_grace, devices=replica_devices)
@@ -275,7 +241,11 @@ def worker(
                   f"{describe_retain(opened.retain)}")
     try:
         anyio.run(_run_until_signalled, engine)
-    except* (errors.StoreUnavailable, errors.StoreLocked) as group:
+    except* errors.StoreLocked as group:  # taken since the check in _open_store
+        locked = group.exceptions[0]
+        _exit_store_locked(locked.detail.get("pid", "unknown")
+                           if isinstance(locked, errors.StoreLocked) else "unknown")
+    except* errors.StoreUnavailable as group:
         first = group.exceptions[0]
         message = first.message if isinstance(first, errors.GenqError) else str(first)
         err.print(f"[red]cannot open the store[/red]: {message}")
@@ -368,245 +338,12 @@ def _names(listed: str | None) -> tuple[str, ...]:
     return tuple(name.strip() for name in (listed or "").split(",") if name.strip())
 
 
-# -- talking to jobs ------------------------------------------------------------------
-def parse_inputs(args: list[str], schema: dict[str, Any]) -> dict[str, Any]:
-    """``--name value`` pairs typed by the input schema (JSON for non-string fields)."""
-    props: dict[str, Any] = schema.get("properties", {})
-    inputs: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise typer.BadParameter(f"expected --name value, got {arg!r}")
-        name = arg[2:].replace("-", "_")
-        if "=" in name:
-            name, raw = name.split("=", 1)
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            raw = args[i + 1]
-            i += 2
-        else:
-            raw = "true"
-            i += 1
-        if props.get(name, {}).get("type") == "string":
-            inputs[name] = raw
-        else:
-            try:
-                inputs[name] = json.loads(raw)
-            except ValueError:
-                inputs[name] = raw
-    return inputs
-
-
-@contextmanager
-def _client(url: str, api_key: str | None, app_target: str | None,
-            store: str) -> Iterator[tuple[Client, dict[str, dict[str, Any]]]]:
-    """A local engine when an app is named, else the server at ``url``; plus schemas."""
-    if app_target is not None:
-        app = load_app(app_target)
-        with app.local(store) as local:
-            yield local, {n: s.input_schema() for n, s in app.functions.items()}
-        return
-    with Client(url, api_key=api_key, retry_for=10.0) as remote:
-        schemas = {f["name"]: f["input_schema"] for f in remote.functions()}
-        yield remote, schemas
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Turn genq errors into a message on stderr and a documented exit code."""
-    try:
-        yield
-    except errors.InvalidInput as exc:
-        err.print(f"[red]invalid input[/red]: {exc.message}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except (errors.UnknownFunction, errors.JobNotFound) as exc:
-        err.print(f"[red]not found[/red]: {exc.message}")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except errors.QueueFull as exc:
-        err.print(f"[yellow]queue full[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
-        raise typer.Exit(EXIT_QUEUE_FULL) from None
-    except errors.OwnerQuota as exc:  # like a full queue: the same "try later" exit
-        err.print(f"[yellow]over quota[/yellow]: {exc.message} (retry in {exc.retry_after} s)")
-        raise typer.Exit(EXIT_QUEUE_FULL) from None
-    except errors.ConnectionLost as exc:
-        err.print(f"[red]server unreachable[/red]: {exc.message}")
-        raise typer.Exit(EXIT_UNREACHABLE) from None
-    except errors.GenqError as exc:
-        err.print(f"[red]error[/red]: {exc.message}")
-        raise typer.Exit(EXIT_FAILED) from None
-
-
-@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def run(
-    ctx: typer.Context,
-    target: Annotated[str, typer.Argument(
-        metavar="[APP] FUNCTION", help="module:app and function, or only the function "
-                                       "with --url")],
-    url: UrlOption = DEFAULT_URL,
-    api_key: KeyOption = None,
-    store: StoreOption = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite file when running an APP "
-                                                 "locally.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Save a binary result here.")] = None,
-    priority: Annotated[int | None, typer.Option(help="Job priority.")] = None,
-    webhook: Annotated[str | None, typer.Option(
-        help="A URL the server posts the job's job.completed event to, signed "
-             "(docs/webhooks.md).")] = None,
-) -> None:
-    """Submit a job (inputs as --name value) and follow it to the end."""
-    extra = list(ctx.args)
-    if extra and not extra[0].startswith("--"):
-        app_target, function = target, extra.pop(0)
-    else:
-        app_target, function = None, target
-    with _exit_codes(), _client(url, api_key, app_target, _store_url(store, db)) as (
-            client, schemas):
-        if function not in schemas:
-            raise errors.UnknownFunction(f"no function named {function!r} (known: "
-                                         f"{', '.join(sorted(schemas)) or 'none'})")
-        inputs = parse_inputs(extra, schemas[function])
-        job = client.submit(function, inputs, priority=priority, webhook=webhook)
-        err.print(f"[dim]job {job.id}[/dim]")
-        raise typer.Exit(_follow(client, job, output))
-
-
-@cli.command()
-def watch(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
-          output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -> None:
-    """Follow a job's events from the beginning until it ends."""
-    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
-        raise typer.Exit(_follow(client, client.job(job_id), output))
-
-
-@cli.command()
-def result(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
-           output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-           wait: Annotated[float | None, typer.Option(help="Seconds to wait.")] = None) -> None:
-    """Print (or save with -o) a job's result, waiting for it if needed."""
-    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
-        raise typer.Exit(_print_result(client.job(job_id), output, wait))
-
-
-@cli.command()
-def cancel(job_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
-    """Cancel a queued or running job."""
-    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
-        job = client.cancel(job_id)
-        out.print(f"{job.id} {job.status.value}"
-                  + (" (cancellation requested)" if job.status.value == "running" else ""))
-
-
-@cli.command()
-def jobs(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
-         function: Annotated[str | None, typer.Option(help="Only this function.")] = None,
-         status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-         limit: Annotated[int, typer.Option(help="How many.")] = 20) -> None:
-    """List your most recent jobs."""
-    with _exit_codes(), Client(url, api_key=api_key, retry_for=10.0) as client:
-        table = Table("id", "function", "status", "attempts", "created")
-        for job in client.list_jobs(function=function, status=status, limit=limit):
-            created = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(job.id, job.function, job.status.value, str(job.attempts), created)
-        out.print(table)
-
-
-# Events ``_render`` notes on stderr with a line of their own.
-_NOTED = frozenset({EventType.QUEUED, EventType.STARTED, EventType.LOG, EventType.RETRYING})
-
-
-def _follow(client: Client, job: Job, output: Path | None) -> int:
-    """Render events live; Ctrl-C cancels the job. Returns the exit code."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                   console=err, transient=True)
-    task: TaskID | None = None
-    streamed = mid_line = False
-    attempts = AttemptWatch()
-    # Why it is still queued (a model loading...), until it starts.
-    notes = WaitNotes(job, lambda m: err.print(f"[yellow]{m}[/yellow]", highlight=False))
-    try:
-        with bar:
-            notes.start()
-            for event in job.events():
-                if event.type is EventType.STARTED or event.terminal:
-                    notes.stop()
-                if mid_line and event.type in _NOTED:
-                    err.print()  # a note on stderr starts a line, not after the text
-                    mid_line = False
-                if (restart := attempts.see(event)) is not None:
-                    # stdout cannot take back the lost run's text: say where it ends
-                    err.print(f"[yellow]{restart.notice}[/yellow]", highlight=False)
-                task, wrote = _render(event, bar, task)
-                if wrote:
-                    streamed, mid_line = True, not event.data["chunk"].endswith("\n")
-        notes.stop()
-        if streamed:
-            out.print()
-        return _print_result(job, output, None, quiet=streamed)
-    except KeyboardInterrupt:
-        notes.stop()
-        err.print(f"\n[yellow]interrupted: cancelling job {job.id}[/yellow]")
-        try:
-            client.cancel(job.id)
-        except errors.GenqError as exc:
-            err.print(f"[red]could not cancel[/red]: {exc.message}")
-        return EXIT_INTERRUPTED
-    finally:
-        notes.stop()  # also when the stream raised (a lost server)
-
-
-def _render(event: Event, bar: Progress, task: TaskID | None) -> tuple[TaskID | None, bool]:
-    data = event.data
-    if event.type is EventType.QUEUED:
-        err.print(f"[dim]queued, position {data.get('position')}[/dim]")
-    elif event.type is EventType.STARTED:
-        err.print(f"[dim]started (attempt {data.get('attempt')})[/dim]")
-    elif event.type is EventType.PROGRESS:
-        total = data.get("total") or 1.0
-        done = data.get("current") if data.get("total") else (data.get("fraction") or 0.0)
-        desc = data.get("description") or "working"
-        if task is None:
-            task = bar.add_task(desc, total=total)
-        bar.update(task, completed=done, total=total, description=desc)
-    elif event.type is EventType.OUTPUT:
-        chunk = data.get("chunk")
-        if isinstance(chunk, str):
-            out.file.write(chunk)
-            out.file.flush()
-            return task, True
-        out.print_json(json.dumps(chunk))
-    elif event.type is EventType.LOG:
-        err.print(f"[dim]{data.get('level', 'info')}: {data.get('message')}[/dim]")
-    elif event.type is EventType.RETRYING:
-        reason = data.get("reason") or (data.get("error") or {}).get("message", "")
-        err.print(f"[yellow]retrying (attempt {data.get('next_attempt')}) in "
-                  f"{data.get('delay')} s: {reason}[/yellow]")
-    return task, False
-
-
-def _print_result(job: Job, output: Path | None, wait: float | None,
-                  quiet: bool = False) -> int:
-    try:
-        value = job.result(timeout=wait)
-    except errors.JobFailed as exc:
-        error = exc.detail.get("error", {})
-        err.print(f"[red]failed[/red]: {error.get('type')}: {error.get('message')}")
-        return EXIT_FAILED
-    except errors.JobCancelled:
-        err.print("[yellow]cancelled[/yellow]")
-        return EXIT_CANCELLED
-    except errors.JobExpired:
-        err.print("[yellow]expired in the queue[/yellow]")
-        return EXIT_EXPIRED
-    if isinstance(value, Artifact):
-        target = output or Path(value.name)
-        value.save(target)
-        err.print(f"saved {value.content_type} ({len(value.data)} bytes) to {target}")
-    elif not quiet:
-        out.print_json(json.dumps(value)) if not isinstance(value, str) else out.print(value)
-    return EXIT_OK
+# -- jobs (genq.cli_jobs) -------------------------------------------------------------
+_JOB_COMMANDS = {"context_settings": {"allow_extra_args": True,
+                                      "allow_interspersed_args": False}}
+cli.command(**_JOB_COMMANDS)(cli_jobs.run)  # type: ignore[arg-type]
+for _command in (cli_jobs.watch, cli_jobs.jobs, cli_jobs.cancel, cli_jobs.result):
+    cli.command()(_command)
 
 
 def main() -> None:

@@ -11,8 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 from tests.apps import http_app, model_app, retry_app
+from tests.cli.support import genq, serving
 from tests.support.http_fixtures import (
     GENQ_BIN,
     LiveServer,
@@ -27,7 +26,6 @@ from tests.support.http_fixtures import (
     cli_env,
     finished,
     free_port,
-    serves,
     submit,
     wait_until,
 )
@@ -35,58 +33,13 @@ from tests.support.http_fixtures import (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def genq(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(GENQ_BIN), *args], capture_output=True, text=True,
-                          timeout=timeout, env=cli_env(**env), stdin=subprocess.DEVNULL)
-
-
-@dataclass
-class Served:
-    """A ``genq serve`` subprocess answering /readyz; ``stderr`` once it has stopped."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    http: httpx.Client
-    stderr: str = ""
-
-
-@contextlib.contextmanager
-def serving(port: int, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """Run ``genq serve ARGS`` (which must listen on ``port``) until the block ends, then
-    stop it with SIGTERM as a service manager would."""
-    proc = subprocess.Popen([str(GENQ_BIN), "serve", *args], env=env or cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    served = Served(proc, url, httpx.Client(base_url=url, timeout=5))
-    try:
-        def healthy() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                return serves(served.http.get("/readyz"))
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, 30, what="genq serve to answer")
-        yield served
-    finally:
-        served.http.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, served.stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-
-
 def test_run_streams_text_to_stdout(server: LiveServer) -> None:
-    done = genq("run", "--url", server.url, "tokens", "--n", "5")
+    done = genq("run", "--server", server.url, "tokens", "--n", "5")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "t0 t1 t2 t3 t4"
     assert "job " in done.stderr and "started" in done.stderr
 
-    done = genq("run", "--url", server.url, "add", "--x", "1", "--y=41")
+    done = genq("run", "--server", server.url, "add", "--x", "1", "--y=41")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "42"
 
@@ -97,7 +50,7 @@ def test_run_marks_where_a_retried_job_started_over(make_server: ServerFactory) 
     discarded, and the exit code is the job's."""
     server = make_server(retry_app.app)
     lost, kept = "".join(retry_app.lost_chunks()), "".join(retry_app.kept_chunks())
-    done = subprocess.run([str(GENQ_BIN), "run", "--url", server.url, "flaky_tokens",
+    done = subprocess.run([str(GENQ_BIN), "run", "--server", server.url, "flaky_tokens",
                            "--tag", "cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout
@@ -136,7 +89,7 @@ def test_run_and_watch_say_why_a_job_waits_until_it_starts(
     it is queued), then shows the start and the result, and says nothing more of it."""
     monkeypatch.setenv("GENQ_TEST_MODEL_GATE", str(tmp_path / "gate"))
     server = make_server(model_app.app)
-    output = follow_until_loaded(["run", "--url", server.url, "scale", "--x", "21"],
+    output = follow_until_loaded(["run", "--server", server.url, "scale", "--x", "21"],
                                  tmp_path / "gate")
     note = "waiting for a worker: model loading ("
     assert note in output and "s so far)" in output
@@ -148,24 +101,24 @@ def test_run_and_watch_say_why_a_job_waits_until_it_starts(
     server.restart()  # a new engine loads the model again, behind the gate again
     with httpx.Client(base_url=server.url) as http:
         job_id = submit(http, "chat", message="hello there")["id"]
-    output = follow_until_loaded(["watch", "--url", server.url, job_id], tmp_path / "gate")
+    output = follow_until_loaded(["watch", "--server", server.url, job_id], tmp_path / "gate")
     assert output.index(note) < output.index("started (attempt 1)")
     assert "echo: hello there" in output
 
 
 def test_run_exit_codes(server: LiveServer) -> None:
-    invalid = genq("run", "--url", server.url, "add", "--x", "abc")
+    invalid = genq("run", "--server", server.url, "add", "--x", "abc")
     assert invalid.returncode == 2
     assert "invalid input" in invalid.stderr and "x:" in invalid.stderr
 
-    missing = genq("run", "--url", server.url, "add")
+    missing = genq("run", "--server", server.url, "add")
     assert missing.returncode == 2 and "x:" in missing.stderr
 
-    unknown = genq("run", "--url", server.url, "nope", "--x", "1")
+    unknown = genq("run", "--server", server.url, "nope", "--x", "1")
     assert unknown.returncode == 3
     assert "nope" in unknown.stderr
 
-    failed = genq("run", "--url", server.url, "fail", "--message", "kaputt")
+    failed = genq("run", "--server", server.url, "fail", "--message", "kaputt")
     assert failed.returncode == 1
     assert "ValueError: kaputt" in failed.stderr
 
@@ -178,7 +131,7 @@ def test_result_saves_an_artifact(server: LiveServer, tmp_path: Path) -> None:
         job = submit(http, "image", side=6)
         finished(http, job["id"])
     target = tmp_path / "out.png"
-    done = genq("result", job["id"], "--url", server.url, "-o", str(target))
+    done = genq("result", job["id"], "--server", server.url, "-o", str(target))
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == http_app.image(side=6).data
     assert target.read_bytes().startswith(PNG_SIGNATURE)
@@ -186,10 +139,14 @@ def test_result_saves_an_artifact(server: LiveServer, tmp_path: Path) -> None:
 
     # The same through `run -o`, and a JSON result printed by `result`.
     run_target = tmp_path / "run.png"
-    done = genq("run", "--url", server.url, "image", "--side", "6", "-o", str(run_target))
+    done = genq("run", "--server", server.url, "-o", str(run_target), "image", "--side", "6")
     assert done.returncode == 0, done.stderr
     assert run_target.read_bytes() == target.read_bytes()
-    assert genq("result", "nope", "--url", server.url).returncode == 3
+    # After the function name, only inputs: genq run's own -o is not one.
+    late = genq("run", "--server", server.url, "image", "--side", "6", "-o", "x.png")
+    assert late.returncode == 2
+    assert "-o after the function name" in late.stderr and "before it" in late.stderr
+    assert genq("result", "nope", "--server", server.url).returncode == 3
 
 
 def test_jobs_watch_and_cancel(server: LiveServer, idle_server: LiveServer) -> None:
@@ -199,33 +156,37 @@ def test_jobs_watch_and_cancel(server: LiveServer, idle_server: LiveServer) -> N
         finished(http, tokens["id"])
         finished(http, failed["id"])
 
-    listing = genq("jobs", "--url", server.url)
+    # A narrow terminal: each id is still printed whole, ready for the other commands.
+    listing = genq("jobs", "--server", server.url, COLUMNS="40")
     assert listing.returncode == 0, listing.stderr
-    rows = {line.split()[1]: line for line in listing.stdout.splitlines()
-            if tokens["id"] in line or failed["id"] in line}
-    assert tokens["id"] in rows and "succeeded" in rows[tokens["id"]]
-    assert failed["id"] in rows and "failed" in rows[failed["id"]]
-    only_failed = genq("jobs", "--url", server.url, "--status", "failed")
+    header, *lines = listing.stdout.splitlines()
+    assert header.split() == ["id", "function", "status", "attempts", "created"]
+    rows = {line.split()[1]: line.split() for line in lines}
+    assert rows["tokens"][:3] == [tokens["id"], "tokens", "succeeded"]
+    assert rows["fail"][:3] == [failed["id"], "fail", "failed"]
+    only_failed = genq("jobs", "--server", server.url, "--status", "failed")
     assert failed["id"] in only_failed.stdout and tokens["id"] not in only_failed.stdout
 
-    watched = genq("watch", tokens["id"], "--url", server.url)
+    watched = genq("watch", rows["tokens"][0], "--server", server.url)
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.strip() == "t0 t1 t2 t3"
-    assert genq("watch", failed["id"], "--url", server.url).returncode == 1
-    assert genq("watch", "nope", "--url", server.url).returncode == 3
+    assert genq("watch", rows["fail"][0], "--server", server.url).returncode == 1
+    shown = genq("result", rows["tokens"][0], "--server", server.url)
+    assert shown.returncode == 0 and shown.stdout.split() == ["t0", "t1", "t2", "t3"]
+    assert genq("watch", "nope", "--server", server.url).returncode == 3
 
     with httpx.Client(base_url=idle_server.url) as http:
         queued = submit(http, "add", x=1)
-        cancelled = genq("cancel", queued["id"], "--url", idle_server.url)
+        cancelled = genq("cancel", queued["id"], "--server", idle_server.url)
         assert cancelled.returncode == 0, cancelled.stderr
         assert cancelled.stdout.split() == [queued["id"], "cancelled"]
         assert http.get(f"/api/jobs/{queued['id']}").json()["status"] == "cancelled"
-    assert genq("watch", queued["id"], "--url", idle_server.url).returncode == 4
-    assert genq("cancel", "nope", "--url", idle_server.url).returncode == 3
+    assert genq("watch", queued["id"], "--server", idle_server.url).returncode == 4
+    assert genq("cancel", "nope", "--server", idle_server.url).returncode == 3
 
 
 def test_ctrl_c_cancels_the_job_and_exits_130(server: LiveServer) -> None:
-    proc = subprocess.Popen([str(GENQ_BIN), "run", "--url", server.url, "slow",
+    proc = subprocess.Popen([str(GENQ_BIN), "run", "--server", server.url, "slow",
                              "--seconds", "120"], env=cli_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -275,13 +236,13 @@ def test_serve_on_a_public_address_with_keys_or_insecure_public(tmp_path: Path,
         url = served.url
         if how == "api-keys":
             assert served.http.get("/api/jobs").status_code == 401
-            ran = genq("run", "--url", url, "--api-key", "key-a", "add", "--x", "2")
+            ran = genq("run", "--server", url, "--api-key", "key-a", "add", "--x", "2")
             assert ran.returncode == 0, ran.stderr
             assert ran.stdout.strip() == "2"
-            denied = genq("run", "--url", url, "add", "--x", "2")
+            denied = genq("run", "--server", url, "add", "--x", "2")
             assert denied.returncode != 0 and "API key" in denied.stderr
         else:
-            ran = genq("run", "--url", url, "tokens", "--n", "3")
+            ran = genq("run", "--server", url, "tokens", "--n", "3")
             assert ran.returncode == 0 and ran.stdout.strip() == "t0 t1 t2"
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert served.proc.returncode in (0, -signal.SIGTERM), served.stderr
@@ -306,7 +267,7 @@ def test_serve_exposure_and_connection_options(tmp_path: Path) -> None:
         assert ok.status_code == 201, ok.text
         evil = http.post("/api/jobs", json=job, headers={"Origin": "https://evil.example"})
         assert evil.json()["error"]["code"] == "origin_not_allowed"
-        ran = genq("run", "--url", served.url, "add", "--x", "2", "--y", "3")
+        ran = genq("run", "--server", served.url, "add", "--x", "2", "--y", "3")
         assert ran.returncode == 0 and ran.stdout.strip() == "5", ran.stderr
 
         def from_neighbour() -> socket.socket:
@@ -480,7 +441,7 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path: Path) 
 
 
 def test_python_dash_m_genq_is_the_same_cli(server: LiveServer) -> None:
-    done = subprocess.run([sys.executable, "-m", "genq", "run", "--url", server.url, "add",
+    done = subprocess.run([sys.executable, "-m", "genq", "run", "--server", server.url, "add",
                            "--x", "2", "--y", "3"], capture_output=True, text=True,
                           timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
@@ -505,7 +466,7 @@ def test_serve_owner_quotas_from_the_environment_or_options(tmp_path: Path) -> N
         error = refused.json()["error"]
         assert error["code"] == "owner_quota" and error["limit"] == 1
         # `genq run` says so and exits as for a full queue
-        done = genq("run", "--url", served.url, "add", "--x", "3")
+        done = genq("run", "--server", served.url, "add", "--x", "3")
         assert done.returncode == 7
         assert "over quota" in done.stderr and "owner local has 1 queued jobs" in done.stderr
     done = genq("serve", "apps.http_app:app", "--db", str(tmp_path / "db.sqlite3"),

@@ -245,7 +245,7 @@ def test_cli_streams_chat_over_http(demo: Demo, shared_app: genq.App,
     with serve_app(shared_app, tmp_path / "db.sqlite3") as url:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
         with subprocess.Popen(
-                [sys.executable, "-m", "genq.cli", "run", "chat", "--url", url,
+                [sys.executable, "-m", "genq.cli", "run", "--server", url, "chat",
                  "--message", "Say hello.", "--max-new-tokens", "40", "--temperature", "0"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
             assert proc.stdout is not None and proc.stderr is not None

@@ -278,7 +278,7 @@ def test_the_clients_take_a_webhook(hooked: LiveServer, receiver: Receiver) -> N
 
 
 def test_genq_run_takes_a_webhook(hooked: LiveServer, receiver: Receiver) -> None:
-    done = subprocess.run([str(GENQ_BIN), "run", "--url", hooked.url, "add", "--x", "4",
+    done = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "add", "--x", "4",
                            "--webhook", receiver.url], capture_output=True, text=True,
                           timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
@@ -287,7 +287,7 @@ def test_genq_run_takes_a_webhook(hooked: LiveServer, receiver: Receiver) -> Non
     [delivery] = completed(receiver, job_id)
     assert Webhook(SECRET).verify(delivery.body, delivery.headers)["data"]["result"] == 4
 
-    refused = subprocess.run([str(GENQ_BIN), "run", "--url", hooked.url, "add", "--x", "4",
+    refused = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "add", "--x", "4",
                               "--webhook", "ftp://example.com/hook"], capture_output=True,
                              text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert refused.returncode == 1

@@ -281,6 +281,30 @@ class _JobOp(Op):
         return sum(len(row[4]) for row in self.rows or ())
 
 
+def lock_owner(path: str | os.PathLike[str]) -> str | None:
+    """The pid of the process that holds the SQLite store at ``path`` open, or None when
+    none does: what ``genq serve`` checks before starting, so that a second server on
+    the same file says so in one line instead of failing in its start-up."""
+    try:
+        fd = os.open(f"{os.fspath(path)}.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_owner(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _lock_owner(fd: int) -> str:
+    """The pid the owner wrote in its lock file."""
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
 class SQLiteStore(StoreBase):
     """The default store: a durable SQLite file, for one process on one machine."""
 
@@ -403,12 +427,13 @@ class SQLiteStore(StoreBase):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            owner = _lock_owner(fd)
             os.close(fd)
             raise StoreLocked(
-                f"the database {self.path} is in use by another process (pid {owner}); "
-                "one process owns a SQLite store, use the Redis store to share work",
-                path=str(self.path),
+                f"store locked by pid {owner}: the database {self.path} is in use by "
+                "another process; one process owns a SQLite store (stop it, use another "
+                "database, or the Redis store to share work)",
+                path=str(self.path), pid=owner,
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
