@@ -278,8 +278,8 @@ def test_the_clients_take_a_webhook(hooked: LiveServer, receiver: Receiver) -> N
 
 
 def test_genq_run_takes_a_webhook(hooked: LiveServer, receiver: Receiver) -> None:
-    done = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "add", "--x", "4",
-                           "--webhook", receiver.url], capture_output=True, text=True,
+    done = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "--webhook",
+                           receiver.url, "add", "--x", "4"], capture_output=True, text=True,
                           timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
@@ -287,8 +287,8 @@ def test_genq_run_takes_a_webhook(hooked: LiveServer, receiver: Receiver) -> Non
     [delivery] = completed(receiver, job_id)
     assert Webhook(SECRET).verify(delivery.body, delivery.headers)["data"]["result"] == 4
 
-    refused = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "add", "--x", "4",
-                              "--webhook", "ftp://example.com/hook"], capture_output=True,
+    refused = subprocess.run([str(GENQ_BIN), "run", "--server", hooked.url, "--webhook",
+                              "ftp://example.com/hook", "add", "--x", "4"], capture_output=True,
                              text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     assert refused.returncode == 1
     assert "http or https" in refused.stderr
