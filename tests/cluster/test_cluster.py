@@ -322,6 +322,11 @@ def test_streams_lose_nothing_through_a_redis_outage_longer_than_retry_for(
             redis_server.stop()
             time.sleep(OUTAGE)
             redis_server.start()  # same port, same data directory
+            # The front end's own background calls (the webhook sender) waited retry_for
+            # in vain, so its circuit is open: it answers 503 store_unavailable until its
+            # next probe (every 0.5 s) finds Redis back, as the test below shows.
+            wait_until(lambda: http.get(f"/api/jobs/{ids['long']}").status_code == 200, 30,
+                       what="the front end to find Redis back")
             done = {tag: finished(http, job_id) for tag, job_id in ids.items()}
             logs = {tag: event_log(http, job_id) for tag, job_id in ids.items()}
     finally:
