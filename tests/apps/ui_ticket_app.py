@@ -11,8 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
-
 import genq
 
 app = genq.App("ui-ticket-test")
@@ -20,13 +18,19 @@ app = genq.App("ui-ticket-test")
 GATE_LIMIT = 120.0  # seconds: a test that never opens the gate does not hang the server
 
 
-@app.function(dedupe=True, concurrency=4)
-async def gated(gate: str, progress: genq.Progress = genq.Progress()) -> str:
-    """Waits (cancellably) until the file ``gate`` exists, then returns "opened"."""
-    progress(None, desc="waiting for the gate")
+def wait_for(gate: str, progress: genq.Progress) -> None:
+    """Until the file ``gate`` exists (or GATE_LIMIT); a cancel stops the wait."""
     deadline = time.monotonic() + GATE_LIMIT
     while not Path(gate).exists() and time.monotonic() < deadline:
-        await anyio.sleep(0.05)
+        progress.check()
+        time.sleep(0.05)
+
+
+@app.function(dedupe=True, concurrency=4)
+def gated(gate: str, progress: genq.Progress = genq.Progress()) -> str:
+    """Waits until the file ``gate`` exists, then returns "opened"."""
+    progress(None, desc="waiting for the gate")
+    wait_for(gate, progress)
     return "opened"
 
 
@@ -35,8 +39,5 @@ def gated_chat(message: str, history: list[tuple[str, str]] = [],  # noqa: B006
                progress: genq.Progress = genq.Progress()) -> Iterator[str]:
     """A chat that says one word, then waits for the file named by ``message``."""
     yield "waiting"
-    deadline = time.monotonic() + GATE_LIMIT
-    while not Path(message).exists() and time.monotonic() < deadline:
-        progress.check()  # a cancel stops the wait
-        time.sleep(0.05)
+    wait_for(message, progress)
     yield " opened"
