@@ -449,7 +449,7 @@
   };
 
   /**
-   * The ticket of each submission this browser made (the last 200 jobs), kept per job id
+   * The ticket of each submission this browser made (the last 200), kept with its job id
    * so its Cancel, even after a reload, lets go of this browser's submission only: a job
    * that identical submissions joined (dedupe) goes on for the other browsers. A job
    * opened without one (from the jobs list) is cancelled outright.
@@ -1213,7 +1213,7 @@
         });
         this.pendingSubmit = null;
         notifier.remember(job.id);
-        if (job.ticket) tickets.remember(job.id, job.ticket);
+        if (job.ticket && !TERMINAL.has(job.status)) tickets.remember(job.id, job.ticket);
         if (this.chat) {
           const message = this.fields.find((f) => f.name === "message");
           if (message) message.input.value = "";
