@@ -423,14 +423,17 @@ async def get_job(request: Request) -> Response:
 async def cancel_job(request: Request) -> Response:
     """POST /api/jobs/{id}/cancel[?ticket=T]: with the ticket a submission answered, only
     that submission lets go (the job is cancelled once none holds it); without, the job
-    is cancelled whoever submitted it (the job page's Cancel button)."""
+    is cancelled whoever submitted it. The answer is the job view plus
+    ``cancel_requested``."""
     state, owner = _caller(request)
     ticket = request.query_params.get("ticket")
     if ticket is not None and not _TICKET.fullmatch(ticket):
         raise BadRequest("query parameter 'ticket' must be the ticket a submission "
                          "answered (32 hex digits)", field="ticket")
     job = await state.jobs.cancel(owner, request.path_params["job_id"], ticket)
-    return _json(await _job_view(state, job))
+    # A running job asked to stop and one that goes on for other submissions both answer
+    # "running": the flag tells them apart (the web UI says which).
+    return _json({**await _job_view(state, job), "cancel_requested": job.cancel_requested})
 
 
 async def job_result(request: Request) -> Response:

@@ -15,6 +15,7 @@ from genq.webhooks.target import EVENTS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
+_CANCELLED_JOB = {"$ref": "#/components/schemas/CancelledJob"}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _PRIORITY = {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX}
 _EVENT_ID = {"type": "integer", "maximum": (1 << 63) - 1}
@@ -93,6 +94,12 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"submitted": {"enum": [r.value for r in SubmitReason
                                               if r is not SubmitReason.EXISTING]},
                        "ticket": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}}]},
+    "CancelledJob": {"allOf": [_JOB, {
+        "type": "object", "required": ["cancel_requested"],
+        "properties": {"cancel_requested": {
+            "type": "boolean",
+            "description": "Whether the job is being cancelled: false when a running job "
+                           "goes on for other submissions after ?ticket= let go of one"}}}]},
     "Event": {
         "type": "object", "required": ["job_id", "id", "type", "data", "ts"],
         "properties": {"job_id": {"type": "string"}, "id": {"type": "integer", "minimum": 1},
@@ -207,7 +214,9 @@ def _paths(submit: dict[str, Any]) -> dict[str, Any]:
             "parameters": [job_id, _query("ticket", {"type": "string",
                                                      "pattern": "^[0-9a-f]{32}$"},
                                           "The ticket a submission answered")],
-            "responses": {"200": job, **_BAD_QUERY,
+            "responses": {"200": _json_response("The job, and whether it is being "
+                                                "cancelled", _CANCELLED_JOB),
+                          **_BAD_QUERY,
                           "404": _error_response("No such job (or another owner's), or "
                                                  "no such ticket of it (unknown_ticket)"),
                           **_CALLER_ERRORS}}},

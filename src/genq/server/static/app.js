@@ -448,6 +448,34 @@
     },
   };
 
+  /**
+   * The ticket of each submission this browser made (the last 200), kept with its job id
+   * so its Cancel, even after a reload, lets go of this browser's submission only: a job
+   * that identical submissions joined (dedupe) goes on for the other browsers. A job
+   * opened without one (from the jobs list) is cancelled outright.
+   */
+  const TICKETS = "genq.tickets";
+  const tickets = {
+    all() {
+      try {
+        const pairs = JSON.parse(localStorage.getItem(TICKETS) || "[]");
+        return Array.isArray(pairs) ? pairs.filter((p) => Array.isArray(p) && typeof p[1] === "string") : [];
+      } catch { return []; }
+    },
+    save(pairs) {
+      try { localStorage.setItem(TICKETS, JSON.stringify(pairs.slice(-200))); } catch { /* private mode */ }
+    },
+    /** A ticket this browser holds for the job (two tabs may each hold one), or null. */
+    of(jobId) {
+      const held = tickets.all().filter(([id]) => id === jobId);
+      return held.length ? held[held.length - 1][1] : null;
+    },
+    remember(jobId, ticket) {
+      tickets.save([...tickets.all().filter(([, t]) => t !== ticket), [jobId, ticket]]);
+    },
+    forget(ticket) { tickets.save(tickets.all().filter(([, t]) => t !== ticket)); },
+  };
+
   /** A job's state in a few characters, for the tab title: "42% render", "done: render". */
   function jobTitle(view) {
     const fn = view.job.function;
@@ -1185,6 +1213,7 @@
         });
         this.pendingSubmit = null;
         notifier.remember(job.id);
+        if (job.ticket && !TERMINAL.has(job.status)) tickets.remember(job.id, job.ticket);
         if (this.chat) {
           const message = this.fields.find((f) => f.name === "message");
           if (message) message.input.value = "";
@@ -1239,6 +1268,8 @@
       this.job = job;
       this.fn = fn;
       this.chat = chat;
+      // this page's own submission (its answer's ticket), else one this browser stored
+      this.ticket = job.ticket || tickets.of(job.id);
       this.onFinished = onFinished;
       this.onChange = onChange || (() => {}); // the status or the progress moved
       this.runOutputs = 0; // output chunks of the current run (a retry may discard them)
@@ -1767,18 +1798,42 @@
       this.logCount.textContent = `Log (${this.logList.children.length})`;
     }
 
+    /**
+     * With this browser's ticket, let go of its submission only: a job that identical
+     * submissions share goes on for the others, and the view says so (Cancel then offers
+     * to cancel it for everyone). Without one, cancel the job outright.
+     */
     async cancel() {
       this.cancelButton.disabled = true;
       this.cancelling = true;
       this.cancelButton.textContent = "Cancelling…";
+      const url = `/api/jobs/${encodeURIComponent(this.job.id)}/cancel`;
+      const ticket = this.ticket;
       try {
-        const job = await api(`/api/jobs/${encodeURIComponent(this.job.id)}/cancel`, { method: "POST" });
+        let job;
+        try {
+          job = await api(ticket ? `${url}?ticket=${encodeURIComponent(ticket)}` : url, { method: "POST" });
+        } catch (error) {
+          // a ticket the job never had (a stored one gone stale): cancel as without one
+          if (!(ticket && error instanceof ApiError && ["unknown_ticket", "bad_request"].includes(error.code))) throw error;
+          job = await api(url, { method: "POST" });
+        }
+        if (ticket) {
+          tickets.forget(ticket);
+          this.ticket = null;
+        }
+        if (ticket && !TERMINAL.has(job.status) && !job.cancel_requested) {
+          this.cancelling = false;
+          this.cancelButton.disabled = false;
+          this.cancelButton.textContent = this.cancelLabel = "Cancel for everyone";
+          this.notice("info", "You let go of this job; it goes on for another submission of the same input.");
+        }
         if (!this.terminal) this.applyJob(job);
       } catch (error) {
         this.notice("error", `Could not cancel: ${error.message}`);
         this.cancelButton.disabled = false;
         this.cancelling = false;
-        this.cancelButton.textContent = "Cancel";
+        this.cancelButton.textContent = this.cancelLabel || "Cancel";
       }
     }
   }
