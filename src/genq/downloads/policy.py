@@ -61,6 +61,26 @@ class DownloadTooLarge(DownloadRefused):
     """The file is, or grew, larger than the policy's ``max_bytes``."""
 
 
+def address_settings(environ: Mapping[str, str], prefix: str
+                     ) -> tuple[bool, tuple[IPNetwork, ...]]:
+    """``{prefix}_ALLOW_PRIVATE`` (1/true/yes or 0/false/no) and
+    ``{prefix}_ALLOW_NETWORKS`` (comma-separated CIDRs): which non-public addresses a
+    connection may reach. Downloads and webhooks read theirs alike; ValueError naming
+    the setting."""
+    flag = environ.get(f"{prefix}_ALLOW_PRIVATE", "").strip().lower()
+    if flag not in ("", "0", "false", "no", "1", "true", "yes"):
+        raise ValueError(f"{prefix}_ALLOW_PRIVATE must be 1/true/yes or 0/false/no, "
+                         f"not {flag!r}")
+    networks = []
+    for item in environ.get(f"{prefix}_ALLOW_NETWORKS", "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip()))
+            except ValueError as exc:
+                raise ValueError(f"{prefix}_ALLOW_NETWORKS: {exc}") from None
+    return flag in ("1", "true", "yes"), tuple(networks)
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadPolicy:
     """Limits for downloads of untrusted URLs; the defaults allow public addresses only."""
@@ -73,17 +93,7 @@ class DownloadPolicy:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DownloadPolicy:
         """``GENQ_DOWNLOAD_ALLOW_PRIVATE`` (1/true/yes), ``GENQ_DOWNLOAD_ALLOW_NETWORKS``
         (comma-separated CIDRs) and ``GENQ_DOWNLOAD_MAX_MB`` (MiB, default 20480)."""
-        flag = environ.get("GENQ_DOWNLOAD_ALLOW_PRIVATE", "").strip().lower()
-        if flag not in ("", "0", "false", "no", "1", "true", "yes"):
-            raise ValueError(f"GENQ_DOWNLOAD_ALLOW_PRIVATE must be 1/true/yes or 0/false/no, "
-                             f"not {flag!r}")
-        networks = []
-        for item in environ.get("GENQ_DOWNLOAD_ALLOW_NETWORKS", "").split(","):
-            if item.strip():
-                try:
-                    networks.append(ipaddress.ip_network(item.strip()))
-                except ValueError as exc:
-                    raise ValueError(f"GENQ_DOWNLOAD_ALLOW_NETWORKS: {exc}") from None
+        allow_private, networks = address_settings(environ, "GENQ_DOWNLOAD")
         max_bytes = DEFAULT_MAX_BYTES
         if mb := environ.get("GENQ_DOWNLOAD_MAX_MB", "").strip():
             try:
@@ -93,7 +103,7 @@ class DownloadPolicy:
             if max_bytes <= 0:
                 raise ValueError(f"GENQ_DOWNLOAD_MAX_MB must be a positive number of MiB, "
                                  f"not {mb!r}")
-        return cls(flag in ("1", "true", "yes"), tuple(networks), max_bytes)
+        return cls(allow_private, networks, max_bytes)
 
     def refusal(self, address: IPAddress) -> str | None:
         """Why ``address`` is not allowed (a few words), or None when it is."""

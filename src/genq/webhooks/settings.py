@@ -3,12 +3,11 @@ connect. ``WebhookSettings.from_env`` reads ``$GENQ_WEBHOOK_*`` (docs/webhooks.m
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from genq.downloads.policy import DownloadPolicy
+from genq.downloads.policy import DownloadPolicy, address_settings
 from genq.store.retention import parse_retain
 from genq.webhooks.signing import check_secret
 
@@ -50,16 +49,6 @@ class WebhookSettings:
             if retry_for <= 0:
                 raise ValueError(f"GENQ_WEBHOOK_RETRY_FOR must be a duration such as 30m, "
                                  f"12h or 1d, not {text!r}")
-        flag = environ.get("GENQ_WEBHOOK_ALLOW_PRIVATE", "").strip().lower()
-        if flag not in ("", "0", "false", "no", "1", "true", "yes"):
-            raise ValueError(f"GENQ_WEBHOOK_ALLOW_PRIVATE must be 1/true/yes or "
-                             f"0/false/no, not {flag!r}")
-        networks = []
-        for item in environ.get("GENQ_WEBHOOK_ALLOW_NETWORKS", "").split(","):
-            if item.strip():
-                try:
-                    networks.append(ipaddress.ip_network(item.strip()))
-                except ValueError as exc:
-                    raise ValueError(f"GENQ_WEBHOOK_ALLOW_NETWORKS: {exc}") from None
-        policy = DownloadPolicy(flag in ("1", "true", "yes"), tuple(networks), None)
+        allow_private, networks = address_settings(environ, "GENQ_WEBHOOK")
+        policy = DownloadPolicy(allow_private, networks, None)
         return cls(secret=secret, retry_for=retry_for, policy=policy)
