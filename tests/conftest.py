@@ -21,4 +21,4 @@ from tests.support.http_fixtures import (  # noqa: E402, F401
 from tests.support.store_fixtures import shared_redis, stores  # noqa: E402, F401
 
 # -- browser tests (tests/test_ui*.py): Playwright and Debian's Chromium ----------------
-from tests.support.ui_fixtures import browser, playwright  # noqa: E402, F401
+from tests.support.ui_fixtures import browser, new_page, playwright  # noqa: E402, F401

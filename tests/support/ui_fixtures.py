@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +175,29 @@ def browser(playwright: Any) -> Iterator[Any]:
         yield browser
     finally:
         browser.close()
+
+
+PAGE_TIMEOUT_MS = 20_000  # what a page's actions and expectations wait, at most
+PageFactory = Callable[..., Any]  # (**context options) -> a playwright Page
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[PageFactory]:
+    """Pages in fresh browser contexts (each its own storage: another browser); fails
+    the test on any uncaught page error."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def make(**context_options: Any) -> Any:
+        context = browser.new_context(**{"viewport": {"width": 1280, "height": 860},
+                                         **context_options})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

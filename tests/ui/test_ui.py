@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.support.ui_fixtures import CHROMIUM, ServerProcess, running_server
+from tests.support.ui_fixtures import CHROMIUM, PageFactory, ServerProcess, running_server
 
 if not Path(CHROMIUM).exists():  # scripts/setup.sh installs it: missing is a failure
     raise RuntimeError(f"{CHROMIUM} is not installed (run scripts/setup.sh)")
@@ -36,28 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-PageFactory = Callable[..., Page]
 
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[PageFactory]:
-    """Pages in fresh browser contexts; fails the test on any uncaught page error."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(**context_options: Any) -> Page:
-        context = browser.new_context(**{"viewport": {"width": 1280, "height": 860},
-                                         **context_options})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 @pytest.fixture

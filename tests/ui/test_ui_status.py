@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.support.flaky_http import FlakyFiles, serve_files
-from tests.support.ui_fixtures import ServerProcess, running_server
+from tests.support.ui_fixtures import PageFactory, ServerProcess, running_server
 
 STATUS_APP = f"{Path(__file__).parents[1] / 'apps' / 'ui_status_app.py'}:app"
 TIMEOUT_MS = 20_000
@@ -56,28 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-PageFactory = Callable[..., Page]
 
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[PageFactory]:
-    """Pages in fresh browser contexts; fails the test on any uncaught page error."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(**context_options: Any) -> Page:
-        context = browser.new_context(**{"viewport": {"width": 1280, "height": 860},
-                                         **context_options})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def job_id_from(page: Page) -> str:

@@ -9,21 +9,20 @@ The app is tests/apps/ui_ticket_app.py; each browser is its own context (own sto
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.support.ui_fixtures import ServerProcess, running_server
+from tests.support.ui_fixtures import PageFactory, ServerProcess, running_server
 
 TICKET_APP = f"{Path(__file__).parents[1] / 'apps' / 'ui_ticket_app.py'}:app"
 TIMEOUT_MS = 20_000
 LET_GO = "You let go of this job; it goes on for another submission of the same input."
 JOINED = "Joined an identical job that was already queued or running."
 
-PageFactory = Callable[[], Page]
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                         app=TICKET_APP) as server:
         yield server
 
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[PageFactory]:
-    """A page in a fresh browser context (its own localStorage: another browser);
-    fails the test on any uncaught page error."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make() -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def submit_gated(page: Page, server: ServerProcess, gate: Path) -> str:
