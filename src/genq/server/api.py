@@ -488,8 +488,7 @@ async def job_events(request: Request) -> Response:
             for part in _by_bytes(batch):
                 yield "".join(map(_sse_frame, part)).encode()
 
-    return counted_stream(request, owner, stream(),
-                          first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
+    return _native_stream(request, state, owner, stream())
 
 
 async def job_webhooks(request: Request) -> Response:
@@ -533,6 +532,13 @@ def _sse_frame(event: Event) -> str:
     return f"id: {event.id}\r\nevent: {event.type}\r\ndata: {data}\r\n\r\n"
 
 
+def _native_stream(request: Request, state: ServerState, owner: str,
+                   frames: AsyncIterator[ServerSentEvent | bytes]) -> Response:
+    """A native event stream: counted, and opened with the browser's reconnect delay."""
+    return counted_stream(request, owner, frames,
+                          first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
+
+
 async def all_events(request: Request) -> Response:
     """GET /api/events: SSE of status changes of all my jobs (for dashboards).
 
@@ -548,8 +554,7 @@ async def all_events(request: Request) -> Response:
             del view["queue_position"], view["waiting"]  # a feed looks up neither
             yield ServerSentEvent(compact_json(view), event="job")
 
-    return counted_stream(request, owner, stream(),
-                          first=ServerSentEvent(comment="genq", retry=state.settings.retry_ms))
+    return _native_stream(request, state, owner, stream())
 
 
 async def stats(request: Request) -> Response:
